@@ -1,0 +1,36 @@
+"""tracejit: a JIT-compiling graph tracer with a torch-like eager Tensor on numpy.
+
+>>> import tracejit as tj
+>>> x = tj.randn(3, requires_grad=True)
+>>> (x.sin() ** 2).sum().backward()
+"""
+
+from . import autograd, dtypes, ops
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .creation import (arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full,
+                       full_like, linspace, manual_seed, ones, ones_like, rand, rand_like, randint,
+                       randn, randn_like, randperm, seed, tensor, zeros, zeros_like)
+from .dtypes import (bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype)
+from .errors import DTypeError, ShapeError, TraceError
+from .functions import *  # noqa: F401,F403 - torch-style top-level functions
+from .functions import __all__ as _function_names
+from .tensor import Tensor, device
+from . import nn  # noqa: E402 - nn builds on the names above
+
+__version__ = "0.1.0"
+
+bool = bool_  # noqa: A001 - ``tracejit.bool`` as ``torch.bool``
+float = float32  # noqa: A001
+double = float64
+long = int64
+int = int32  # noqa: A001
+
+__all__ = [
+    "Tensor", "device", "tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros", "ones",
+    "full", "empty", "arange", "linspace", "eye", "rand", "randn", "randint", "randperm",
+    "zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like",
+    "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
+    "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn",
+    *_function_names,
+]

@@ -1,0 +1,186 @@
+"""Tensor factories and the random number generator (``manual_seed`` makes runs reproducible).
+
+>>> tracejit.manual_seed(0); tracejit.rand(2, 3).shape
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as D
+from .tensor import Tensor, _check_device, _shape_arg
+
+_GEN = [np.random.default_rng(0)]
+
+
+def manual_seed(seed: int) -> None:
+    """Seed tracejit's generator (rand, randn, randint, dropout, parameter init)."""
+    _GEN[0] = np.random.default_rng(int(seed))
+
+
+def seed() -> int:
+    """Seed the generator from OS entropy; returns the seed used."""
+    s = int(np.random.SeedSequence().entropy % (2 ** 63))
+    manual_seed(s)
+    return s
+
+
+def _rng() -> np.random.Generator:
+    return _GEN[0]
+
+
+def _to_array(data, dtype=None) -> np.ndarray:
+    """Convert data to a fresh array with torch's dtype inference (floats -> float32)."""
+    if isinstance(data, Tensor):
+        arr = data._data
+    elif isinstance(data, (np.ndarray, np.generic)):
+        arr = np.asarray(data)
+        if dtype is None and arr.dtype not in D.SUPPORTED:
+            D.as_dtype(arr.dtype)  # raises a clear error for unsupported dtypes
+    else:
+        try:
+            arr = np.array(data)
+        except ValueError as e:
+            raise ValueError(f"tensor: could not build a tensor from the data: {e}") from None
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise TypeError(f"tensor: could not infer a dtype for the data "
+                            f"(got numpy dtype {arr.dtype}); pass numbers")
+        if dtype is None:
+            kind = arr.dtype.kind
+            dtype = D.get_default_dtype() if kind == "f" else D.int64 if kind in "iu" else D.bool_
+    if dtype is not None:
+        return np.array(arr, dtype=D.as_dtype(dtype))
+    return np.array(arr)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (lists, numbers, arrays, tensors).
+
+    >>> tracejit.tensor([1, 2]).dtype, tracejit.tensor([1.0]).dtype
+    (dtype('int64'), dtype('float32'))
+    """
+    if device is not None:
+        _check_device(device)
+    t = Tensor._make(_to_array(data, dtype))
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+as_tensor = tensor
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``array`` (zero-copy)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects an np.ndarray, got {type(array).__name__}")
+    D.as_dtype(array.dtype)
+    return Tensor._make(array)
+
+
+def from_dlpack(obj) -> Tensor:
+    """A tensor sharing memory with any DLPack producer (numpy arrays, torch CPU tensors...)."""
+    return from_numpy(np.from_dlpack(obj))
+
+
+def _new(arr: np.ndarray, device=None, requires_grad=False) -> Tensor:
+    if device is not None:
+        _check_device(device)
+    t = Tensor._make(arr)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _factory(fill):
+    def make(*size, dtype=None, device=None, requires_grad=False):
+        return _new(fill(_shape_arg(size), D.as_dtype(dtype)), device, requires_grad)
+    return make
+
+
+zeros = _factory(np.zeros)
+ones = _factory(np.ones)
+empty = _factory(np.empty)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if dtype is None:
+        dtype = D.scalar_dtype(fill_value)
+    size = size if isinstance(size, (tuple, list)) else (size,)
+    return _new(np.full(tuple(size), fill_value, dtype=D.as_dtype(dtype)), device, requires_grad)
+
+
+def _like(factory):
+    def make(t, dtype=None, device=None, requires_grad=False):
+        return factory(t.shape, dtype=dtype or t.dtype, device=device,
+                       requires_grad=requires_grad)
+    return make
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+empty_like = _like(empty)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device,
+                requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None):
+    return rand(t.shape, dtype=dtype or t.dtype)
+
+
+def randn_like(t, dtype=None):
+    return randn(t.shape, dtype=dtype or t.dtype)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Values in [start, end) by step; integers give int64, any float gives float32."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
+    if dtype is None:
+        floats = any(isinstance(v, float) for v in (start, end, step))
+        dtype = D.get_default_dtype() if floats else D.int64
+    dtype = D.as_dtype(dtype)
+    n = max(0, int(np.ceil((end - start) / step)))
+    data = (start + step * np.arange(n, dtype=np.float64)).astype(dtype) if dtype.kind == "f" \
+        else np.arange(start, end, step, dtype=dtype)
+    return _new(data, device, requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _new(np.linspace(start, end, int(steps)).astype(D.as_dtype(dtype)), device,
+                requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _new(np.eye(n, m, dtype=D.as_dtype(dtype)), device, requires_grad)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform samples in [0, 1)."""
+    return _factory(lambda s, d: _rng().random(s, dtype=d))(
+        *size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples."""
+    return _factory(lambda s, d: _rng().standard_normal(s, dtype=d))(
+        *size, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
+    """Integers in [low, high) (``randint(high, size)`` also works, as in torch)."""
+    if high is None or isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high if high is not None else size
+    dtype = D.int64 if dtype is None else D.as_dtype(dtype)
+    return _new(_rng().integers(low, high, tuple(size)).astype(dtype), device)
+
+
+def randperm(n, dtype=None, device=None) -> Tensor:
+    dtype = D.int64 if dtype is None else D.as_dtype(dtype)
+    return _new(_rng().permutation(n).astype(dtype), device)

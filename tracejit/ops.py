@@ -1,0 +1,946 @@
+"""The op table: one ``OpDef`` row per primitive, and ``apply``, the single entry point of every op.
+
+A row holds everything about a primitive: its numpy implementation (used eagerly and by the
+reference interpreter), its shape/dtype rule (``infer``), its vector-Jacobian product written
+with Tensor operations (so the same rule differentiates eagerly, on the IR and to higher
+order), and, for elementwise ops, the expression code generation emits.
+
+Higher-level functions (softmax, layer_norm, conv2d, ...) are compositions of these rows and
+live in ``tensor.py`` / ``functional.py``.
+
+>>> from tracejit import ops
+>>> ops.OPS["mul"].kind
+'elementwise'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import dtypes as D
+from .autograd import Node, grad_mode
+from .errors import DTypeError, ShapeError, user_frame
+
+Tensor: Any = None  # bound by tracejit.tensor once the class exists (breaks the import cycle)
+
+ELEMENTWISE = "elementwise"
+REDUCE = "reduce"
+SHAPE = "shape"
+INDEX = "index"
+MATMUL = "matmul"
+WINDOW = "window"
+
+
+@dataclass(eq=False)
+class OpDef:
+    """One primitive. ``impl(*arrays, **attrs)`` computes it with numpy; ``infer(avals, **attrs)``
+    gives the output ``(shape, dtype)`` from input avals (``(shape, dtype)`` pairs, or Python
+    scalars); ``vjp(g, out, *inputs, **attrs)`` returns one gradient (or None) per input."""
+
+    name: str
+    kind: str
+    impl: Callable
+    infer: Callable
+    vjp: Callable | None = None
+    expr: str | None = None  # elementwise codegen template, ``{0}``, ``{1}`` are the operands
+    dtype_rule: str | None = None  # elementwise only: how inputs are promoted (see _DTYPE_RULES)
+    view: bool = False  # the numpy impl may return a view of input 0
+    noisy: bool = False  # numpy may warn (log(0), 1/0): such warnings are silenced, as in torch
+    _plans: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"OpDef({self.name})"
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+# ----------------------------------------------------------------------------------------------
+# apply: the one entry point
+
+
+class _State:
+    """Where ops go: None means eager; tracing (tracing.py) installs a recorder here."""
+
+    tracer = None
+
+
+state = _State()
+
+
+def apply(op: OpDef, *inputs, **attrs):
+    """Run ``op`` on ``inputs`` (Tensors, or Python scalars for elementwise ops)."""
+    tracer = state.tracer
+    if tracer is not None:
+        return tracer.record(op, inputs, attrs)
+    return eager(op, inputs, attrs)
+
+
+def _key(x):
+    if isinstance(x, Tensor):
+        d = x._data
+        return (d.dtype, 2 if d.ndim else 1)
+    if isinstance(x, (bool, int, float, np.number, np.bool_)):
+        return (D.scalar_dtype(x), 0)
+    raise TypeError(f"expected a Tensor or a number, got {type(x).__name__}")
+
+
+def elementwise_plan(op: OpDef, keys: tuple) -> tuple:
+    """(dtype each input is cast to, output dtype) for operand keys; cached per op."""
+    plan = op._plans.get(keys)
+    if plan is None:
+        plan = _DTYPE_RULES[op.dtype_rule](keys)
+        op._plans[keys] = plan
+    return plan
+
+
+def eager(op: OpDef, inputs: tuple, attrs: dict):
+    if op.dtype_rule is not None:
+        keys = tuple(_key(x) for x in inputs)
+        cast, _ = elementwise_plan(op, keys)
+        args = []
+        for x, c in zip(inputs, cast):
+            if isinstance(x, Tensor):
+                a = x._data
+                args.append(a if a.dtype == c else a.astype(c))
+            else:
+                args.append(x)
+    else:
+        args = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    try:
+        if op.noisy:
+            with np.errstate(all="ignore"):
+                res = op.impl(*args, **attrs)
+        else:
+            res = op.impl(*args, **attrs)
+    except Exception as e:  # turn numpy's message into one that names the op and shapes
+        raise op_error(op, inputs, attrs, e) from e
+    if type(res) is not np.ndarray:
+        res = np.asarray(res)
+    out = Tensor._make(res)
+    if op.view and res.base is not None:
+        base = inputs[0]._base if inputs[0]._base is not None else inputs[0]
+        out._base = base
+        out._version = base._version
+    if op.vjp is not None and grad_mode.enabled and res.dtype.kind == "f":
+        for x in inputs:
+            if isinstance(x, Tensor) and x.requires_grad:
+                out._grad_fn = Node(op, inputs, attrs, res, out._version)
+                out.requires_grad = True
+                break
+    return out
+
+
+def op_error(op: OpDef, inputs, attrs, exc: Exception) -> Exception:
+    """The clearest error for a failed op: the shape rule's own message when it objects,
+    otherwise numpy's, in both cases naming the op, the operand shapes and the user's line."""
+    avals = [(x.shape, x.dtype) if isinstance(x, Tensor) else x for x in inputs]
+    try:
+        op.infer(avals, **attrs)
+    except (ShapeError, DTypeError) as rule_error:
+        rule_error.args = (rule_error.args[0] + user_frame(),)
+        return rule_error
+    except Exception:
+        pass
+    shapes = ", ".join(
+        f"{tuple(a[0])}:{a[1]}" if isinstance(a, tuple) else repr(a) for a in avals)
+    cls = type(exc) if isinstance(exc, (IndexError, TypeError, ValueError)) else RuntimeError
+    try:
+        return cls(f"{op.name}: {exc} (operands {shapes}){user_frame()}")
+    except Exception:
+        return RuntimeError(f"{op.name}: {exc} (operands {shapes}){user_frame()}")
+
+
+# ----------------------------------------------------------------------------------------------
+# shape helpers shared by infer rules
+
+
+def broadcast_shapes(op: str, *shapes) -> tuple:
+    """numpy broadcasting, with an error that names the op and the clashing dimension."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(-ndim, 0):
+        size = 1
+        for s in shapes:
+            if len(s) >= -i:
+                n = s[i]
+                if n != 1:
+                    if size != 1 and size != n:
+                        shown = " and ".join(str(tuple(s)) for s in shapes)
+                        raise ShapeError(
+                            f"{op}: shapes {shown} cannot be broadcast together "
+                            f"(dimension {ndim + i}: {size} vs {n})")
+                    size = n
+        out.append(size)
+    return tuple(out)
+
+
+def norm_dim(op: str, dim: int, ndim: int) -> int:
+    lim = max(ndim, 1)
+    if not -lim <= dim < lim:
+        raise IndexError(
+            f"{op}: dimension {dim} out of range for a {ndim}-d tensor "
+            f"(expected to be in [{-lim}, {lim - 1}])")
+    return dim % lim
+
+
+def norm_dims(op: str, dim, ndim: int) -> tuple:
+    """Normalise ``dim`` (None, int or sequence) to a sorted tuple of non-negative axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (int, np.integer)):
+        dim = (dim,)
+    dims = tuple(sorted({norm_dim(op, int(d), ndim) for d in dim}))
+    if ndim == 0:
+        return ()
+    return dims
+
+
+def _shape_of(a):
+    return a[0] if isinstance(a, tuple) else ()
+
+
+def _dtype_of(a):
+    return a[1] if isinstance(a, tuple) else D.scalar_dtype(a)
+
+
+# ----------------------------------------------------------------------------------------------
+# elementwise ops
+
+def _rule_promote(keys):
+    t = D.result_type(*keys)
+    return (t,) * len(keys), t
+
+
+def _rule_float(keys):
+    t = D.result_type(*keys)
+    if not D.is_floating(t):
+        t = D.get_default_dtype()
+    return (t,) * len(keys), t
+
+
+def _rule_compare(keys):
+    t = D.result_type(*keys)
+    return (t,) * len(keys), D.bool_
+
+
+def _rule_logical(keys):
+    return (D.bool_,) * len(keys), D.bool_
+
+
+def _rule_test(keys):
+    return tuple(k[0] for k in keys), D.bool_
+
+
+def _rule_where(keys):
+    if keys[0][0] != D.bool_:
+        raise DTypeError(f"where: condition must be a bool tensor, got {keys[0][0]}")
+    t = D.result_type(*keys[1:])
+    return (D.bool_, t, t), t
+
+
+_DTYPE_RULES = {
+    "promote": _rule_promote, "float": _rule_float, "compare": _rule_compare,
+    "logical": _rule_logical, "test": _rule_test, "where": _rule_where,
+}
+
+
+def _ew_infer(name, rule):
+    def infer(avals, **attrs):
+        shape = broadcast_shapes(name, *(_shape_of(a) for a in avals))
+        keys = tuple((_dtype_of(a), 0 if not isinstance(a, tuple) else (2 if a[0] else 1))
+                     for a in avals)
+        return shape, _DTYPE_RULES[rule](keys)[1]
+    return infer
+
+
+def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False):
+    return register(OpDef(name, ELEMENTWISE, impl, _ew_infer(name, rule), vjp, expr,
+                          dtype_rule=rule, noisy=noisy))
+
+
+def _req(x) -> bool:
+    """Does input ``x`` need a gradient? (lets vjp rules skip work for constants)."""
+    return isinstance(x, Tensor) and x.requires_grad
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _rounding(fn):
+    return lambda x: fn(x) if x.dtype.kind == "f" else x.copy()
+
+
+_erf_ufunc = None
+
+
+def _erf(x):
+    # numpy has no erf; a numba ufunc over libm's erf is exact and fast (compiled once, cached)
+    global _erf_ufunc
+    if _erf_ufunc is None:
+        import math
+
+        import numba
+
+        @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
+        def erf(v):
+            return math.erf(v)
+
+        _erf_ufunc = erf
+    return _erf_ufunc(x)
+
+
+NEG = elementwise("neg", np.negative, "(-{0})", lambda g, out, x: (-g,))
+ABS = elementwise("abs", np.abs, "abs({0})", lambda g, out, x: (g * x.sign(),))
+EXP = elementwise("exp", np.exp, "exp({0})", lambda g, out, x: (g * out,), "float", True)
+LOG = elementwise("log", np.log, "log({0})", lambda g, out, x: (g / x,), "float", True)
+LOG1P = elementwise("log1p", np.log1p, "log1p({0})", lambda g, out, x: (g / (x + 1),),
+                    "float", True)
+EXPM1 = elementwise("expm1", np.expm1, "expm1({0})", lambda g, out, x: (g * (out + 1),),
+                    "float", True)
+SQRT = elementwise("sqrt", np.sqrt, "sqrt({0})", lambda g, out, x: (g * 0.5 / out,),
+                   "float", True)
+RSQRT = elementwise("rsqrt", lambda x: 1 / np.sqrt(x), "(1 / sqrt({0}))",
+                    lambda g, out, x: (g * -0.5 * out * out * out,), "float", True)
+SIN = elementwise("sin", np.sin, "sin({0})", lambda g, out, x: (g * x.cos(),), "float")
+COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), "float")
+TAN = elementwise("tan", np.tan, "tan({0})", lambda g, out, x: (g * (out * out + 1),),
+                  "float", True)
+TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
+                   "float")
+SIGMOID = elementwise("sigmoid", _sigmoid, "sigmoid({0})",
+                      lambda g, out, x: (g * out * (1 - out),), "float", True)
+ERF = elementwise("erf", _erf, "erf({0})",
+                  lambda g, out, x: (g * (2 / np.sqrt(np.pi)) * (-x * x).exp(),), "float")
+RELU = elementwise("relu", lambda x: np.maximum(x, x.dtype.type(0)), "max({0}, 0)",
+                   lambda g, out, x: (g * (out > 0),))
+SIGN = elementwise("sign", np.sign, "sign({0})", lambda g, out, x: (g * 0,))
+FLOOR = elementwise("floor", _rounding(np.floor), "floor({0})", lambda g, out, x: (g * 0,))
+CEIL = elementwise("ceil", _rounding(np.ceil), "ceil({0})", lambda g, out, x: (g * 0,))
+ROUND = elementwise("round", _rounding(np.round), "round({0})", lambda g, out, x: (g * 0,))
+LOGICAL_NOT = elementwise("logical_not", np.logical_not, "(not {0})", rule="logical")
+ISNAN = elementwise("isnan", np.isnan, "isnan({0})", rule="test")
+ISFINITE = elementwise("isfinite", np.isfinite, "isfinite({0})", rule="test")
+COPY = elementwise("copy", lambda x: np.array(x, order="C"), "{0}", lambda g, out, x: (g,))
+
+ADD = elementwise("add", np.add, "({0} + {1})", lambda g, out, x, y: (g, g))
+SUB = elementwise("sub", np.subtract, "({0} - {1})", lambda g, out, x, y: (g, -g))
+MUL = elementwise("mul", np.multiply, "({0} * {1})",
+                  lambda g, out, x, y: (g * y if _req(x) else None, g * x if _req(y) else None))
+DIV = elementwise("div", np.true_divide, "({0} / {1})",
+                  lambda g, out, x, y: (g / y if _req(x) else None,
+                                        -g * out / y if _req(y) else None), "float", True)
+FLOORDIV = elementwise("floordiv", np.floor_divide, "floordiv({0}, {1})", noisy=True)
+MOD = elementwise("remainder", np.remainder, "remainder({0}, {1})",
+                  lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
+                  noisy=True)
+
+
+def _pow_vjp(g, out, x, y):
+    gx = g * y * x ** (y - 1) if _req(x) else None
+    gy = None
+    if _req(y):
+        from .tensor import where
+        gy = where((x == 0) & (y >= 0), 0.0, g * out * x.log())
+    return gx, gy
+
+
+POW = elementwise("pow", np.power, "({0} ** {1})", _pow_vjp, noisy=True)
+
+
+def _max_weight(x, y):
+    from .tensor import where
+    return where(x > y, 1.0, where(x == y, 0.5, 0.0))
+
+
+MAXIMUM = elementwise("maximum", np.maximum, "max({0}, {1})",
+                      lambda g, out, x, y: (g * _max_weight(x, y), g * _max_weight(y, x)))
+MINIMUM = elementwise("minimum", np.minimum, "min({0}, {1})",
+                      lambda g, out, x, y: (g * _max_weight(y, x), g * _max_weight(x, y)))
+EQ = elementwise("eq", np.equal, "({0} == {1})", rule="compare")
+NE = elementwise("ne", np.not_equal, "({0} != {1})", rule="compare")
+LT = elementwise("lt", np.less, "({0} < {1})", rule="compare")
+LE = elementwise("le", np.less_equal, "({0} <= {1})", rule="compare")
+GT = elementwise("gt", np.greater, "({0} > {1})", rule="compare")
+GE = elementwise("ge", np.greater_equal, "({0} >= {1})", rule="compare")
+LOGICAL_AND = elementwise("logical_and", np.logical_and, "({0} and {1})", rule="logical")
+LOGICAL_OR = elementwise("logical_or", np.logical_or, "({0} or {1})", rule="logical")
+LOGICAL_XOR = elementwise("logical_xor", np.logical_xor, "({0} != {1})", rule="logical")
+
+
+def _where_vjp(g, out, c, x, y):
+    from .tensor import where
+    return (None, where(c, g, 0.0) if _req(x) else None,
+            where(c, 0.0, g) if _req(y) else None)
+
+
+WHERE = elementwise("where", np.where, "({1} if {0} else {2})", _where_vjp, rule="where")
+
+
+# clamp keeps its bounds as attributes; tensor bounds compose maximum/minimum instead.
+def _clamp_dtype(dtype, lo, hi):
+    keys = [(dtype, 2)] + [(D.scalar_dtype(b), 0) for b in (lo, hi) if b is not None]
+    return D.result_type(*keys)
+
+
+def _clamp_impl(x, min=None, max=None):
+    t = _clamp_dtype(x.dtype, min, max)
+    x = x.astype(t, copy=False)
+    if min is not None:
+        x = np.maximum(x, t.type(min))
+    if max is not None:
+        x = np.minimum(x, t.type(max))
+    return x if min is not None or max is not None else x.copy()
+
+
+def _clamp_infer(avals, min=None, max=None):
+    (shape, dtype), = avals
+    return shape, _clamp_dtype(dtype, min, max)
+
+
+def _clamp_vjp(g, out, x, min=None, max=None):
+    keep = True
+    if min is not None:
+        keep = x >= min
+    if max is not None:
+        keep = (x <= max) if keep is True else keep & (x <= max)
+    return (g * keep,)
+
+
+CLAMP = register(OpDef("clamp", ELEMENTWISE, _clamp_impl, _clamp_infer, _clamp_vjp,
+                       expr="clamp({0}, {min}, {max})"))
+
+
+def _cast_infer(avals, dtype):
+    return avals[0][0], dtype
+
+
+CAST = register(OpDef(
+    "cast", ELEMENTWISE, lambda x, dtype: x.astype(dtype), _cast_infer,
+    lambda g, out, x, dtype: (g.to(x.dtype) if x.dtype.kind == "f" else None,),
+    expr="cast({0}, {dtype})"))
+
+
+# ----------------------------------------------------------------------------------------------
+# reductions: attrs ``dims`` (normalised tuple) and ``keepdim``
+
+
+def _reduce_infer(name, dtype_fn):
+    def infer(avals, dims, keepdim):
+        (shape, dtype), = avals
+        for d in dims:
+            norm_dim(name, d, len(shape))
+        if keepdim:
+            out = tuple(1 if i in dims else n for i, n in enumerate(shape))
+        else:
+            out = tuple(n for i, n in enumerate(shape) if i not in dims)
+        return out, dtype_fn(dtype)
+    return infer
+
+
+def _acc_dtype(dtype):
+    return dtype if D.is_floating(dtype) else D.int64
+
+
+def unreduce(g, shape, dims, keepdim):
+    """Broadcast a reduction's gradient (or output) back to the input's shape."""
+    if not keepdim:
+        g = g.reshape(tuple(1 if i in dims else n for i, n in enumerate(shape)))
+    return g.expand(shape)
+
+
+def _sum_impl(x, dims, keepdim):
+    return np.sum(x, axis=dims, keepdims=keepdim, dtype=_acc_dtype(x.dtype))
+
+
+def _prod_impl(x, dims, keepdim):
+    return np.prod(x, axis=dims, keepdims=keepdim, dtype=_acc_dtype(x.dtype))
+
+
+def _prod_vjp(g, out, x, dims, keepdim):
+    # prod of the other elements, exact when x holds zeros (out / x would give nan)
+    from .tensor import where
+    zero = x == 0
+    nonzero = where(zero, 1.0, x)
+    p = nonzero.prod(dims, keepdim=True)
+    nzeros = zero.sum(dims, keepdim=True)
+    others = where(nzeros == 0, p / nonzero, where((nzeros == 1) & zero, p, 0.0))
+    return (unreduce(g, x.shape, dims, keepdim) * others,)
+
+
+def _extreme_vjp(g, out, x, dims, keepdim):
+    # ties share the gradient evenly, as torch's amax/amin do
+    hit = x == unreduce(out.detach(), x.shape, dims, keepdim)
+    count = hit.sum(dims, keepdim=True)
+    return (unreduce(g, x.shape, dims, keepdim) * hit / count,)
+
+
+def _extreme_impl(fn):
+    def impl(x, dims, keepdim):
+        if x.size == 0 and any(x.shape[d] == 0 for d in dims):
+            raise ValueError("cannot reduce over a zero-size dimension: there is no identity")
+        return fn(x, axis=dims, keepdims=keepdim)
+    return impl
+
+
+SUM = register(OpDef("sum", REDUCE, _sum_impl, _reduce_infer("sum", _acc_dtype),
+                     lambda g, out, x, dims, keepdim: (unreduce(g, x.shape, dims, keepdim),)))
+PROD = register(OpDef("prod", REDUCE, _prod_impl, _reduce_infer("prod", _acc_dtype), _prod_vjp))
+AMAX = register(OpDef("amax", REDUCE, _extreme_impl(np.amax), _reduce_infer("amax", lambda d: d),
+                      _extreme_vjp))
+AMIN = register(OpDef("amin", REDUCE, _extreme_impl(np.amin), _reduce_infer("amin", lambda d: d),
+                      _extreme_vjp))
+
+
+def _arg_impl(fn):
+    def impl(x, dim, keepdim):
+        if dim is None:
+            r = fn(x.reshape(-1))
+            return np.reshape(r, (1,) * x.ndim) if keepdim else np.asarray(r)
+        return fn(x, axis=dim, keepdims=keepdim)
+    return impl
+
+
+def _arg_infer(name):
+    def infer(avals, dim, keepdim):
+        (shape, _), = avals
+        if dim is None:
+            return ((1,) * len(shape) if keepdim else ()), D.int64
+        dim = norm_dim(name, dim, len(shape))
+        if shape and shape[dim] == 0:
+            raise ShapeError(f"{name}: cannot reduce over a zero-size dimension {dim} of {shape}")
+        out = tuple(1 if i == dim else n for i, n in enumerate(shape)) if keepdim else \
+            tuple(n for i, n in enumerate(shape) if i != dim)
+        return out, D.int64
+    return infer
+
+
+ARGMAX = register(OpDef("argmax", REDUCE, _arg_impl(np.argmax), _arg_infer("argmax")))
+ARGMIN = register(OpDef("argmin", REDUCE, _arg_impl(np.argmin), _arg_infer("argmin")))
+
+
+def _cumsum_infer(avals, dim):
+    (shape, dtype), = avals
+    norm_dim("cumsum", dim, len(shape))
+    return shape, _acc_dtype(dtype)
+
+
+def _flip(t, dim):
+    return t[(slice(None),) * dim + (slice(None, None, -1),)]
+
+
+CUMSUM = register(OpDef(
+    "cumsum", REDUCE,
+    lambda x, dim: np.cumsum(x, axis=dim, dtype=_acc_dtype(x.dtype)) if x.ndim else x.copy(),
+    _cumsum_infer,
+    lambda g, out, x, dim: (_flip(_flip(g, dim).cumsum(dim), dim) if x.ndim else g,)))
+
+
+# ----------------------------------------------------------------------------------------------
+# shape ops (views where numpy can make one)
+
+
+def _reshape_infer(avals, shape):
+    (ishape, dtype), = avals
+    if int(np.prod(ishape)) != int(np.prod(shape)):
+        raise ShapeError(f"reshape: shape {tuple(shape)} is invalid for input of shape "
+                         f"{tuple(ishape)} ({int(np.prod(ishape))} elements)")
+    return tuple(shape), dtype
+
+
+def _permute_infer(avals, perm):
+    (shape, dtype), = avals
+    if sorted(perm) != list(range(len(shape))):
+        raise ShapeError(f"permute: {perm} is not a permutation of the {len(shape)} dims of "
+                         f"shape {tuple(shape)}")
+    return tuple(shape[p] for p in perm), dtype
+
+
+def _expand_infer(avals, shape):
+    (ishape, dtype), = avals
+    lead = len(shape) - len(ishape)
+    if lead < 0 or any(n != m and n != 1 for n, m in zip(ishape, shape[lead:])):
+        raise ShapeError(f"expand: cannot expand shape {tuple(ishape)} to {tuple(shape)}")
+    return tuple(shape), dtype
+
+
+RESHAPE = register(OpDef("reshape", SHAPE, lambda x, shape: np.reshape(x, shape),
+                         _reshape_infer, lambda g, out, x, shape: (g.reshape(x.shape),),
+                         view=True))
+PERMUTE = register(OpDef("permute", SHAPE, lambda x, perm: np.transpose(x, perm), _permute_infer,
+                         lambda g, out, x, perm: (g.permute(tuple(np.argsort(perm))),),
+                         view=True))
+EXPAND = register(OpDef("expand", SHAPE, lambda x, shape: np.broadcast_to(x, shape),
+                        _expand_infer, lambda g, out, x, shape: (g.sum_to_shape(x.shape),),
+                        view=True))
+
+
+def _cat_infer(avals, dim):
+    shapes = [a[0] for a in avals]
+    ref = shapes[0]
+    d = norm_dim("cat", dim, len(ref))
+    for s in shapes[1:]:
+        if len(s) != len(ref) or any(a != b for i, (a, b) in enumerate(zip(s, ref)) if i != d):
+            raise ShapeError(f"cat: shapes {', '.join(str(tuple(s)) for s in shapes)} must match "
+                             f"except in dimension {d}")
+    out = list(ref)
+    out[d] = sum(s[d] for s in shapes)
+    return tuple(out), D.result_type(*((a[1], 2) for a in avals))
+
+
+def _cat_impl(*xs, dim):
+    t = D.result_type(*((x.dtype, 2) for x in xs))
+    return np.concatenate(xs, axis=dim, dtype=t)
+
+
+def _cat_vjp(g, out, *xs, dim):
+    grads, start = [], 0
+    for x in xs:
+        n = x.shape[dim]
+        grads.append(g[(slice(None),) * dim + (slice(start, start + n),)] if _req(x) else None)
+        start += n
+    return tuple(grads)
+
+
+CAT = register(OpDef("cat", SHAPE, _cat_impl, _cat_infer, _cat_vjp))
+
+
+def _pad_infer(avals, pad, value):
+    (shape, dtype), = avals
+    if len(pad) % 2 or len(pad) // 2 > len(shape):
+        raise ShapeError(f"pad: padding {pad} needs pairs for at most {len(shape)} dims")
+    out = list(shape)
+    for i in range(len(pad) // 2):
+        out[len(shape) - 1 - i] += pad[2 * i] + pad[2 * i + 1]
+    return tuple(out), dtype
+
+
+def _pad_widths(ndim, pad):
+    widths = [(0, 0)] * ndim
+    for i in range(len(pad) // 2):
+        widths[ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return widths
+
+
+def _pad_impl(x, pad, value):
+    return np.pad(x, _pad_widths(x.ndim, pad), constant_values=value)
+
+
+def _pad_vjp(g, out, x, pad, value):
+    idx = tuple(slice(a, a + n) for (a, _), n in zip(_pad_widths(x.ndim, pad), x.shape))
+    return (g[idx],)
+
+
+PAD = register(OpDef("pad", SHAPE, _pad_impl, _pad_infer, _pad_vjp))
+
+
+# ----------------------------------------------------------------------------------------------
+# indexing. ``spec = (basic, adv)``: ``basic`` is a numpy basic index (ints, slices as
+# (start, stop, step) triples, None, Ellipsis) applied first, as torch does; ``adv`` (or None)
+# then indexes the result with integer tensors: an entry k takes index tensor k, None keeps a dim.
+
+
+def _basic(basic):
+    return tuple(slice(*b) if isinstance(b, tuple) else b for b in basic)
+
+
+def _adv(adv, idx):
+    return tuple(slice(None) if k is None else idx[k] for k in adv)
+
+
+def _getitem_impl(x, *idx, spec):
+    basic, adv = spec
+    v = x[_basic(basic)]
+    return v if adv is None else v[_adv(adv, idx)]
+
+
+def _basic_shape(shape, basic):
+    out, i = [], 0
+    n_real = sum(1 for b in basic if b is not None and b is not Ellipsis)
+    for b in basic:
+        if b is None:
+            out.append(1)
+        elif b is Ellipsis:
+            k = len(shape) - n_real
+            out.extend(shape[i:i + k])
+            i += k
+        elif isinstance(b, tuple):
+            if i >= len(shape):
+                raise IndexError(f"getitem: too many indices for a tensor of shape {tuple(shape)}")
+            out.append(len(range(*slice(*b).indices(shape[i]))))
+            i += 1
+        else:
+            if i >= len(shape):
+                raise IndexError(f"getitem: too many indices for a tensor of shape {tuple(shape)}")
+            if not -shape[i] <= b < shape[i]:
+                raise IndexError(f"getitem: index {b} is out of bounds for dimension {i} "
+                                 f"with size {shape[i]}")
+            i += 1
+    return out + list(shape[i:])
+
+
+def _getitem_infer(avals, spec):
+    (shape, dtype), *idx = avals
+    basic, adv = spec
+    out = _basic_shape(shape, basic)
+    if adv is None:
+        return tuple(out), dtype
+    for a in idx:
+        if a[1].kind not in "iu":
+            raise DTypeError(f"getitem: tensors used as indices must be integer or bool tensors, "
+                             f"got {a[1]}")
+    bshape = broadcast_shapes("getitem", *(a[0] for a in idx))
+    pos = [i for i, k in enumerate(adv) if k is not None]
+    rest = [n for i, n in enumerate(out) if i >= len(adv) or adv[i] is None]
+    if pos == list(range(pos[0], pos[-1] + 1)):  # adjacent advanced indices stay in place
+        before = [n for i, n in enumerate(out[:pos[0]])]
+        after = [n for i, n in enumerate(out) if i > pos[-1]]
+        return tuple(before) + bshape + tuple(after), dtype
+    return bshape + tuple(rest), dtype
+
+
+def _getitem_vjp(g, out, x, *idx, spec):
+    from .tensor import zeros
+    grads = apply(INDEX_PUT, zeros(x.shape, dtype=g.dtype), g, *idx, spec=spec, accumulate=True)
+    return (grads,) + (None,) * len(idx)
+
+
+def _index_put_impl(x, v, *idx, spec, accumulate):
+    basic, adv = spec
+    r = x.copy()
+    if isinstance(v, np.ndarray) and v.dtype != r.dtype:
+        v = v.astype(r.dtype)
+    if adv is None:  # basic indices never repeat an element, so += is exact
+        if accumulate:
+            r[_basic(basic)] += v
+        else:
+            r[_basic(basic)] = v
+        return r
+    view = r[_basic(basic)]
+    if accumulate:
+        np.add.at(view, _adv(adv, idx), v)
+    else:
+        view[_adv(adv, idx)] = v
+    return r
+
+
+def _index_put_infer(avals, spec, accumulate):
+    x, v, *idx = avals
+    target, _ = _getitem_infer([x, *idx], spec=spec)
+    broadcast_shapes("index_put", _shape_of(v), target)
+    if tuple(broadcast_shapes("index_put", _shape_of(v), target)) != tuple(target):
+        raise ShapeError(f"index_put: value of shape {_shape_of(v)} cannot be broadcast to the "
+                         f"indexed shape {target}")
+    return x[0], x[1]
+
+
+def _index_put_vjp(g, out, x, v, *idx, spec, accumulate):
+    gx = g if accumulate else apply(INDEX_PUT, g, 0.0, *idx, spec=spec, accumulate=False)
+    gv = apply(GETITEM, g, *idx, spec=spec).sum_to_shape(v.shape) if _req(v) else None
+    return (gx, gv) + (None,) * len(idx)
+
+
+GETITEM = register(OpDef("getitem", INDEX, _getitem_impl, _getitem_infer, _getitem_vjp,
+                         view=True))
+INDEX_PUT = register(OpDef("index_put", INDEX, _index_put_impl, _index_put_infer,
+                           _index_put_vjp))
+
+
+def _check_index(name, index):
+    if index.dtype.kind not in "iu":
+        raise DTypeError(f"{name}: index must be an integer tensor (int64 or int32), "
+                         f"got {index.dtype}")
+
+
+def _along(index, dim):
+    """Full integer index tuple addressing ``index``'s positions, with ``index`` along ``dim``."""
+    grids = np.indices(index.shape, sparse=True)
+    return tuple(index if d == dim else grids[d] for d in range(index.ndim))
+
+
+def _gather_impl(x, index, dim):
+    _check_index("gather", index)
+    return x[_along(index, dim)]
+
+
+def _gather_infer(avals, dim):
+    (shape, dtype), (ishape, idtype) = avals
+    _check_index_aval("gather", shape, ishape, idtype, dim)
+    return tuple(ishape), dtype
+
+
+def _check_index_aval(name, shape, ishape, idtype, dim):
+    if idtype.kind not in "iu":
+        raise DTypeError(f"{name}: index must be an integer tensor (int64 or int32), got {idtype}")
+    d = norm_dim(name, dim, len(shape))
+    if len(ishape) != len(shape) or any(
+            i != d and a > b for i, (a, b) in enumerate(zip(ishape, shape))):
+        raise ShapeError(f"{name}: index of shape {tuple(ishape)} does not fit input of shape "
+                         f"{tuple(shape)} (same rank, no larger outside dim {d})")
+
+
+def _scatter_add_impl(x, index, src, dim):
+    _check_index("scatter_add", index)
+    r = x.copy()
+    np.add.at(r, _along(index, dim), src[tuple(slice(0, n) for n in index.shape)])
+    return r
+
+
+def _scatter_add_infer(avals, dim):
+    (shape, dtype), (ishape, idtype), (sshape, _) = avals
+    _check_index_aval("scatter_add", shape, ishape, idtype, dim)
+    if len(sshape) != len(ishape) or any(a > b for a, b in zip(ishape, sshape)):
+        raise ShapeError(f"scatter_add: index of shape {tuple(ishape)} is larger than src of "
+                         f"shape {tuple(sshape)}")
+    return tuple(shape), dtype
+
+
+def _scatter_add_vjp(g, out, x, index, src, dim):
+    gsrc = None
+    if _req(src):
+        gsrc = g.gather(dim, index)
+        if tuple(src.shape) != tuple(index.shape):
+            pad = []
+            for n, m in zip(reversed(index.shape), reversed(src.shape)):
+                pad += [0, m - n]
+            gsrc = gsrc.pad(tuple(pad))
+    return g, None, gsrc
+
+
+GATHER = register(OpDef("gather", INDEX, _gather_impl, _gather_infer,
+                        lambda g, out, x, index, dim: (
+                            _scatter_add_zeros(g, x.shape, index, dim), None)))
+SCATTER_ADD = register(OpDef("scatter_add", INDEX, _scatter_add_impl, _scatter_add_infer,
+                             _scatter_add_vjp))
+
+
+def _scatter_add_zeros(g, shape, index, dim):
+    from .tensor import zeros
+    return apply(SCATTER_ADD, zeros(shape, dtype=g.dtype), index, g, dim=dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# matmul (operands of rank >= 2; 1-d operands are handled in tensor.matmul by reshapes)
+
+
+def _matmul_infer(avals):
+    (a, ta), (b, tb) = avals
+    if len(a) < 2 or len(b) < 2:
+        raise ShapeError(f"matmul: operands must have at least 2 dims, got {tuple(a)} @ {tuple(b)}")
+    if a[-1] != b[-2]:
+        raise ShapeError(f"matmul: inner dimensions do not match: {tuple(a)} @ {tuple(b)} "
+                         f"({a[-1]} != {b[-2]})")
+    batch = broadcast_shapes("matmul", a[:-2], b[:-2])
+    return batch + (a[-2], b[-1]), D.promote_types(ta, tb)
+
+
+def _matmul_impl(a, b):
+    t = D.promote_types(a.dtype, b.dtype)
+    return np.matmul(a.astype(t, copy=False), b.astype(t, copy=False))
+
+
+def _matmul_vjp(g, out, a, b):
+    ga = (g @ b.mT).sum_to_shape(a.shape) if _req(a) else None
+    gb = (a.mT @ g).sum_to_shape(b.shape) if _req(b) else None
+    return ga, gb
+
+
+MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp))
+
+
+# ----------------------------------------------------------------------------------------------
+# sliding windows: unfold (im2col) and fold (col2im), each the other's vjp. conv2d and the
+# poolings are compositions of these with matmul and reductions.
+
+
+def _window_out(name, hw, kernel, dilation, padding, stride):
+    out = []
+    for n, k, d, p, s in zip(hw, kernel, dilation, padding, stride):
+        m = (n + 2 * p - d * (k - 1) - 1) // s + 1
+        if m <= 0:
+            raise ShapeError(f"{name}: input of spatial size {tuple(hw)} is too small for kernel "
+                             f"{tuple(kernel)} with dilation {tuple(dilation)} and padding "
+                             f"{tuple(padding)}")
+        out.append(m)
+    return tuple(out)
+
+
+def _unfold_infer(avals, kernel, dilation, padding, stride, pad_value=0.0):
+    (shape, dtype), = avals
+    if len(shape) != 4:
+        raise ShapeError(f"unfold: expected a 4-d (N, C, H, W) input, got shape {tuple(shape)}")
+    oh, ow = _window_out("unfold", shape[2:], kernel, dilation, padding, stride)
+    return (shape[0], shape[1] * kernel[0] * kernel[1], oh * ow), dtype
+
+
+def _unfold_impl(x, kernel, dilation, padding, stride, pad_value=0.0):
+    n, c, h, w = x.shape
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel, dilation, padding, stride
+    oh, ow = _window_out("unfold", (h, w), kernel, dilation, padding, stride)
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = x[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                                 j * dw: j * dw + sw * (ow - 1) + 1: sw]
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def _fold_infer(avals, output_size, kernel, dilation, padding, stride):
+    (shape, dtype), = avals
+    kk = kernel[0] * kernel[1]
+    oh, ow = _window_out("fold", output_size, kernel, dilation, padding, stride)
+    if len(shape) != 3 or shape[1] % kk or shape[2] != oh * ow:
+        raise ShapeError(f"fold: input of shape {tuple(shape)} does not match kernel "
+                         f"{tuple(kernel)} and output size {tuple(output_size)}")
+    return (shape[0], shape[1] // kk) + tuple(output_size), dtype
+
+
+def _fold_impl(cols, output_size, kernel, dilation, padding, stride):
+    n, ckk, _ = cols.shape
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel, dilation, padding, stride
+    h, w = output_size
+    oh, ow = _window_out("fold", output_size, kernel, dilation, padding, stride)
+    c = ckk // (kh * kw)
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                j * dw: j * dw + sw * (ow - 1) + 1: sw] += cols[:, :, i, j]
+    return out[:, :, ph: ph + h, pw: pw + w]
+
+
+def _unfold_vjp(g, out, x, kernel, dilation, padding, stride, pad_value=0.0):
+    return (apply(FOLD, g, output_size=tuple(x.shape[2:]), kernel=kernel, dilation=dilation,
+                  padding=padding, stride=stride),)
+
+
+def _fold_vjp(g, out, cols, output_size, kernel, dilation, padding, stride):
+    return (apply(UNFOLD, g, kernel=kernel, dilation=dilation, padding=padding, stride=stride),)
+
+
+UNFOLD = register(OpDef("unfold", WINDOW, _unfold_impl, _unfold_infer, _unfold_vjp))
+FOLD = register(OpDef("fold", WINDOW, _fold_impl, _fold_infer, _fold_vjp))
+
+
+def source_line() -> str:
+    """The user's file:line that is calling into tracejit (for node provenance and errors)."""
+    return user_frame().strip()
+
+
+__all__ = ["OpDef", "OPS", "apply", "register", "broadcast_shapes", "norm_dim", "norm_dims",
+           "unreduce", "state"]

@@ -1,0 +1,28 @@
+"""torch-like ``repr`` of tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as D
+
+_DEFAULT_SHOWN = {D.int64, D.bool_}
+
+
+def tensor_repr(t) -> str:
+    a = t._data
+    prefix = "tensor("
+    if a.size == 0:
+        body = "[]" if a.ndim == 1 else f"[], size={a.shape}"
+    else:
+        with np.printoptions(precision=4, threshold=1000, edgeitems=3, linewidth=80,
+                             floatmode="maxprec_equal" if a.dtype.kind == "f" else "maxprec"):
+            body = np.array2string(a, separator=", ", prefix=prefix)
+    extras = []
+    if a.dtype not in _DEFAULT_SHOWN and a.dtype != D.get_default_dtype():
+        extras.append(f"dtype=tracejit.{a.dtype.name}")
+    if t._grad_fn is not None:
+        extras.append(f"grad_fn=<{t._grad_fn.name()}>")
+    elif t.requires_grad:
+        extras.append("requires_grad=True")
+    return prefix + body + "".join(", " + e for e in extras) + ")"
