@@ -67,6 +67,9 @@ class set_grad_enabled(_GradSwitch):
         self.prev = grad_mode.enabled
         grad_mode.enabled = self.enabled
 
+    def __enter__(self):  # the mode was already set by the constructor
+        pass
+
 
 class Node:
     """One recorded op: the tape entry behind a tensor's ``grad_fn``.
@@ -83,7 +86,7 @@ class Node:
         self.inputs = inputs
         self.attrs = attrs
         self.out_data = out_data
-        edges, versions = [], [(out_version, out_version[0])]
+        edges, versions = [], [(out_version, out_version[0])] if op.saves_out else []
         for x in inputs:
             if getattr(x, "requires_grad", False):
                 edges.append(x._grad_fn if x._grad_fn is not None else x)

@@ -39,6 +39,11 @@ def set_default_dtype(dtype) -> None:
         raise TypeError(f"set_default_dtype: only float32 and float64 are allowed, got {d}")
     _DEFAULT_FLOAT[0] = d
     _promote_cache.clear()
+    for listener in on_default_dtype_change:
+        listener()
+
+
+on_default_dtype_change: list = []  # callbacks that drop caches keyed on the default dtype
 
 
 def as_dtype(dtype) -> np.dtype:

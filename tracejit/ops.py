@@ -15,6 +15,7 @@ live in ``tensor.py`` / ``functional.py``.
 
 from __future__ import annotations
 
+import dis
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,12 +51,30 @@ class OpDef:
     view: bool = False  # the numpy impl may return a view of input 0
     noisy: bool = False  # numpy may warn (log(0), 1/0): such warnings are silenced, as in torch
     _plans: dict = field(default_factory=dict, repr=False)
+    saves_out: bool = field(init=False, default=False)  # the vjp reads ``out`` (set below)
+
+    def __post_init__(self):
+        # NOTE: as in torch, changing an op's output in place only invalidates the op's backward
+        # when its vjp reads ``out`` (exp, sigmoid, div, ...); found from the rule's code so a new
+        # row cannot forget it. Anything that is not plain Python code counts as reading it.
+        code = getattr(self.vjp, "__code__", None)
+        self.saves_out = self.vjp is not None and (code is None or "out" in code.co_cellvars or any(
+            "out" in (i.argval if isinstance(i.argval, tuple) else (i.argval,))
+            for i in dis.get_instructions(code) if i.opname.startswith("LOAD_")))
 
     def __repr__(self) -> str:
         return f"OpDef({self.name})"
 
 
 OPS: dict[str, OpDef] = {}
+
+
+def _forget_plans():
+    for op in OPS.values():
+        op._plans.clear()
+
+
+D.on_default_dtype_change.append(_forget_plans)
 
 
 def register(op: OpDef) -> OpDef:
@@ -86,13 +105,20 @@ def apply(op: OpDef, *inputs, **attrs):
     return eager(op, inputs, attrs)
 
 
+# A Python scalar's key only needs its category: result_type maps it to the default dtype.
+_SCALAR_KEYS = {bool: (D.bool_, 0), int: (D.int64, 0), float: (D.float64, 0)}
+
+
 def _key(x):
     if isinstance(x, Tensor):
         d = x._data
         return (d.dtype, 2 if d.ndim else 1)
-    if isinstance(x, (bool, int, float, np.number, np.bool_)):
-        return (D.scalar_dtype(x), 0)
-    raise TypeError(f"expected a Tensor or a number, got {type(x).__name__}")
+    k = _SCALAR_KEYS.get(type(x))
+    if k is None:
+        if isinstance(x, (bool, int, float, np.number, np.bool_)):
+            return (D.scalar_dtype(x), 0)
+        raise TypeError(f"expected a Tensor or a number, got {type(x).__name__}")
+    return k
 
 
 def elementwise_plan(op: OpDef, keys: tuple) -> tuple:
@@ -106,8 +132,9 @@ def elementwise_plan(op: OpDef, keys: tuple) -> tuple:
 
 def eager(op: OpDef, inputs: tuple, attrs: dict):
     if op.dtype_rule is not None:
-        keys = tuple(_key(x) for x in inputs)
-        cast, _ = elementwise_plan(op, keys)
+        keys = tuple([_key(x) for x in inputs])
+        cast = op._plans.get(keys)
+        cast = elementwise_plan(op, keys)[0] if cast is None else cast[0]
         args = []
         for x, c in zip(inputs, cast):
             if isinstance(x, Tensor):
@@ -128,7 +155,8 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
     if type(res) is not np.ndarray:
         res = np.asarray(res)
     out = Tensor._make(res)
-    if op.view and res.base is not None:
+    # NOTE: numpy's reshape of a non-contiguous array is a copy that still has a .base
+    if op.view and res.base is not None and np.may_share_memory(res, inputs[0]._data):
         base = inputs[0]._base if inputs[0]._base is not None else inputs[0]
         out._base = base
         out._version = base._version
@@ -200,7 +228,11 @@ def norm_dims(op: str, dim, ndim: int) -> tuple:
         return tuple(range(ndim))
     if isinstance(dim, (int, np.integer)):
         dim = (dim,)
-    dims = tuple(sorted({norm_dim(op, int(d), ndim) for d in dim}))
+    normed = [norm_dim(op, int(d), ndim) for d in dim]
+    dims = tuple(sorted(set(normed)))
+    if len(dims) != len(normed):  # torch refuses, rather than reducing a dim once
+        dup = next(d for d in normed if normed.count(d) > 1)
+        raise ShapeError(f"{op}: dim {dup} appears multiple times in the list of dims {dim}")
     if ndim == 0:
         return ()
     return dims

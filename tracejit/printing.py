@@ -17,7 +17,11 @@ def tensor_repr(t) -> str:
     else:
         with np.printoptions(precision=4, threshold=1000, edgeitems=3, linewidth=80,
                              floatmode="maxprec_equal" if a.dtype.kind == "f" else "maxprec"):
-            body = np.array2string(a, separator=", ", prefix=prefix)
+            formatter = None
+            if a.dtype == D.bool_:  # torch pads True only when a False needs the width
+                width = 5 if not a.all() else 4
+                formatter = {"bool": lambda v: str(bool(v)).rjust(width)}
+            body = np.array2string(a, separator=", ", prefix=prefix, formatter=formatter)
     extras = []
     if a.dtype not in _DEFAULT_SHOWN and a.dtype != D.get_default_dtype():
         extras.append(f"dtype=tracejit.{a.dtype.name}")

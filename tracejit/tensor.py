@@ -740,13 +740,17 @@ class Tensor:
 
     def logsumexp(self, dim, keepdim=False):
         dims = norm_dims("logsumexp", dim, self.ndim)
+        if self.numel() == 0:  # no max to shift by (amax would raise); log(0) = -inf, as torch
+            r = self.exp().sum(dims, keepdim=True).log()
+            return r if keepdim else r.squeeze(dims)
         m = self.amax(dims, keepdim=True).detach()
         m = where(m.isfinite(), m, 0.0)
         r = (self - m).exp().sum(dims, keepdim=True).log() + m
         return r if keepdim else r.squeeze(dims)
 
     def softmax(self, dim):
-        e = (self - self.amax(dim, keepdim=True).detach()).exp()
+        shift = self.amax(dim, keepdim=True).detach() if self.numel() else 0.0  # empty: no max
+        e = (self - shift).exp()
         return e / e.sum(dim, keepdim=True)
 
     def log_softmax(self, dim):
@@ -1263,14 +1267,17 @@ def cat(tensors, dim=0) -> Tensor:
     tensors = [_t(t) for t in tensors]
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
-    # torch skips 1-d empty tensors in cat (legacy behaviour users rely on)
-    nonempty = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
-    if len(nonempty) == 1:
-        return nonempty[0].clone() if nonempty[0].requires_grad else \
-            Tensor._make(nonempty[0]._data.copy())
+    # torch skips 1-d empty tensors in cat (legacy behaviour users rely on), but they still
+    # take part in dtype promotion: cat([tensor([]), tensor([1, 2])]) is float32
+    dtype = D.result_type(*((t.dtype, 2) for t in tensors))
+    nonempty = [t.to(dtype) for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or \
+        [tensors[0].to(dtype)]
     ref = nonempty[0]
     if ref.ndim == 0:
         raise ShapeError("cat: zero-dimensional tensors cannot be concatenated; use stack")
+    if len(nonempty) == 1:
+        norm_dim("cat", dim, ref.ndim)
+        return ref.clone()
     for t in nonempty[1:]:
         if t.ndim != ref.ndim:
             raise ShapeError(f"cat: tensors must have the same number of dimensions: got "

@@ -329,8 +329,10 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     logp = input.log_softmax(class_dim)
     if target.dtype.kind == "f":
         if tuple(target.shape) != tuple(input.shape):
-            raise ShapeError(f"cross_entropy: probability targets must have the input's shape "
-                             f"{tuple(input.shape)}, got {tuple(target.shape)}{user_frame()}")
+            raise ShapeError(
+                f"cross_entropy: target must hold integer class indices (int64) or class "
+                f"probabilities of the input's shape {tuple(input.shape)}; got a {target.dtype} "
+                f"target of shape {tuple(target.shape)}{user_frame()}")
         n = input.shape[class_dim]
         if label_smoothing:
             target = target * (1 - label_smoothing) + label_smoothing / n
