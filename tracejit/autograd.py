@@ -332,7 +332,7 @@ def _numeric_grads(fn, inputs, projections, eps):
             grads.append(None)
             continue
         flat = t._data.reshape(-1)  # a view: perturb in place, restore after
-        if not np.shares_memory(flat, t._data):
+        if flat.size and not np.shares_memory(flat, t._data):  # size 0: nothing to perturb
             raise ValueError("gradcheck needs contiguous inputs")
         num = np.zeros(t._data.size)
         for j in range(flat.size):

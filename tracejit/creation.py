@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import dtypes as D
+from . import ops
 from .tensor import Tensor, _check_device, _shape_arg
 
 _GEN = [np.random.default_rng(0)]
@@ -60,12 +61,10 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     >>> tracejit.tensor([1, 2]).dtype, tracejit.tensor([1.0]).dtype
     (dtype('int64'), dtype('float32'))
     """
-    if device is not None:
-        _check_device(device)
-    t = Tensor._make(_to_array(data, dtype))
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
+    if isinstance(data, Tensor) and ops.state.tracer is not None:
+        t = data.detach().clone() if dtype is None else data.detach().to(dtype, copy=True)
+        return t.requires_grad_(True) if requires_grad else t
+    return _new(_to_array(data, dtype), device, requires_grad)
 
 
 as_tensor = tensor
@@ -88,6 +87,8 @@ def _new(arr: np.ndarray, device=None, requires_grad=False) -> Tensor:
     if device is not None:
         _check_device(device)
     t = Tensor._make(arr)
+    if ops.state.tracer is not None:  # made from Python data inside a traced function
+        ops.state.tracer.constant(t)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -161,26 +162,35 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _new(np.eye(n, m, dtype=D.as_dtype(dtype)), device, requires_grad)
 
 
+def _random(op, size, dtype, device, requires_grad, **params):
+    t = ops.apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
+    if device is not None:
+        _check_device(device)
+    return t.requires_grad_(True) if requires_grad else t
+
+
 def rand(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform samples in [0, 1)."""
-    return _factory(lambda s, d: _rng().random(s, dtype=d))(
-        *size, dtype=dtype, device=device, requires_grad=requires_grad)
+    return _random(ops.UNIFORM, size, dtype, device, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples."""
-    return _factory(lambda s, d: _rng().standard_normal(s, dtype=d))(
-        *size, dtype=dtype, device=device, requires_grad=requires_grad)
+    return _random(ops.NORMAL, size, dtype, device, requires_grad)
 
 
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
     """Integers in [low, high) (``randint(high, size)`` also works, as in torch)."""
     if high is None or isinstance(high, (tuple, list)):
         low, high, size = 0, low, high if high is not None else size
-    dtype = D.int64 if dtype is None else D.as_dtype(dtype)
-    return _new(_rng().integers(low, high, tuple(size)).astype(dtype), device)
+    dtype = D.int64 if dtype is None else dtype
+    return _random(ops.RANDINT, (tuple(size),), dtype, device, False, low=int(low),
+                   high=int(high))
 
 
 def randperm(n, dtype=None, device=None) -> Tensor:
+    if ops.state.tracer is not None:
+        raise NotImplementedError("randperm inside a traced function is not supported; draw the "
+                                  "permutation outside and pass it as an argument")
     dtype = D.int64 if dtype is None else D.as_dtype(dtype)
     return _new(_rng().permutation(n).astype(dtype), device)

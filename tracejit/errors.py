@@ -25,6 +25,14 @@ def _is_own(filename: str) -> bool:
     return filename.startswith(_OWN_DIRS)
 
 
+def user_location(skip: int = 1):
+    """``(filename, lineno)`` of the innermost frame outside tracejit, or None."""
+    f = sys._getframe(skip)
+    while f is not None and _is_own(f.f_code.co_filename):
+        f = f.f_back
+    return None if f is None else (f.f_code.co_filename, f.f_lineno)
+
+
 def user_frame(skip: int = 1) -> str:
     """``"\\n  at file.py:12: source"`` for the innermost frame outside tracejit, or ''."""
     f = sys._getframe(skip)

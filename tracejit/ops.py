@@ -110,8 +110,9 @@ _SCALAR_KEYS = {bool: (D.bool_, 0), int: (D.int64, 0), float: (D.float64, 0)}
 
 
 def _key(x):
-    if isinstance(x, Tensor):
-        d = x._data
+    """Promotion key of an operand: a Tensor or array ``(dtype, rank class)``, or a scalar's."""
+    if isinstance(x, (Tensor, np.ndarray)):
+        d = x._data if isinstance(x, Tensor) else x
         return (d.dtype, 2 if d.ndim else 1)
     k = _SCALAR_KEYS.get(type(x))
     if k is None:
@@ -125,25 +126,21 @@ def elementwise_plan(op: OpDef, keys: tuple) -> tuple:
     """(dtype each input is cast to, output dtype) for operand keys; cached per op."""
     plan = op._plans.get(keys)
     if plan is None:
-        plan = _DTYPE_RULES[op.dtype_rule](keys)
+        plan = _run_rule(op.name, op.dtype_rule, keys)
         op._plans[keys] = plan
     return plan
 
 
-def eager(op: OpDef, inputs: tuple, attrs: dict):
+def compute(op: OpDef, args: list, attrs: dict) -> np.ndarray:
+    """``op`` on numpy arrays and Python scalars, with torch's promotion for elementwise ops.
+    Eager execution and the reference interpreter both come through here."""
+    orig = args
     if op.dtype_rule is not None:
-        keys = tuple([_key(x) for x in inputs])
-        cast = op._plans.get(keys)
-        cast = elementwise_plan(op, keys)[0] if cast is None else cast[0]
-        args = []
-        for x, c in zip(inputs, cast):
-            if isinstance(x, Tensor):
-                a = x._data
-                args.append(a if a.dtype == c else a.astype(c))
-            else:
-                args.append(x)
-    else:
-        args = [x._data if isinstance(x, Tensor) else x for x in inputs]
+        keys = tuple([_key(a) for a in args])
+        plan = op._plans.get(keys)
+        cast = elementwise_plan(op, keys)[0] if plan is None else plan[0]
+        args = [a.astype(c) if isinstance(a, np.ndarray) and a.dtype != c else a
+                for a, c in zip(args, cast)]
     try:
         if op.noisy:
             with np.errstate(all="ignore"):
@@ -151,9 +148,16 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
         else:
             res = op.impl(*args, **attrs)
     except Exception as e:  # turn numpy's message into one that names the op and shapes
-        raise op_error(op, inputs, attrs, e) from e
-    if type(res) is not np.ndarray:
-        res = np.asarray(res)
+        raise op_error(op, orig, attrs, e) from e
+    res = res if type(res) is np.ndarray else np.asarray(res)
+    if op.dtype_rule is not None and res.dtype != op._plans[keys][1]:
+        # NOTE: numpy widens all-Python-scalar operands: where(c, 1.0, 0.0) would be float64
+        res = res.astype(op._plans[keys][1])
+    return res
+
+
+def eager(op: OpDef, inputs: tuple, attrs: dict):
+    res = compute(op, [x._data if isinstance(x, Tensor) else x for x in inputs], attrs)
     out = Tensor._make(res)
     # NOTE: numpy's reshape of a non-contiguous array is a copy that still has a .base
     if op.view and res.base is not None and np.may_share_memory(res, inputs[0]._data):
@@ -172,7 +176,7 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
 def op_error(op: OpDef, inputs, attrs, exc: Exception) -> Exception:
     """The clearest error for a failed op: the shape rule's own message when it objects,
     otherwise numpy's, in both cases naming the op, the operand shapes and the user's line."""
-    avals = [(x.shape, x.dtype) if isinstance(x, Tensor) else x for x in inputs]
+    avals = [(x.shape, x.dtype) if isinstance(x, (Tensor, np.ndarray)) else x for x in inputs]
     try:
         op.infer(avals, **attrs)
     except (ShapeError, DTypeError) as rule_error:
@@ -281,10 +285,29 @@ def _rule_where(keys):
     return (D.bool_, t, t), t
 
 
+def _rule_no_bool(keys):
+    t = D.result_type(*keys)
+    if t == D.bool_:  # numpy would answer in int8, which tracejit does not have
+        raise DTypeError("not implemented for bool operands (as in torch); cast with .long() "
+                         "or .float() first")
+    return (t,) * len(keys), t
+
+
 _DTYPE_RULES = {
     "promote": _rule_promote, "float": _rule_float, "compare": _rule_compare,
     "logical": _rule_logical, "test": _rule_test, "where": _rule_where,
+    "no_bool": _rule_no_bool,
 }
+
+
+def _run_rule(name, rule, keys):
+    """The dtype rule's plan; its errors name the op."""
+    try:
+        return _DTYPE_RULES[rule](keys)
+    except DTypeError as e:
+        if str(e).startswith(name + ":"):
+            raise
+        raise DTypeError(f"{name}: {e}") from None
 
 
 def _ew_infer(name, rule):
@@ -292,7 +315,7 @@ def _ew_infer(name, rule):
         shape = broadcast_shapes(name, *(_shape_of(a) for a in avals))
         keys = tuple((_dtype_of(a), 0 if not isinstance(a, tuple) else (2 if a[0] else 1))
                      for a in avals)
-        return shape, _DTYPE_RULES[rule](keys)[1]
+        return shape, _run_rule(name, rule, keys)[1]
     return infer
 
 
@@ -374,22 +397,46 @@ MUL = elementwise("mul", np.multiply, "({0} * {1})",
 DIV = elementwise("div", np.true_divide, "({0} / {1})",
                   lambda g, out, x, y: (g / y if _req(x) else None,
                                         -g * out / y if _req(y) else None), "float", True)
-FLOORDIV = elementwise("floordiv", np.floor_divide, "floordiv({0}, {1})", noisy=True)
-MOD = elementwise("remainder", np.remainder, "remainder({0}, {1})",
+def _int_div_checked(fn):
+    """numpy answers 0 for integer division by zero; torch raises ZeroDivisionError."""
+    def impl(x, y):
+        r = fn(x, y)
+        if r.dtype.kind in "iu" and not np.all(y):
+            raise ZeroDivisionError("ZeroDivisionError: integer division by zero")
+        return r
+    return impl
+
+
+FLOORDIV = elementwise("floordiv", _int_div_checked(np.floor_divide), "floordiv({0}, {1})",
+                       rule="no_bool", noisy=True)
+MOD = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
                   lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
-                  noisy=True)
+                  "no_bool", noisy=True)
 
 
 def _pow_vjp(g, out, x, y):
-    gx = g * y * x ** (y - 1) if _req(x) else None
+    gx = None
+    if _req(x):  # torch masks exponent == 0 to 0 (else 0 * 0 ** -1 is nan at x == 0)
+        if isinstance(y, Tensor):
+            from .tensor import where
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gx = where(y == 0, 0.0, g * y * x ** (y - 1))
+        else:
+            gx = g * 0 if y == 0 else g * y * x ** (y - 1)
     gy = None
     if _req(y):
         from .tensor import where
-        gy = where((x == 0) & (y >= 0), 0.0, g * out * x.log())
+        if isinstance(x, Tensor):
+            with np.errstate(invalid="ignore"):  # 0 * log(0) is masked just below
+                gy = where((x == 0) & (y >= 0), 0.0, g * out * x.log())
+        else:  # a Python scalar base, as in ``2.0 ** y``
+            with np.errstate(all="ignore"):
+                lx = float(np.log(np.float64(x)))
+            gy = where(y >= 0, 0.0, g * out * lx) if x == 0 else g * out * lx
     return gx, gy
 
 
-POW = elementwise("pow", np.power, "({0} ** {1})", _pow_vjp, noisy=True)
+POW = elementwise("pow", np.power, "({0} ** {1})", _pow_vjp, "no_bool", noisy=True)
 
 
 def _max_weight(x, y):
@@ -667,6 +714,7 @@ def _pad_widths(ndim, pad):
 
 
 def _pad_impl(x, pad, value):
+    _pad_infer([(x.shape, x.dtype)], pad, value)  # else extra pairs silently wrap around
     return np.pad(x, _pad_widths(x.ndim, pad), constant_values=value)
 
 
@@ -790,10 +838,14 @@ INDEX_PUT = register(OpDef("index_put", INDEX, _index_put_impl, _index_put_infer
                            _index_put_vjp))
 
 
-def _check_index(name, index):
-    if index.dtype.kind not in "iu":
-        raise DTypeError(f"{name}: index must be an integer tensor (int64 or int32), "
-                         f"got {index.dtype}")
+def _check_index(name, x, index, dim):
+    """Eager checks of gather/scatter_add's index: the shape rule (numpy would silently
+    broadcast a misfit index) and the bounds (numpy would wrap negatives; torch refuses them)."""
+    _check_index_aval(name, x.shape, index.shape, index.dtype, dim)
+    size = x.shape[dim] if x.ndim else 1
+    if index.size and not 0 <= index.min() <= index.max() < size:
+        bad = index.min() if index.min() < 0 else index.max()
+        raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
 
 
 def _along(index, dim):
@@ -803,7 +855,7 @@ def _along(index, dim):
 
 
 def _gather_impl(x, index, dim):
-    _check_index("gather", index)
+    _check_index("gather", x, index, dim)
     return x[_along(index, dim)]
 
 
@@ -824,7 +876,9 @@ def _check_index_aval(name, shape, ishape, idtype, dim):
 
 
 def _scatter_add_impl(x, index, src, dim):
-    _check_index("scatter_add", index)
+    _scatter_add_infer([(x.shape, x.dtype), (index.shape, index.dtype), (src.shape, src.dtype)],
+                       dim)
+    _check_index("scatter_add", x, index, dim)
     r = x.copy()
     np.add.at(r, _along(index, dim), src[tuple(slice(0, n) for n in index.shape)])
     return r
@@ -969,9 +1023,37 @@ UNFOLD = register(OpDef("unfold", WINDOW, _unfold_impl, _unfold_infer, _unfold_v
 FOLD = register(OpDef("fold", WINDOW, _fold_impl, _fold_infer, _fold_vjp))
 
 
-def source_line() -> str:
-    """The user's file:line that is calling into tracejit (for node provenance and errors)."""
-    return user_frame().strip()
+# ----------------------------------------------------------------------------------------------
+# graph-only and source ops: constants, stop-gradient, random draws
+
+
+CONST = register(OpDef("const", "const", lambda value: value.array,
+                       lambda avals, value: (value.array.shape, value.array.dtype)))
+# ``detach`` inside a traced function: the same values, no gradient (a view, like eager detach)
+DETACH = register(OpDef("detach", SHAPE, lambda x: x.view(), lambda avals: avals[0], view=True))
+
+RANDOM = "random"  # impure: draws from tracejit's generator, in program order
+
+
+def _draw(kind):
+    def impl(shape, dtype, **params):
+        from .creation import _rng
+        rng = _rng()
+        if kind == "uniform":
+            return rng.random(shape, dtype=dtype)
+        if kind == "normal":
+            return rng.standard_normal(shape, dtype=dtype)
+        return rng.integers(params["low"], params["high"], shape).astype(dtype)
+    return impl
+
+
+def _random_infer(avals, shape, dtype, **params):
+    return tuple(shape), dtype
+
+
+UNIFORM = register(OpDef("uniform", RANDOM, _draw("uniform"), _random_infer))
+NORMAL = register(OpDef("normal", RANDOM, _draw("normal"), _random_infer))
+RANDINT = register(OpDef("randint", RANDOM, _draw("randint"), _random_infer))
 
 
 __all__ = ["OpDef", "OPS", "apply", "register", "broadcast_shapes", "norm_dim", "norm_dims",

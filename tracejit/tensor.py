@@ -188,12 +188,14 @@ class Tensor:
     # ------------------------------------------------------------------ conversion
     def numpy(self, force: bool = False) -> np.ndarray:
         """The underlying array (no copy). Like torch, refuses tensors that require grad."""
+        self._guard_data("t.numpy()")
         if self.requires_grad and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        self._guard_data("converting a tensor to a numpy array")
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
@@ -204,27 +206,39 @@ class Tensor:
     def __dlpack_device__(self):
         return self._data.__dlpack_device__()
 
+    def _guard_data(self, what):
+        """Inside a traced function, reading a traced tensor's values is untraceable."""
+        tracer = ops.state.tracer
+        if tracer is not None:
+            tracer.check_data_access(self, what)
+
     def item(self):
+        self._guard_data("t.item()")
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to "
                                f"a Python scalar (item() needs exactly one){user_frame()}")
         return self._data.item()
 
     def tolist(self):
+        self._guard_data("t.tolist()")
         return self._data.tolist()
 
     def __float__(self):
+        self._guard_data("float(t)")
         return float(self.item())
 
     def __int__(self):
+        self._guard_data("int(t)")
         return int(self.item())
 
     def __index__(self):
+        self._guard_data("using a tensor as an index (t.__index__)")
         if self.dtype.kind not in "iu":
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __bool__(self):
+        self._guard_data("bool(t) (an `if`/`while`/`and`/`or` on a tensor)")
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous "
                                f"(shape {tuple(self.shape)}){user_frame()}")
@@ -263,6 +277,8 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data, cut from the autograd graph."""
+        if ops.state.tracer is not None:
+            return apply(ops.DETACH, self)
         t = Tensor._make(self._data)
         t._version = self._version
         return t
@@ -491,9 +507,11 @@ class Tensor:
         if rounding_mode == "floor":
             return self // other
         if rounding_mode == "trunc":
-            q = self / other
-            return q.trunc() if self.is_floating_point() or _is_float(other) else \
-                q.trunc().to(D.result_type(*(ops._key(x) for x in (self, _wrap(other)))))
+            if self.is_floating_point() or _is_float(other):
+                return (self / other).trunc()
+            # integers: exact (a float32 quotient loses digits), and // raises on zero, as torch
+            q = self // other
+            return where((q < 0) & (q * other != self), q + 1, q)
         raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
                          f"{rounding_mode!r}")
 
@@ -591,7 +609,8 @@ class Tensor:
 
     def softplus(self, beta=1.0, threshold=20.0):
         bx = self * beta if beta != 1 else self
-        stable = bx.relu() + (-bx.abs()).exp().log1p()
+        # maximum (not relu) so the gradient at 0 is sigmoid(0) = 0.5: its tie splits 0.5/0.5
+        stable = maximum(bx, 0.0) + (-bx.abs()).exp().log1p()
         if beta != 1:
             stable = stable / beta
         return where(bx > threshold, self, stable)
@@ -600,11 +619,12 @@ class Tensor:
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
         if isinstance(min, Tensor) or isinstance(max, Tensor):
+            # where, not maximum/minimum: torch's gradient is 1 on the (inclusive) boundary
             r = self
             if min is not None:
-                r = maximum(r, min)
+                r = where(r < min, min, r)
             if max is not None:
-                r = minimum(r, max)
+                r = where(r > max, max, r)
             return r
         return apply(ops.CLAMP, self, min=min, max=max)
 
@@ -626,7 +646,8 @@ class Tensor:
         return where(condition, self, other)
 
     def masked_fill(self, mask, value):
-        return where(mask, value, self)
+        r = where(mask, value, self)
+        return r if r.dtype == self.dtype else r.to(self.dtype)  # torch keeps self's dtype
 
     def lerp(self, end, weight):
         return self + weight * (end - self)
@@ -880,12 +901,18 @@ class Tensor:
 
     def repeat(self, *sizes):
         sizes = _shape_arg(sizes)
+        if len(sizes) < self.ndim:
+            raise ShapeError(f"repeat: number of repeat dims ({len(sizes)}) can not be smaller "
+                             f"than the number of dims of the tensor ({self.ndim}){user_frame()}")
         x = self.reshape((1,) * (len(sizes) - self.ndim) + self.shape)
         inter = []
         for r, n in zip(sizes, x.shape):
             inter += [r, n]
         y = x.reshape(tuple(v for n in x.shape for v in (1, n))).expand(inter)
-        return y.reshape(tuple(r * n for r, n in zip(sizes, x.shape)))
+        r = y.reshape(tuple(r * n for r, n in zip(sizes, x.shape)))
+        # torch's repeat always copies; numpy's reshape may still give a view (or a stride-0
+        # broadcast view) of self here, e.g. for repeat(1, 1) or a size-1 dim repeated
+        return r.clone() if r._base is not None else r
 
     def split(self, split_size_or_sections, dim=0):
         d = norm_dim("split", dim, self.ndim)
@@ -923,13 +950,18 @@ class Tensor:
     def __getitem__(self, key):
         spec, idx = _parse_index("getitem", key, self.shape)
         if spec == ((), None):
-            return apply(ops.RESHAPE, self, shape=self.shape) if self.requires_grad else \
-                _alias(self)
+            if self.requires_grad or ops.state.tracer is not None:
+                return apply(ops.RESHAPE, self, shape=self.shape)
+            return _alias(self)
         return apply(ops.GETITEM, self, *idx, spec=spec)
 
     def __setitem__(self, key, value):
         spec, idx = _parse_index("setitem", key, self.shape)
         value = _wrap(value)
+        if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
+            # torch drops the value's leading size-1 dims: x[0] = tensor([1.5]) works
+            lead = next((i for i, n in enumerate(value.shape) if n != 1), value.ndim)
+            value = value.reshape(value.shape[lead:])
         if ops.state.tracer is None and not (grad_mode.enabled and (
                 self.requires_grad or _req(value))):
             basic, adv = spec
@@ -947,7 +979,16 @@ class Tensor:
         if index.ndim > 1:
             raise ShapeError(f"index_select: index must be 0-d or 1-d, got shape "
                              f"{tuple(index.shape)}{user_frame()}")
+        if index.dtype.kind not in "iu":  # t[idx] would take a bool mask; torch refuses it here
+            raise DTypeError(f"index_select: index must be an integer tensor (int64 or int32), "
+                             f"got {index.dtype}{user_frame()}")
         d = norm_dim("index_select", dim, self.ndim)
+        n = self.shape[d] if self.ndim else 1
+        if ops.state.tracer is None and index.numel() and not (
+                0 <= index._data.min() <= index._data.max() < n):  # no negative wrap, as torch
+            bad = index._data.min() if index._data.min() < 0 else index._data.max()
+            raise IndexError(f"index_select: index {bad} is out of range for dimension {d} "
+                             f"with size {n}{user_frame()}")
         return self[(slice(None),) * d + (index.reshape(-1),)]
 
     def gather(self, dim, index):
@@ -999,6 +1040,8 @@ class Tensor:
         self._check_inplace(name)
         src = Tensor._make(self._data.copy())
         src._grad_fn, src.requires_grad = self._grad_fn, self.requires_grad
+        if ops.state.tracer is not None:
+            ops.state.tracer.alias(src, self)
         return src
 
     def _inplace(self, op, *args, **attrs):
@@ -1020,6 +1063,8 @@ class Tensor:
                                f"written in place; call .clone() first{user_frame(2)}")
         np.copyto(self._data, res._data, casting="unsafe")
         self._version[0] += 1
+        if ops.state.tracer is not None:
+            ops.state.tracer.assign(self, res)
         if grad and res.requires_grad:
             self._grad_fn, self.requires_grad = res._grad_fn, True
         return self
@@ -1056,7 +1101,8 @@ class Tensor:
         if grad:
             self._check_inplace("copy")
         if not isinstance(src, Tensor):
-            src = Tensor._make(np.asarray(src, dtype=self.dtype))
+            from .creation import tensor
+            src = tensor(src, dtype=self.dtype)
         if src.ndim > self.ndim:
             raise ShapeError(f"copy_: source of shape {tuple(src.shape)} cannot be broadcast to "
                              f"{tuple(self.shape)}{user_frame()}")
@@ -1069,8 +1115,9 @@ class Tensor:
     def fill_(self, value):
         if isinstance(value, Tensor):
             return self.copy_(value.expand(self.shape))
-        if grad_mode.enabled and self.requires_grad:
-            return self._assign(self._snapshot("fill", True) * 0 + value, "fill", True)
+        grad = grad_mode.enabled and self.requires_grad
+        if grad or ops.state.tracer is not None:
+            return self._assign(self._snapshot("fill", grad) * 0 + value, "fill", grad)
         self._data.fill(value)
         self._version[0] += 1
         return self
@@ -1080,20 +1127,20 @@ class Tensor:
 
     def masked_fill_(self, mask, value):
         grad = grad_mode.enabled and (self.requires_grad or _req(value))
-        return self._assign(where(mask, value, self._snapshot("masked_fill", grad)),
+        return self._assign(self._snapshot("masked_fill", grad).masked_fill(mask, value),
                             "masked_fill", grad)
 
     def uniform_(self, a=0.0, b=1.0):
-        from .creation import _rng
+        """Fill with uniform samples from [a, b) (tracejit's generator)."""
+        from .creation import rand
         with autograd.no_grad():
-            self.copy_(Tensor._make(_rng().uniform(a, b, self.shape)))
-        return self
+            return self.copy_(rand(self.shape, dtype=self.dtype) * (b - a) + a)
 
     def normal_(self, mean=0.0, std=1.0):
-        from .creation import _rng
+        """Fill with normal samples of the given mean and standard deviation."""
+        from .creation import randn
         with autograd.no_grad():
-            self.copy_(Tensor._make(_rng().normal(mean, std, self.shape)))
-        return self
+            return self.copy_(randn(self.shape, dtype=self.dtype) * std + mean)
 
     def new_tensor(self, data, dtype=None):
         from .creation import tensor
@@ -1162,8 +1209,9 @@ def _parse_index(name: str, key, shape: Sequence[int]):
     items = []
     for k in key:
         if isinstance(k, (list, np.ndarray)):
-            k = Tensor._make(np.asarray(k)) if not (isinstance(k, list) and not k) else \
-                Tensor._make(np.zeros(0, dtype=np.int64))
+            from .creation import tensor
+            k = tensor(k) if not (isinstance(k, list) and not k) else \
+                tensor(np.zeros(0, dtype=np.int64))
         if isinstance(k, Tensor):
             if k.dtype == D.bool_:
                 if ops.state.tracer is not None:
@@ -1260,7 +1308,8 @@ def minimum(a, b) -> Tensor:
 
 
 def zeros(shape, dtype=None) -> Tensor:
-    return Tensor._make(np.zeros(shape, dtype=D.as_dtype(dtype)))
+    from .creation import zeros as make
+    return make(shape, dtype=dtype)
 
 
 def cat(tensors, dim=0) -> Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import dtypes as D
 from .. import ops
-from ..creation import ones, rand, zeros
+from ..creation import arange, ones, rand, zeros
 from ..errors import DTypeError, ShapeError, user_frame
 from ..tensor import Tensor, _t, where
 
@@ -265,7 +265,7 @@ def one_hot(tensor, num_classes=-1):
         raise DTypeError(f"one_hot: expects an integer class-index tensor, got {tensor.dtype}")
     if num_classes < 0:
         num_classes = int(tensor.amax().item()) + 1 if tensor.numel() else 0
-    classes = Tensor._make(np.arange(num_classes, dtype=np.int64))
+    classes = arange(num_classes)
     return (tensor.unsqueeze(-1) == classes).long()
 
 

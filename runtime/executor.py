@@ -1,0 +1,42 @@
+"""Runs a specialization's graph on tensors: the compiled runner when a backend provided one,
+else the reference interpreter. When gradients are needed, the graph is replayed through the
+eager ops so autograd records it (gradients on the IR arrive with ``tracejit.grad``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracejit import ops
+from tracejit.autograd import grad_mode
+from tracejit.ir import Var
+from tracejit.tensor import Tensor
+
+from .interpret import GraphRuntimeError, interpret
+
+
+def replay(graph, inputs: list) -> list:
+    """Run ``graph`` op by op on Tensors through ``ops.eager`` (records autograd)."""
+    env = {v.id: t for v, t in zip(graph.inputs, inputs)}
+    for node in graph.nodes:
+        if node.op == "const":
+            env[node.out.id] = Tensor._make(np.array(node.attr_dict["value"].array))
+            continue
+        args = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
+        try:
+            env[node.out.id] = ops.eager(ops.OPS[node.op], args, node.attr_dict)
+        except Exception as e:
+            where = f"\n  created at {node.loc}" if node.loc else ""
+            raise GraphRuntimeError(f"node %{node.out.id} ({node.op}) failed: {e}{where}") from e
+    return [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
+
+
+def execute(spec, inputs: list) -> list:
+    """Outputs (Tensors, or Python values for constant outputs) of ``spec.graph``."""
+    graph = spec.graph
+    if grad_mode.enabled and any(t.requires_grad for t in inputs):
+        return replay(graph, inputs)
+    if spec.runner is not None:
+        arrays = spec.runner(*[t._data for t in inputs])
+    else:
+        arrays = interpret(graph, [t._data for t in inputs])
+    return [Tensor._make(a) if isinstance(x, Var) else x for a, x in zip(arrays, graph.outputs)]

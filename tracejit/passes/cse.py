@@ -1,0 +1,31 @@
+"""cse: nodes computing the same op on the same operands with the same attributes become one.
+Random draws are never merged."""
+
+from __future__ import annotations
+
+from ..ir import Graph, Var, rebuild, substitute
+from ..ops import OPS, RANDOM
+
+
+def _operand_key(x):
+    # 1, 1.0 and True hash alike in Python but are different operands here
+    return ("var", x.id) if isinstance(x, Var) else (type(x).__name__, x)
+
+
+def cse(graph: Graph) -> Graph:
+    seen: dict = {}
+    mapping: dict = {}
+    nodes = []
+    for node in graph.nodes:
+        inputs = tuple(substitute(x, mapping) for x in node.inputs)
+        if inputs != node.inputs:
+            node = type(node)(node.out, node.op, inputs, node.attrs, node.loc)
+        if OPS[node.op].kind != RANDOM:
+            key = (node.op, tuple(_operand_key(x) for x in inputs), node.attrs, node.out.type)
+            prev = seen.get(key)
+            if prev is not None:
+                mapping[node.out.id] = prev
+                continue
+            seen[key] = node.out
+        nodes.append(node)
+    return rebuild(graph, nodes, [substitute(x, mapping) for x in graph.outputs])

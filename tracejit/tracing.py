@@ -1,0 +1,670 @@
+"""``@tracejit.trace``: record a function's ops into a Graph on its first call per input
+signature, then run the graph on later calls.
+
+>>> @tracejit.trace
+... def f(x, w):
+...     return (x @ w).relu()
+>>> f(tracejit.ones(2, 3), tracejit.ones(3, 4)).shape      # traces, runs eagerly
+(2, 4)
+>>> f(tracejit.ones(2, 3), tracejit.ones(3, 4)).shape      # runs the graph
+(2, 4)
+
+While tracing, every op runs eagerly (so the first call returns real values) and is also
+appended to the graph. Tensors the function reaches that are not arguments — parameters in
+closures, globals, ``self`` or other objects — become extra graph inputs read afresh on each
+call, never constants. Python that depends on tensor values (``if t > 0``, ``t.item()``) cannot
+be captured and raises ``TraceError``.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import os
+import sys
+import types
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes as D
+from . import ops
+from .autograd import grad_mode
+from .errors import TraceError, user_location
+from .ir import Const, Graph, GraphBuilder, Var
+
+# ----------------------------------------------------------------------------------------------
+# modes and debug switches
+
+_MODE = {"mode": "trace"}
+
+
+def set_mode(mode: str) -> None:
+    """``"eager"`` makes every traced function run op by op (for print/pdb); ``"trace"`` restores."""
+    if mode not in ("eager", "trace"):
+        raise ValueError(f"set_mode: mode must be 'eager' or 'trace', got {mode!r}")
+    _MODE["mode"] = mode
+
+
+def get_mode() -> str:
+    return _MODE["mode"]
+
+
+class eager:
+    """``with tracejit.eager():`` runs traced functions op by op inside the block."""
+
+    def __enter__(self):
+        self.prev = _MODE["mode"]
+        _MODE["mode"] = "eager"
+
+    def __exit__(self, *exc):
+        _MODE["mode"] = self.prev
+
+
+def _eager_now() -> bool:
+    return _MODE["mode"] == "eager" or os.environ.get("TRACEJIT_DISABLE", "") not in ("", "0")
+
+
+def debug_enabled(topic: str) -> bool:
+    """Is ``topic`` listed in ``TRACEJIT_DEBUG`` (comma separated: graph, passes, recompiles)?"""
+    flags = os.environ.get("TRACEJIT_DEBUG", "")
+    return topic in (f.strip() for f in flags.split(",")) or flags.strip() == "all"
+
+
+def _debug_print(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# pytrees: arguments and results are nested tuples/lists/dicts of tensors and Python values
+
+_LEAF = "*"
+
+
+def flatten(obj, leaves: list):
+    """Append ``obj``'s leaves to ``leaves``; return a hashable description of its structure."""
+    from .tensor import Tensor
+
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        return _LEAF
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return ("namedtuple", type(obj), tuple(flatten(v, leaves) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__, tuple(flatten(v, leaves) for v in obj))
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, flatten(v, leaves)) for k, v in obj.items()))
+    leaves.append(obj)
+    return _LEAF
+
+
+def unflatten(tree, leaves):
+    it = iter(leaves)
+
+    def build(t):
+        if t == _LEAF:
+            return next(it)
+        kind = t[0]
+        if kind == "namedtuple":
+            return t[1](*(build(c) for c in t[2]))
+        if kind == "dict":
+            return {k: build(c) for k, c in t[1]}
+        items = [build(c) for c in t[1]]
+        return tuple(items) if kind == "tuple" else items
+
+    return build(tree)
+
+
+# ----------------------------------------------------------------------------------------------
+# where captured tensors come from: closures, globals, self and object arguments
+
+
+@dataclass
+class Source:
+    """How to find a captured tensor again on a later call."""
+
+    name: str
+    root: str  # "closure", "global", "self" or "arg"
+    key: object  # cell index, global name, or argument position
+    path: tuple  # attribute names / item keys from the root object
+
+    def fetch(self, fn, args):
+        if self.root == "closure":
+            obj = fn.__closure__[self.key].cell_contents
+        elif self.root == "global":
+            obj = fn.__globals__[self.key]
+        elif self.root == "self":
+            obj = fn.__self__
+        else:
+            obj = args[self.key]
+        for step in self.path:
+            obj = obj[step[1]] if step[0] == "item" else getattr(obj, step[1])
+        return obj
+
+
+_SKIP_TYPES = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
+               types.MethodType, str, bytes, int, float, bool, complex, np.ndarray)
+
+
+def _code_names(code, out: set) -> set:
+    out.update(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _code_names(c, out)
+    return out
+
+
+def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000) -> dict:
+    """Map id(tensor) -> Source for every tensor reachable from fn's closure, globals, bound
+    self, and non-tensor arguments (objects holding parameters)."""
+    from .tensor import Tensor
+
+    found: dict = {}
+    roots = []
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        for i, name in enumerate(code.co_freevars):
+            try:
+                roots.append((name, "closure", i, fn.__closure__[i].cell_contents))
+            except ValueError:  # empty cell
+                pass
+        g = getattr(fn, "__globals__", {})
+        for name in sorted(_code_names(code, set())):
+            if name in g:
+                roots.append((name, "global", name, g[name]))
+    if getattr(fn, "__self__", None) is not None:
+        roots.append(("self", "self", None, fn.__self__))
+    for i, (name, a) in enumerate(zip(arg_names, flat_args)):
+        if not isinstance(a, Tensor) and not isinstance(a, _SKIP_TYPES) and a is not None:
+            roots.append((name, "arg", i, a))
+    seen: set = set()
+    stack = [(name, root, key, (), obj) for name, root, key, obj in reversed(roots)]
+    while stack and len(seen) < max_nodes:
+        name, root, key, path, obj = stack.pop()
+        if isinstance(obj, Tensor):
+            found.setdefault(id(obj), Source(name, root, key, path))
+            continue
+        if isinstance(obj, _SKIP_TYPES) or obj is None or id(obj) in seen or len(path) > 8:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            children = [(f"{name}[{i}]", ("item", i), v) for i, v in enumerate(obj)]
+        elif isinstance(obj, dict):
+            children = [(f"{name}[{k!r}]", ("item", k), v) for k, v in obj.items()
+                        if isinstance(k, (str, int))]
+        elif hasattr(obj, "__dict__"):
+            children = [(f"{name}.{k}", ("attr", k), v) for k, v in vars(obj).items()
+                        if isinstance(k, str)]
+        else:
+            continue
+        for child_name, step, v in reversed(children):
+            stack.append((child_name, root, key, path + (step,), v))
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# the tracer: installed in ops.state while a function is being traced
+
+
+@dataclass
+class Captured:
+    """A tensor the traced function reached that is not an argument: a graph input."""
+
+    var: Var
+    source: Source | None  # how to fetch it again; None: the very same object is reused
+    tensor: object  # the object seen while tracing
+
+
+class Tracer:
+    def __init__(self, fn, sources: dict):
+        self.fn = fn
+        self.builder = GraphBuilder()
+        self.vars: dict = {}  # id(tensor) -> (Var, version seen)
+        self.keep: list = []  # tensors seen while tracing (keeps their ids unique)
+        self.sources = sources
+        self.captured: list = []
+        self.originals: dict = {}  # var id of a graph input -> the tensor it came from
+        self.const_ids: set = set()
+
+    # -- values
+    def bind(self, t, var: Var) -> None:
+        self.vars[id(t)] = (var, t._version[0])
+        self.keep.append(t)
+
+    def alias(self, new, old) -> None:
+        """``new`` holds the same value as ``old`` (an internal copy, e.g. an in-place snapshot)."""
+        self.vars[id(new)] = (self.var_of(old), new._version[0])
+        self.keep.append(new)
+
+    def is_traced(self, t) -> bool:
+        return id(t) in self.vars
+
+    def add_argument(self, name: str, t) -> Var:
+        v = self.builder.add_input(name, t.shape, t.dtype)
+        self.bind(t, v)
+        self.originals[v.id] = t
+        return v
+
+    def var_of(self, t) -> Var:
+        entry = self.vars.get(id(t))
+        if entry is None:  # a tensor from outside the function: lift it to a graph input
+            src = self.sources.get(id(t))
+            name = src.name if src else f"captured{len(self.captured)}"
+            v = self.add_argument(name, t)
+            self.captured.append(Captured(v, src, t))
+            return v
+        var, seen = entry
+        if t._version[0] != seen:
+            raise TraceError(
+                f"a tensor of shape {tuple(t.shape)} was modified in place through another view "
+                f"after this view was taken, inside a traced function; the graph cannot follow "
+                f"views across in-place updates. clone() the view before the update"
+                f"{_where()}")
+        return var
+
+    # -- recording
+    def record(self, op, inputs, attrs):
+        from .tensor import Tensor
+
+        args = [self.var_of(x) if isinstance(x, Tensor) else x for x in inputs]
+        out = ops.eager(op, inputs, attrs)
+        v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, _loc())
+        self.bind(out, v)
+        return out
+
+    def constant(self, t):
+        """A tensor made inside the function from Python data: a ``const`` node."""
+        v = self.builder.add_node("const", (), {"value": Const(t._data)}, t.shape, t.dtype,
+                                  _loc())
+        self.const_ids.add(v.id)
+        self.bind(t, v)
+        return t
+
+    def assign(self, target, result) -> None:
+        """``target`` was overwritten in place with ``result``'s value (functionalised)."""
+        if target._base is not None:
+            raise TraceError(
+                f"in-place update of a view (of a tensor of shape {tuple(target._base.shape)}) "
+                f"inside a traced function is not supported; write through the base tensor "
+                f"(base[idx] = value) or clone() the view first{_where()}")
+        var = self.var_of(result)
+        self.vars[id(target)] = (var, target._version[0])
+
+    def data_dependent(self, what: str):
+        raise TraceError(
+            f"{what} inside a traced function depends on tensor values, which tracing cannot "
+            f"capture (the graph would silently keep this call's branch or value){_where()}\n"
+            f"  fix: use tracejit.where(...) for data-dependent choices, pass the value as a Python"
+            f" argument, or run this function eagerly (tracejit.eager() / TRACEJIT_DISABLE=1)")
+
+    def check_data_access(self, t, what: str):
+        entry = self.vars.get(id(t))
+        if entry is not None and entry[0].id in self.const_ids:
+            return  # made from Python data inside the function: its value is known
+        if entry is not None or id(t) in self.sources:
+            self.data_dependent(what)
+
+    # -- result
+    def finish(self, outputs: list):
+        """Graph outputs: the results, then the final values of mutated inputs."""
+        from .tensor import Tensor
+
+        out_refs = [self.var_of(o) if isinstance(o, Tensor) else o for o in outputs]
+        position = {v.id: i for i, v in enumerate(self.builder.inputs)}
+        mutated = []
+        for vid, t in self.originals.items():
+            var, _ = self.vars[id(t)]
+            if var.id not in position:  # the input now holds a value computed in the graph
+                mutated.append((position[vid], len(out_refs)))
+                out_refs.append(var)
+        return self.builder.build(out_refs), mutated
+
+
+def _loc() -> str:
+    loc = user_location()
+    return f"{loc[0]}:{loc[1]}" if loc else ""
+
+
+def _where() -> str:
+    from .errors import user_frame
+    return user_frame(3)
+
+
+# ----------------------------------------------------------------------------------------------
+# specializations and the traced function
+
+
+@dataclass
+class Specialization:
+    key: tuple
+    graph: Graph  # optimised
+    raw_graph: Graph  # as traced
+    out_tree: object
+    n_results: int  # graph outputs that are results (the rest are input mutations)
+    mutated: list  # (input position, output position)
+    captured: list  # Captured
+    arg_positions: list  # flat positions of tensor arguments, in graph input order
+    runner: object = None  # compiled callable (set by a backend); None: the interpreter
+    checked: bool = False
+    calls: int = 0
+
+
+CacheInfo = collections.namedtuple(
+    "CacheInfo", ["hits", "misses", "specializations", "max_specializations", "eager_calls"])
+
+
+@dataclass
+class _Stats:
+    hits: int = 0
+    misses: int = 0
+    eager_calls: int = 0
+    warned_limit: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _leaf_key(x):
+    from .tensor import Tensor
+
+    if isinstance(x, Tensor):
+        return ("tensor", x.shape, x.dtype.str, str(x.device), x.requires_grad)
+    try:
+        hash(x)
+    except TypeError:
+        return ("object", type(x).__qualname__, id(x))
+    return ("value", type(x).__qualname__, x)
+
+
+class TracedFunction:
+    """The callable ``trace`` returns. See the module docstring."""
+
+    def __init__(self, fn, *, max_specializations: int = 8, check_trace: bool = False,
+                 passes=None, name: str | None = None):
+        self.fn = fn
+        self.max_specializations = max_specializations
+        self.check_trace = check_trace
+        self.passes = passes
+        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        self.specializations: collections.OrderedDict = collections.OrderedDict()
+        self.stats = _Stats()
+        self.module = None  # the object, when tracing a module-like callable
+        self._last_names: list = []
+        functools.update_wrapper(self, fn, updated=())
+
+    # -- binding as a method
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        bound = functools.partial(self.__call__, obj)
+        bound.graph = functools.partial(self.graph, obj)
+        bound.cache_info = self.cache_info
+        return bound
+
+    def __getattr__(self, name):  # a traced module still exposes its attributes
+        module = self.__dict__.get("module")
+        if module is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(module, name)
+
+    def __repr__(self):
+        return f"<tracejit.trace of {self.name}>"
+
+    # -- public API
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self.stats.hits, self.stats.misses, len(self.specializations),
+                         self.max_specializations, self.stats.eager_calls)
+
+    def graph(self, *args, optimized: bool = True, **kwargs) -> Graph:
+        """The graph this function runs for these arguments (traces if needed)."""
+        spec, _ = self._lookup(args, kwargs, run=False)
+        if spec is None:
+            raise TraceError(f"{self.name}: no graph: the specialization limit "
+                             f"({self.max_specializations}) is reached and this call runs eagerly")
+        return spec.graph if optimized else spec.raw_graph
+
+    def __call__(self, *args, **kwargs):
+        if _eager_now() or ops.state.tracer is not None:
+            # eager mode, or called from inside another traced function: inline the Python
+            if ops.state.tracer is None:
+                self.stats.eager_calls += 1
+            return self.fn(*args, **kwargs)
+        spec, result = self._lookup(args, kwargs, run=True)
+        if spec is None:  # over the specialization limit
+            self.stats.eager_calls += 1
+            return self.fn(*args, **kwargs)
+        return result
+
+    # -- internals
+    def _flat(self, args, kwargs):
+        leaves: list = []
+        tree = flatten((args, kwargs), leaves)
+        return tree, leaves
+
+    def _arg_names(self, tree, leaves, args, kwargs):
+        """Readable names for flat leaves: parameter names from the signature, plus paths."""
+        try:
+            params = list(inspect.signature(self.fn).parameters)
+        except (TypeError, ValueError):
+            params = []
+        names: list = []
+
+        def walk(t, name):
+            if t == _LEAF:
+                names.append(name)
+                return
+            if t[0] == "namedtuple":
+                for i, c in enumerate(t[2]):
+                    walk(c, f"{name}.{t[1]._fields[i]}")
+            elif t[0] == "dict":
+                for k, c in t[1]:
+                    walk(c, f"{name}[{k!r}]")
+            else:
+                for i, c in enumerate(t[1]):
+                    walk(c, f"{name}[{i}]")
+
+        (_, (args_tree, kwargs_tree)) = tree
+        for i, c in enumerate(args_tree[1]):
+            walk(c, params[i] if i < len(params) and not params[i].startswith("*") else
+                 f"arg{i}")
+        for k, c in kwargs_tree[1]:
+            walk(c, k)
+        return [n.replace("[", "_").replace("]", "").replace("'", "").replace(".", "_")
+                if not n.isidentifier() else n for n in names]
+
+    def _key(self, tree, leaves):
+        from .tensor import Tensor
+
+        ids = [id(x) for x in leaves if isinstance(x, Tensor)]
+        aliasing = () if len(set(ids)) == len(ids) else tuple(ids.index(i) for i in ids)
+        return (tree, tuple(_leaf_key(x) for x in leaves), grad_mode.enabled,
+                D.get_default_dtype().str, aliasing)
+
+    def _lookup(self, args, kwargs, run: bool):
+        tree, leaves = self._flat(args, kwargs)
+        key = self._key(tree, leaves)
+        spec = self.specializations.get(key)
+        if spec is not None:
+            fresh = self._fetch_captured(spec, leaves)
+            if fresh is not None:
+                self.specializations.move_to_end(key)
+                self.stats.hits += 1
+                if not run:
+                    return spec, None
+                return spec, self._run(spec, leaves, fresh, args, kwargs)
+            reason = self._captured_reason(spec, leaves)
+            del self.specializations[key]
+        else:
+            reason = self._recompile_reason(key)
+        self.stats.misses += 1
+        if len(self.specializations) >= self.max_specializations:
+            if not self.stats.warned_limit:
+                self.stats.warned_limit = True
+                warnings.warn(
+                    f"tracejit: {self.name} reached its limit of {self.max_specializations} "
+                    f"specializations ({reason}); new signatures now run eagerly. Raise the limit "
+                    f"with tracejit.trace(fn, max_specializations=N).", RuntimeWarning,
+                    stacklevel=3)
+            return None, None
+        if reason and debug_enabled("recompiles"):
+            _debug_print(f"tracejit: recompiling {self.name}: {reason}")
+        spec, result = self._trace(key, tree, leaves, args, kwargs)
+        self.specializations[key] = spec
+        return spec, result
+
+    def _recompile_reason(self, key) -> str:
+        if not self.specializations:
+            return ""
+        old = next(reversed(self.specializations))
+        tree, leaves, grad, dflt, alias = key
+        otree, oleaves, ograd, odflt, oalias = old
+        if tree != otree or len(leaves) != len(oleaves):
+            return "the structure of the arguments changed"
+        names = self._last_names
+        for i, (a, b) in enumerate(zip(oleaves, leaves)):
+            if a != b:
+                name = names[i] if i < len(names) else f"argument {i}"
+                if a[0] == "tensor" and b[0] == "tensor":
+                    for j, what in ((1, "shape"), (2, "dtype"), (3, "device"),
+                                    (4, "requires_grad")):
+                        if a[j] != b[j]:
+                            old_v, new_v = a[j], b[j]
+                            if what == "dtype":
+                                old_v, new_v = np.dtype(old_v).name, np.dtype(new_v).name
+                            return f"{name}: {what} changed from {old_v} to {new_v}"
+                if a[0] == "value" and b[0] == "value":
+                    return f"{name}: value changed from {a[2]!r} to {b[2]!r}"
+                return f"{name}: changed from {a[0]} {a[1]} to {b[0]} {b[1]}"
+        if grad != ograd:
+            return f"grad mode changed from {ograd} to {grad}"
+        if dflt != odflt:
+            return "the default dtype changed"
+        if alias != oalias:
+            return "which arguments are the same tensor changed"
+        return "a new signature"
+
+    def _fetch_captured(self, spec, leaves):
+        """Current captured tensors, or None if one no longer matches the trace."""
+        from .tensor import Tensor
+
+        fresh = []
+        for c in spec.captured:
+            if c.source is None:
+                t = c.tensor
+            else:
+                try:
+                    t = c.source.fetch(self.fn, leaves)
+                except Exception:
+                    return None
+            if not isinstance(t, Tensor) or t.shape != c.var.shape or t.dtype != c.var.dtype \
+                    or t.requires_grad != c.tensor.requires_grad:
+                return None
+            fresh.append(t)
+        return fresh
+
+    def _captured_reason(self, spec, leaves) -> str:
+        for c in spec.captured:
+            try:
+                t = c.tensor if c.source is None else c.source.fetch(self.fn, leaves)
+            except Exception as e:
+                return f"captured tensor {c.var and c.source.name} is gone ({e})"
+            if getattr(t, "shape", None) != c.var.shape:
+                return (f"captured tensor {c.source.name if c.source else '?'}: shape changed "
+                        f"from {c.var.shape} to {getattr(t, 'shape', None)}")
+            if t.dtype != c.var.dtype:
+                return (f"captured tensor {c.source.name if c.source else '?'}: dtype changed "
+                        f"from {c.var.dtype.name} to {t.dtype.name}")
+        return "a captured tensor changed"
+
+    def _trace(self, key, tree, leaves, args, kwargs):
+        from .passes import run_pipeline
+        from .tensor import Tensor
+
+        names = self._arg_names(tree, leaves, args, kwargs)
+        self._last_names = names
+        sources = discover_sources(self.fn, leaves, names)
+        tracer = Tracer(self.fn, sources)
+        arg_positions = []
+        for i, (name, x) in enumerate(zip(names, leaves)):
+            if isinstance(x, Tensor):
+                tracer.add_argument(name, x)
+                arg_positions.append(i)
+        prev, ops.state.tracer = ops.state.tracer, tracer
+        try:
+            result = self.fn(*args, **kwargs)
+            out_leaves: list = []
+            out_tree = flatten(result, out_leaves)
+            raw, mutated = tracer.finish(out_leaves)
+        finally:
+            ops.state.tracer = prev
+        if debug_enabled("graph"):
+            _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
+        graph = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))
+        spec = Specialization(key, graph, raw, out_tree, len(out_leaves), mutated,
+                              tracer.captured, arg_positions)
+        return spec, result
+
+    def _graph_inputs(self, spec, leaves, captured):
+        return [leaves[i] for i in spec.arg_positions] + list(captured)
+
+    def _run(self, spec, leaves, captured, args, kwargs):
+        from .runtime.executor import execute
+        from .tensor import Tensor
+
+        inputs = self._graph_inputs(spec, leaves, captured)
+        outs = execute(spec, inputs)
+        if self.check_trace and not spec.checked:
+            spec.checked = True
+            self._check(spec, inputs, outs, args, kwargs)  # eager ran: mutations applied
+        else:
+            for inp, pos in spec.mutated:
+                target = inputs[inp]
+                np.copyto(target._data, outs[pos]._data if isinstance(outs[pos], Tensor)
+                          else outs[pos], casting="unsafe")
+                target._version[0] += 1
+        spec.calls += 1
+        return unflatten(spec.out_tree, outs[:spec.n_results])
+
+    def _check(self, spec, inputs, outs, args, kwargs):
+        """check_trace: run the function eagerly too and compare everything it produced."""
+        from .tensor import Tensor
+
+        with eager():
+            expected = self.fn(*args, **kwargs)
+        exp_leaves: list = []
+        flatten(expected, exp_leaves)
+        pairs = [(f"output {i}", o, e) for i, (o, e) in enumerate(zip(outs, exp_leaves))]
+        for inp, pos in spec.mutated:
+            pairs.append((f"in-place update of input {spec.graph.input_names[inp]}", outs[pos],
+                          inputs[inp]))
+        for what, got, want in pairs:
+            g = got._data if isinstance(got, Tensor) else np.asarray(got)
+            w = want._data if isinstance(want, Tensor) else np.asarray(want)
+            tol = 1e-4 if g.dtype == np.float32 else 1e-9
+            if g.shape != w.shape or not np.allclose(g, w, rtol=tol, atol=tol, equal_nan=True):
+                raise TraceError(
+                    f"check_trace: {self.name}'s graph disagrees with eager execution on {what}: "
+                    f"graph {g!r} vs eager {w!r}. The function probably depends on something "
+                    f"tracing cannot see (Python state, randomness outside tracejit).")
+
+
+def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, passes=None):
+    """Trace ``fn`` (a function, or an object with ``__call__`` such as a module) into graphs.
+
+    Usable as ``@trace``, ``@trace(check_trace=True)`` or ``trace(model)``.
+    """
+    if fn is None:
+        return lambda f: trace(f, max_specializations=max_specializations,
+                               check_trace=check_trace, passes=passes)
+    if isinstance(fn, TracedFunction):
+        return fn
+    target = fn
+    if not isinstance(fn, (types.FunctionType, types.MethodType, functools.partial)) and \
+            callable(fn):
+        target = fn.__call__  # a module-like object: trace its bound __call__
+    traced = TracedFunction(target, max_specializations=max_specializations,
+                            check_trace=check_trace, passes=passes,
+                            name=type(fn).__name__ if target is not fn else None)
+    if target is not fn:
+        traced.module = fn
+    return traced
