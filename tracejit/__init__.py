@@ -15,6 +15,7 @@ from .errors import DTypeError, ShapeError, TraceError
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
 from .tensor import Tensor, device
+from .tracing import eager, get_mode, set_mode, trace
 from . import nn  # noqa: E402 - nn builds on the names above
 
 __version__ = "0.1.0"
@@ -32,5 +33,6 @@ __all__ = [
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
     "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn",
+    "trace", "set_mode", "get_mode", "eager",
     *_function_names,
 ]

@@ -390,10 +390,12 @@ ISNAN = elementwise("isnan", np.isnan, "isnan({0})", rule="test")
 ISFINITE = elementwise("isfinite", np.isfinite, "isfinite({0})", rule="test")
 COPY = elementwise("copy", lambda x: np.array(x, order="C"), "{0}", lambda g, out, x: (g,))
 
-ADD = elementwise("add", np.add, "({0} + {1})", lambda g, out, x, y: (g, g))
-SUB = elementwise("sub", np.subtract, "({0} - {1})", lambda g, out, x, y: (g, -g))
+# add/sub/mul are noisy too: inf - inf and 0 * inf are nan, silently, as in torch
+ADD = elementwise("add", np.add, "({0} + {1})", lambda g, out, x, y: (g, g), noisy=True)
+SUB = elementwise("sub", np.subtract, "({0} - {1})", lambda g, out, x, y: (g, -g), noisy=True)
 MUL = elementwise("mul", np.multiply, "({0} * {1})",
-                  lambda g, out, x, y: (g * y if _req(x) else None, g * x if _req(y) else None))
+                  lambda g, out, x, y: (g * y if _req(x) else None, g * x if _req(y) else None),
+                  noisy=True)
 DIV = elementwise("div", np.true_divide, "({0} / {1})",
                   lambda g, out, x, y: (g / y if _req(x) else None,
                                         -g * out / y if _req(y) else None), "float", True)

@@ -444,7 +444,8 @@ class TracedFunction:
     def _arg_names(self, tree, leaves, args, kwargs):
         """Readable names for flat leaves: parameter names from the signature, plus paths."""
         try:
-            params = list(inspect.signature(self.fn).parameters)
+            params = [p.name for p in inspect.signature(self.fn).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         except (TypeError, ValueError):
             params = []
         names: list = []
@@ -465,8 +466,7 @@ class TracedFunction:
 
         (_, (args_tree, kwargs_tree)) = tree
         for i, c in enumerate(args_tree[1]):
-            walk(c, params[i] if i < len(params) and not params[i].startswith("*") else
-                 f"arg{i}")
+            walk(c, params[i] if i < len(params) else f"arg{i}")
         for k, c in kwargs_tree[1]:
             walk(c, k)
         return [n.replace("[", "_").replace("]", "").replace("'", "").replace(".", "_")
