@@ -4,6 +4,8 @@ eager ops so autograd records it (gradients on the IR arrive with ``tracejit.gra
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tracejit import ops
@@ -11,6 +13,7 @@ from tracejit.autograd import grad_mode
 from tracejit.ir import Var
 from tracejit.tensor import Tensor
 
+from .compile import CompileError
 from .interpret import GraphRuntimeError, interpret
 
 
@@ -34,9 +37,15 @@ def execute(spec, inputs: list) -> list:
     """Outputs (Tensors, or Python values for constant outputs) of ``spec.graph``."""
     graph = spec.graph
     if grad_mode.enabled and any(t.requires_grad for t in inputs):
-        return replay(graph, inputs)
+        return replay(spec.optimized, inputs)  # the unfused graph: its ops have vjps
+    arrays = None
     if spec.runner is not None:
-        arrays = spec.runner(*[t._data for t in inputs])
-    else:
+        try:
+            arrays = spec.runner(*[t._data for t in inputs])
+        except CompileError as e:  # our bug, never the user's: fall back, loudly, never wrong
+            warnings.warn(f"tracejit: compiling a graph failed, it runs on the reference "
+                          f"interpreter instead: {e}", RuntimeWarning, stacklevel=4)
+            spec.runner = None
+    if arrays is None:
         arrays = interpret(graph, [t._data for t in inputs])
     return [Tensor._make(a) if isinstance(x, Var) else x for a, x in zip(arrays, graph.outputs)]

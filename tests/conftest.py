@@ -52,3 +52,12 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-6, check_dtype=True):
     if check_dtype:
         assert a.dtype == e.dtype, f"dtype {a.dtype} != expected {e.dtype}"
     np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def pytest_configure(config):
+    """One compile cache for the whole test session (numba machine code is reused across tests
+    and, within a session directory, across processes)."""
+    import os
+    import tempfile
+    if "TRACEJIT_CACHE_DIR" not in os.environ:
+        os.environ["TRACEJIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="tracejit-test-cache-")

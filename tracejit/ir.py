@@ -136,7 +136,11 @@ class Graph:
         lines = [f"graph({params}):"]
         for node in self.nodes:
             attrs = ""
-            if node.attrs:
+            if node.op == "fused":  # a kernel prints as its name and the ops it computes
+                d = node.attr_dict
+                ops_in = " ".join(dict.fromkeys(n.op for n in d["body"].nodes))
+                attrs = f"[{d['kernel'].split('_')[0]}: {ops_in}]"
+            elif node.attrs:
                 attrs = "[" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in node.attrs) + "]"
             args = ", ".join(ref(x) for x in node.inputs)
             line = f"  {names[node.out.id]}: {node.out.type} = {node.op}{attrs}"

@@ -367,7 +367,7 @@ EXPM1 = elementwise("expm1", np.expm1, "expm1({0})", lambda g, out, x: (g * (out
                     "float", True)
 SQRT = elementwise("sqrt", np.sqrt, "sqrt({0})", lambda g, out, x: (g * 0.5 / out,),
                    "float", True)
-RSQRT = elementwise("rsqrt", lambda x: 1 / np.sqrt(x), "(1 / sqrt({0}))",
+RSQRT = elementwise("rsqrt", lambda x: 1 / np.sqrt(x), "rsqrt({0})",
                     lambda g, out, x: (g * -0.5 * out * out * out,), "float", True)
 SIN = elementwise("sin", np.sin, "sin({0})", lambda g, out, x: (g * x.cos(),), "float")
 COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), "float")
@@ -379,7 +379,7 @@ SIGMOID = elementwise("sigmoid", _sigmoid, "sigmoid({0})",
                       lambda g, out, x: (g * out * (1 - out),), "float", True)
 ERF = elementwise("erf", _erf, "erf({0})",
                   lambda g, out, x: (g * (2 / np.sqrt(np.pi)) * (-x * x).exp(),), "float")
-RELU = elementwise("relu", lambda x: np.maximum(x, x.dtype.type(0)), "max({0}, 0)",
+RELU = elementwise("relu", lambda x: np.maximum(x, x.dtype.type(0)), "relu({0})",
                    lambda g, out, x: (g * (out > 0),))
 SIGN = elementwise("sign", np.sign, "sign({0})", lambda g, out, x: (g * 0,))
 FLOOR = elementwise("floor", _rounding(np.floor), "floor({0})", lambda g, out, x: (g * 0,))
@@ -438,7 +438,7 @@ def _pow_vjp(g, out, x, y):
     return gx, gy
 
 
-POW = elementwise("pow", np.power, "({0} ** {1})", _pow_vjp, "no_bool", noisy=True)
+POW = elementwise("pow", np.power, "power({0}, {1})", _pow_vjp, "no_bool", noisy=True)
 
 
 def _max_weight(x, y):
@@ -446,9 +446,9 @@ def _max_weight(x, y):
     return where(x > y, 1.0, where(x == y, 0.5, 0.0))
 
 
-MAXIMUM = elementwise("maximum", np.maximum, "max({0}, {1})",
+MAXIMUM = elementwise("maximum", np.maximum, "maximum({0}, {1})",
                       lambda g, out, x, y: (g * _max_weight(x, y), g * _max_weight(y, x)))
-MINIMUM = elementwise("minimum", np.minimum, "min({0}, {1})",
+MINIMUM = elementwise("minimum", np.minimum, "minimum({0}, {1})",
                       lambda g, out, x, y: (g * _max_weight(y, x), g * _max_weight(x, y)))
 EQ = elementwise("eq", np.equal, "({0} == {1})", rule="compare")
 NE = elementwise("ne", np.not_equal, "({0} != {1})", rule="compare")
@@ -1056,6 +1056,21 @@ def _random_infer(avals, shape, dtype, **params):
 UNIFORM = register(OpDef("uniform", RANDOM, _draw("uniform"), _random_infer))
 NORMAL = register(OpDef("normal", RANDOM, _draw("normal"), _random_infer))
 RANDINT = register(OpDef("randint", RANDOM, _draw("randint"), _random_infer))
+
+
+def _fused_impl(*args, body, **loop):
+    from tracejit.runtime.interpret import interpret
+    return interpret(body, list(args))[0]
+
+
+def _fused_infer(avals, body, **loop):
+    out = body.outputs[0]
+    return out.shape, out.dtype
+
+
+# A kernel made by the fuse pass: ``body`` is the subgraph it computes (interpretable, so fused
+# graphs run on the reference backend too).
+FUSED = register(OpDef("fused", "fused", _fused_impl, _fused_infer))
 
 
 __all__ = ["OpDef", "OPS", "apply", "register", "broadcast_shapes", "norm_dim", "norm_dims",

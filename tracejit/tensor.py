@@ -1117,7 +1117,10 @@ class Tensor:
             return self.copy_(value.expand(self.shape))
         grad = grad_mode.enabled and self.requires_grad
         if grad or ops.state.tracer is not None:
-            return self._assign(self._snapshot("fill", grad) * 0 + value, "fill", grad)
+            # NOTE: not ``x * 0 + value``: inf * 0 is nan. where() also gives a zero gradient.
+            from .creation import tensor
+            res = where(tensor(True), value, self._snapshot("fill", grad))
+            return self._assign(res.to(self.dtype), "fill", grad)
         self._data.fill(value)
         self._version[0] += 1
         return self

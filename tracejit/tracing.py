@@ -34,6 +34,7 @@ from . import ops
 from .autograd import grad_mode
 from .errors import TraceError, user_location
 from .ir import Const, Graph, GraphBuilder, Var
+from .tensor import Tensor
 
 # ----------------------------------------------------------------------------------------------
 # modes and debug switches
@@ -63,8 +64,17 @@ class eager:
         _MODE["mode"] = self.prev
 
 
+_ENVIRON = getattr(os.environ, "_data", None)  # NOTE: os.environ's backing dict: a fast read
+_DISABLE_KEY = os.environ.encodekey("TRACEJIT_DISABLE") if _ENVIRON is not None else None
+
+
 def _eager_now() -> bool:
-    return _MODE["mode"] == "eager" or os.environ.get("TRACEJIT_DISABLE", "") not in ("", "0")
+    if _MODE["mode"] == "eager":
+        return True
+    if _ENVIRON is not None:  # os.environ.get costs ~1 us per call: too much on the hot path
+        flag = _ENVIRON.get(_DISABLE_KEY)
+        return flag is not None and flag not in (b"", b"0", "", "0")
+    return os.environ.get("TRACEJIT_DISABLE", "") not in ("", "0")
 
 
 def debug_enabled(topic: str) -> bool:
@@ -81,6 +91,7 @@ def _debug_print(text: str) -> None:
 # pytrees: arguments and results are nested tuples/lists/dicts of tensors and Python values
 
 _LEAF = "*"
+_MISS = object()  # the fast path declined: take the full one
 
 
 def flatten(obj, leaves: list):
@@ -316,7 +327,9 @@ class Tracer:
         mutated = []
         for vid, t in self.originals.items():
             var, _ = self.vars[id(t)]
-            if var.id not in position:  # the input now holds a value computed in the graph
+            # the input now holds another value: computed in the graph, or another input's
+            # (x.copy_(y)); the same tensor passed twice is bound to both of its inputs
+            if var.id != vid and self.originals.get(var.id) is not t:
                 mutated.append((position[vid], len(out_refs)))
                 out_refs.append(var)
         return self.builder.build(out_refs), mutated
@@ -339,7 +352,7 @@ def _where() -> str:
 @dataclass
 class Specialization:
     key: tuple
-    graph: Graph  # optimised
+    graph: Graph  # what runs: optimised, and fused for compiled backends
     raw_graph: Graph  # as traced
     out_tree: object
     n_results: int  # graph outputs that are results (the rest are input mutations)
@@ -347,6 +360,12 @@ class Specialization:
     captured: list  # Captured
     arg_positions: list  # flat positions of tensor arguments, in graph input order
     runner: object = None  # compiled callable (set by a backend); None: the interpreter
+    lowered: object = None  # the backend's generated code
+    optimized: Graph = None  # after the passes, before fusion (replayed for autograd)
+
+    @property
+    def single_tensor_result(self) -> bool:
+        return self.out_tree == _LEAF and isinstance(self.graph.outputs[0], Var)
     checked: bool = False
     calls: int = 0
 
@@ -380,15 +399,23 @@ class TracedFunction:
     """The callable ``trace`` returns. See the module docstring."""
 
     def __init__(self, fn, *, max_specializations: int = 8, check_trace: bool = False,
-                 passes=None, name: str | None = None):
+                 passes=None, name: str | None = None, backend: str | None = None,
+                 fastmath: bool = False, precise_math: bool = False):
         self.fn = fn
         self.max_specializations = max_specializations
         self.check_trace = check_trace
         self.passes = passes
+        backend = backend or os.environ.get("TRACEJIT_BACKEND", "cpu")
+        if backend not in ("cpu", "interpret"):
+            raise ValueError(f"trace: backend must be 'cpu' or 'interpret', got {backend!r}")
+        self.backend = backend
+        self.fastmath = fastmath
+        self.precise_math = precise_math
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
         self.specializations: collections.OrderedDict = collections.OrderedDict()
         self.stats = _Stats()
         self.module = None  # the object, when tracing a module-like callable
+        self._fast: dict = {}  # simple call key -> specialization (see _fast_call)
         self._last_names: list = []
         functools.update_wrapper(self, fn, updated=())
 
@@ -423,7 +450,63 @@ class TracedFunction:
                              f"({self.max_specializations}) is reached and this call runs eagerly")
         return spec.graph if optimized else spec.raw_graph
 
+    def _simple_key(self, args):
+        """A cheap key for the common call shape: flat tensors and plain Python values."""
+        key = []
+        tensors = 0
+        for a in args:
+            t = type(a)
+            if t is Tensor:
+                d = a._data
+                key.append((d.shape, d.dtype, a.requires_grad))
+                tensors += 1
+            elif t in (int, float, bool, str) or a is None:
+                key.append((t, a))
+            else:
+                return None
+        if tensors > 1 and len({id(a) for a in args if type(a) is Tensor}) != tensors:
+            return None  # aliased arguments: the full path handles them
+        return (tuple(key), grad_mode.enabled, D.get_default_dtype())
+
+    def _fast_call(self, spec, args):
+        """Run a specialization for flat arguments: the per-call path kept short on purpose."""
+        if spec.captured:
+            fresh = self._fetch_captured(spec, args)
+            if fresh is None:
+                return _MISS
+            arrays = [a._data for a in args if type(a) is Tensor] + [t._data for t in fresh]
+            if grad_mode.enabled and any(t.requires_grad for t in fresh):
+                return _MISS
+        else:
+            arrays = [a._data for a in args if type(a) is Tensor]
+        runner = spec.runner
+        if runner is None or (self.check_trace and not spec.checked):
+            return _MISS
+        try:
+            outs = runner(*arrays)
+        except Exception:
+            return _MISS  # the full path reports errors (or falls back) properly
+        self.stats.hits += 1
+        spec.calls += 1
+        if spec.mutated:
+            inputs = [a for a in args if type(a) is Tensor] + (fresh if spec.captured else [])
+            for inp, pos in spec.mutated:
+                np.copyto(inputs[inp]._data, outs[pos], casting="unsafe")
+                inputs[inp]._version[0] += 1
+        if spec.single_tensor_result:
+            return Tensor._make(outs[0])
+        results = [Tensor._make(o) if isinstance(x, Var) else x
+                   for o, x in zip(outs[:spec.n_results], spec.graph.outputs)]
+        return unflatten(spec.out_tree, results)
+
     def __call__(self, *args, **kwargs):
+        if not kwargs and ops.state.tracer is None and self._fast:
+            key = self._simple_key(args)
+            spec = self._fast.get(key) if key is not None else None
+            if spec is not None and not _eager_now():
+                out = self._fast_call(spec, args)
+                if out is not _MISS:
+                    return out
         if _eager_now() or ops.state.tracer is not None:
             # eager mode, or called from inside another traced function: inline the Python
             if ops.state.tracer is None:
@@ -433,6 +516,10 @@ class TracedFunction:
         if spec is None:  # over the specialization limit
             self.stats.eager_calls += 1
             return self.fn(*args, **kwargs)
+        if not kwargs and spec.runner is not None:
+            key = self._simple_key(args)
+            if key is not None:
+                self._fast[key] = spec
         return result
 
     # -- internals
@@ -494,6 +581,7 @@ class TracedFunction:
                 return spec, self._run(spec, leaves, fresh, args, kwargs)
             reason = self._captured_reason(spec, leaves)
             del self.specializations[key]
+            self._fast.clear()
         else:
             reason = self._recompile_reason(key)
         self.stats.misses += 1
@@ -601,8 +689,31 @@ class TracedFunction:
             _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
         graph = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))
         spec = Specialization(key, graph, raw, out_tree, len(out_leaves), mutated,
-                              tracer.captured, arg_positions)
+                              tracer.captured, arg_positions, optimized=graph)
+        if self.backend == "cpu":
+            self._compile(spec)
         return spec, result
+
+    def _compile(self, spec) -> None:
+        """Fuse the graph and lower it through numba (machine code is made on the first run)."""
+        from .codegen.cpu import lower
+        from .passes.fuse import fuse
+        from .runtime.compile import compile_lowered
+
+        spec.graph = fuse(spec.graph)
+        spec.lowered = lower(spec.graph, fastmath=self.fastmath,
+                             precise_math=self.precise_math)
+        if debug_enabled("src"):
+            _debug_print(f"tracejit: source for {self.name}\n{spec.lowered.source}")
+        spec.runner = compile_lowered(spec.lowered)
+
+    def source(self, *args, **kwargs) -> str:
+        """The generated numba source this function runs for these arguments."""
+        spec, _ = self._lookup(args, kwargs, run=False)
+        if spec is None or getattr(spec, "lowered", None) is None:
+            raise TraceError(f"{self.name}: no generated source for these arguments (backend "
+                             f"{self.backend!r}, or over the specialization limit)")
+        return spec.lowered.source
 
     def _graph_inputs(self, spec, leaves, captured):
         return [leaves[i] for i in spec.arg_positions] + list(captured)
@@ -648,23 +759,28 @@ class TracedFunction:
                     f"tracing cannot see (Python state, randomness outside tracejit).")
 
 
-def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, passes=None):
-    """Trace ``fn`` (a function, or an object with ``__call__`` such as a module) into graphs.
+def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, passes=None,
+          backend: str | None = None, fastmath: bool = False, precise_math: bool = False):
+    """Trace ``fn`` (a function, or an object with ``__call__`` such as a module) into graphs
+    compiled through numba (``backend="cpu"``, the default) or run by the reference interpreter
+    (``backend="interpret"``; the ``TRACEJIT_BACKEND`` environment variable sets the default).
 
-    Usable as ``@trace``, ``@trace(check_trace=True)`` or ``trace(model)``.
+    Usable as ``@trace``, ``@trace(check_trace=True)`` or ``trace(model)``. ``fastmath=True``
+    lets numba drop NaN/Inf semantics; ``precise_math=True`` uses libm instead of the fast
+    float32 approximations.
     """
+    options = dict(max_specializations=max_specializations, check_trace=check_trace,
+                   passes=passes, backend=backend, fastmath=fastmath, precise_math=precise_math)
     if fn is None:
-        return lambda f: trace(f, max_specializations=max_specializations,
-                               check_trace=check_trace, passes=passes)
+        return lambda f: trace(f, **options)
     if isinstance(fn, TracedFunction):
         return fn
     target = fn
     if not isinstance(fn, (types.FunctionType, types.MethodType, functools.partial)) and \
             callable(fn):
         target = fn.__call__  # a module-like object: trace its bound __call__
-    traced = TracedFunction(target, max_specializations=max_specializations,
-                            check_trace=check_trace, passes=passes,
-                            name=type(fn).__name__ if target is not fn else None)
+    traced = TracedFunction(target, name=type(fn).__name__ if target is not fn else None,
+                            **options)
     if target is not fn:
         traced.module = fn
     return traced

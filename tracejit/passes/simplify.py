@@ -82,7 +82,8 @@ def _rewrite(node: Node, producers):
     elif op == "pow":
         if _is(ins[1], 1, producers):
             return ins[0]
-        if _is_scalar(ins[1], 2) and isinstance(ins[0], Var):
+        # NOTE: only when x has the result's type: int ** 2.0 is float, int * int is not
+        if _is_scalar(ins[1], 2) and isinstance(ins[0], Var) and ins[0].dtype == out.dtype:
             return Node(out, "mul", (ins[0], ins[0]), (), node.loc)
     elif op == "neg":
         inner = producers.get(ins[0].id) if isinstance(ins[0], Var) else None

@@ -1,0 +1,414 @@
+"""Lower a fused graph to readable numba source: one ``@numba.njit`` kernel per fused group and
+one entry function for the whole graph that allocates buffers and calls the kernels (and BLAS,
+through ``@``, for matmul), so a compiled call is one dispatch from Python.
+
+The source is generic over sizes: every size that is not 1 is read from the ``sz`` tuple the
+entry receives, so a new batch size gives the same source and reuses the compiled machine code.
+What the source does depend on — dtypes, ranks, which dims are 1 (broadcasting) — is the kernel
+key.
+
+>>> print(lower(fused_graph).source)                                 # doctest: +SKIP
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def k0_add_relu(a0, a1, out, n0, n1):
+    # %3 add, %4 relu
+    ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracejit import ops
+from tracejit.ir import Graph, Node, Var
+
+PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
+FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
+
+_NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int32": "np.int32",
+             "int64": "np.int64", "bool": "np.bool_"}
+_SHORT = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "bool"}
+
+
+def generic_type(v: Var) -> str:
+    """A Var's type with sizes erased (1s kept): ``f32[n,1]``."""
+    dims = ",".join("1" if d == 1 else "n" for d in v.shape)
+    return f"{_SHORT[v.dtype.name]}[{dims}]"
+
+
+def literal(x, dtype=None) -> str:
+    """Source for a Python scalar, typed as ``dtype`` (so float32 math stays float32)."""
+    if isinstance(x, (bool, np.bool_)) and (dtype is None or dtype == np.bool_):
+        return "True" if x else "False"
+    dtype = np.dtype(dtype) if dtype is not None else None
+    if dtype is None or dtype.kind == "f":
+        v = float(x)
+        text = "np.inf" if v == math.inf else "-np.inf" if v == -math.inf else \
+            "np.nan" if v != v else repr(v)
+        return f"{_NP_DTYPE[(dtype or np.dtype('float64')).name]}({text})"
+    if dtype == np.bool_:
+        return "True" if x else "False"
+    return f"{_NP_DTYPE[dtype.name]}({int(x)})"
+
+
+class Unsupported(Exception):
+    """A node the code generator does not lower (it runs through numpy instead)."""
+
+
+@dataclass
+class Lowered:
+    """Generated source and what the runtime passes to its entry function."""
+
+    source: str
+    entry: str
+    sizes: tuple  # the concrete values of sz[...]
+    consts: list  # arrays passed after the graph inputs
+    fallbacks: list  # callables the Python entry uses for nodes numba does not run
+    jit_entry: bool  # the entry itself is @njit (one dispatch) or plain Python
+    kernels: list = field(default_factory=list)
+
+
+class _Sizes:
+    """Hands out ``sz[k]`` for each size that is not 1, in emission order (never deduplicated
+    by value, so coincidentally equal sizes do not change the source)."""
+
+    def __init__(self):
+        self.values: list = []
+
+    def ref(self, n: int) -> str:
+        if n == 1:
+            return "1"
+        self.values.append(int(n))
+        return f"sz[{len(self.values) - 1}]"
+
+    def shape(self, shape) -> str:
+        refs = [self.ref(n) for n in shape]
+        return "(" + ", ".join(refs) + ("," if len(refs) == 1 else "") + ")"
+
+
+# ---------------------------------------------------------------------------- kernels
+
+
+class _Kernel:
+    """Source of one fused group's kernel."""
+
+    def __init__(self, node: Node, fastmath, parallel: bool):
+        attrs = node.attr_dict
+        self.name = attrs["kernel"]
+        self.body = body = attrs["body"]
+        self.fastmath = fastmath
+        self.root = body.nodes[-1]
+        self.full, self.row_dims = attrs["full"], attrs["row_dims"]
+        self.rank = len(self.full)
+        self.parallel = parallel and self.rank > 0
+        self.row_scalar = tuple(1 if i in self.row_dims else n for i, n in enumerate(self.full))
+        self.args = [f"a{i}" for i in range(len(body.inputs))]
+        self.arg_of = {v.id: a for v, a in zip(body.inputs, self.args)}
+        self.producer = {n.out.id: n for n in body.nodes}
+
+    # -- operand access
+    def _read(self, v: Var, vector: bool) -> str:
+        if v.id in self.arg_of:
+            lead = self.rank - len(v.shape)
+            if len(v.shape) == 0:  # read once, before the loops (see source())
+                return f"s_{self.arg_of[v.id]}"
+            idx = []
+            for k, n in enumerate(v.shape):
+                d = lead + k
+                idx.append("0" if n == 1 or (not vector and d in self.row_dims) else f"i{d}")
+            return f"{self.arg_of[v.id]}[{', '.join(idx)}]"
+        node = self.producer[v.id]
+        return f"{'v' if self._is_vector(node) else 'r'}{v.id}"
+
+    def _is_vector(self, node: Node) -> bool:
+        if not self.row_dims:
+            return True
+        if node.op in ("sum", "prod", "amax", "amin"):
+            return False
+        return node.out.shape == self.full and self.full != self.row_scalar
+
+    def _operand(self, x, vector: bool) -> tuple:
+        """(source, dtype, rank class) of an operand."""
+        if isinstance(x, Var):
+            return self._read(x, vector), x.dtype, (2 if x.shape else 1)
+        return x, None, 0
+
+    def _expr(self, node: Node, vector: bool) -> str:
+        op = ops.OPS[node.op]
+        attrs = node.attr_dict
+        operands = [self._operand(x, vector) for x in node.inputs]
+        out_dt = node.out.dtype
+        if node.op in ("copy", "detach"):
+            return operands[0][0]
+        if node.op == "cast":
+            return _cast(operands[0][0], operands[0][1], attrs["dtype"])
+        if node.op == "clamp":
+            src, dt, _ = operands[0]
+            t = out_dt
+            code = _cast(src, dt, t)
+            if attrs.get("min") is not None:
+                code = f"maximum({code}, {literal(attrs['min'], t)})"
+            if attrs.get("max") is not None:
+                code = f"minimum({code}, {literal(attrs['max'], t)})"
+            return code
+        if op.expr is None or op.dtype_rule is None:
+            raise Unsupported(node.op)
+        keys = tuple((dt, rc) if dt is not None else ops._key(src)
+                     for src, dt, rc in operands)
+        casts, result = ops.elementwise_plan(op, keys)
+        codes = []
+        for (src, dt, _), c in zip(operands, casts):
+            codes.append(literal(src, c) if dt is None else _cast(src, dt, c))
+        code = op.expr.format(*codes)
+        if result != casts[0] and result != np.bool_:
+            code = _cast(code, casts[0], result)
+        return code
+
+    # -- emission
+    def source(self) -> str:
+        names = " ".join(dict.fromkeys(n.op for n in self.body.nodes))
+        comment = ", ".join(f"%{n.out.id} {n.op}" for n in self.body.nodes)
+        dims = [f"n{k}" for k in range(self.rank)]
+        params = ", ".join(self.args + ["out"] + dims)
+        fm = "FASTMATH" if self.fastmath else "False"
+        lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm})",
+                 f"def {self.name}({params}):",
+                 f"    # {names}: {comment}",
+                 "    # " + ", ".join(f"a{i}: {generic_type(v)}"
+                                       for i, v in enumerate(self.body.inputs)) +
+                 f" -> out: {generic_type(self.root.out)}"]
+        for v, a in zip(self.body.inputs, self.args):
+            if not v.shape:  # NOTE: numba's parfors cannot index 0-d arrays inside prange
+                lines.append(f"    s_{a} = {a}[()]")
+        outer = [k for k in range(self.rank) if k not in self.row_dims]
+        total = " * ".join(dims) or "1"
+        if self.parallel and (outer or self.row_dims):
+            lines.append(f"    if {total} >= {PARALLEL_MIN}:")
+            lines += self._loops(outer, parallel=True, indent=8)
+            lines.append("    else:")
+            lines += self._loops(outer, parallel=False, indent=8)
+        else:
+            lines += self._loops(outer, parallel=False, indent=4)
+        return "\n".join(lines) + "\n"
+
+    def _loops(self, outer, parallel: bool, indent: int) -> list:
+        lines = []
+        pad = indent
+        for j, k in enumerate(outer):
+            rng = "numba.prange" if parallel and j == 0 else "range"
+            lines.append(" " * pad + f"for i{k} in {rng}(n{k}):")
+            pad += 4
+        lines += self._row_body(pad, parallel_reduce=parallel and not outer)
+        return lines
+
+    def _vector_statements(self, target: Var, pad: int, done: set) -> list:
+        """Statements computing the vector values ``target`` needs, innermost loop body."""
+        lines = []
+        node = self.producer.get(target.id)
+        if node is None or not self._is_vector(node) or target.id in done:
+            return lines
+        for x in node.inputs:
+            if isinstance(x, Var):
+                lines += self._vector_statements(x, pad, done)
+        done.add(target.id)
+        lines.append(" " * pad + f"v{node.out.id} = {self._expr(node, True)}  # {node.op}")
+        return lines
+
+    def _inner(self, pad: int, parallel: bool) -> tuple:
+        lines = []
+        for j, k in enumerate(self.row_dims):
+            rng = "numba.prange" if parallel and j == 0 else "range"
+            lines.append(" " * pad + f"for i{k} in {rng}(n{k}):")
+            pad += 4
+        return lines, pad
+
+    def _out_index(self, vector: bool) -> str:
+        out = self.root.out
+        if len(out.shape) == 0:
+            return "()"
+        if vector or len(out.shape) == self.rank:
+            idx = [("0" if (not vector and k in self.row_dims) else f"i{k}")
+                   for k in range(self.rank)]
+        else:  # a reduction without keepdim: the row dims are gone
+            idx = [f"i{k}" for k in range(self.rank) if k not in self.row_dims]
+        return ", ".join(idx)
+
+    def _row_body(self, pad: int, parallel_reduce: bool) -> list:
+        lines = []
+        if not self.row_dims:  # plain elementwise
+            lines += self._vector_statements(self.root.out, pad, set())
+            lines.append(" " * pad + f"out[{self._out_index(True)}] = v{self.root.out.id}")
+            return lines
+        for node in self.body.nodes:
+            if self._is_vector(node):
+                continue
+            if node.op in ("sum", "prod", "amax", "amin"):
+                lines += self._reduction(node, pad, parallel_reduce and node.op in ("sum",
+                                                                                    "prod"))
+            else:
+                lines.append(" " * pad + f"r{node.out.id} = {self._expr(node, False)}  "
+                                         f"# {node.op}")
+        if self._is_vector(self.root):
+            inner, ipad = self._inner(pad, False)
+            lines += inner
+            lines += self._vector_statements(self.root.out, ipad, set())
+            lines.append(" " * ipad + f"out[{self._out_index(True)}] = v{self.root.out.id}")
+        else:
+            lines.append(" " * pad + f"out[{self._out_index(False)}] = r{self.root.out.id}")
+        return lines
+
+    def _reduction(self, node: Node, pad: int, parallel: bool) -> list:
+        acc = f"r{node.out.id}"
+        dt = node.out.dtype
+        x = node.inputs[0]
+        init = {"sum": 0, "prod": 1}.get(node.op)
+        if init is None:
+            if dt.kind == "f":
+                init = -math.inf if node.op == "amax" else math.inf
+            elif dt == np.bool_:
+                init = node.op != "amax"
+            else:
+                info = np.iinfo(dt)
+                init = info.min if node.op == "amax" else info.max
+        lines = [" " * pad + f"{acc} = {literal(init, dt)}  # {node.op} over dims "
+                              f"{self.row_dims}"]
+        inner, ipad = self._inner(pad, parallel)
+        lines += inner
+        lines += self._vector_statements(x, ipad, set())
+        val = _cast(self._read(x, True), x.dtype, dt)
+        if node.op == "sum":
+            lines.append(" " * ipad + f"{acc} += {val}")
+        elif node.op == "prod":
+            lines.append(" " * ipad + f"{acc} *= {val}")
+        else:
+            fn = "maximum" if node.op == "amax" else "minimum"
+            lines.append(" " * ipad + f"{acc} = {fn}({acc}, {val})")
+        return lines
+
+
+def _cast(code: str, src, dst) -> str:
+    if src is None or np.dtype(src) == np.dtype(dst):
+        return code
+    dst = np.dtype(dst)
+    if dst == np.bool_:
+        return f"({code} != 0)"
+    return f"{_NP_DTYPE[dst.name]}({code})"
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+HEADER = '''"""Generated by tracejit (codegen/cpu.py): one kernel per fused group and an entry function.
+Kernel comments name the IR nodes they compute; sizes are runtime values (sz)."""
+import math
+
+import numba
+import numpy as np
+
+from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
+                                      power, relu, remainder, round, rsqrt, sign)
+from tracejit.codegen.prelude import {mathset} as _math
+
+exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt
+sin, cos, tan, tanh = _math.sin, _math.cos, _math.tan, _math.tanh
+sigmoid, erf = _math.sigmoid, _math.erf
+FASTMATH = {fastmath}
+'''
+
+
+def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
+          parallel: bool = True) -> Lowered:
+    """Source for a fused graph (see ``tracejit.passes.fuse``)."""
+    fm = True if fastmath else set(FASTMATH_DEFAULT)
+    sizes = _Sizes()
+    names = {v.id: f"in{i}" for i, v in enumerate(graph.inputs)}
+    kernels, body_lines, consts, fallbacks = [], [], [], []
+    jit_entry = True
+    for node in graph.nodes:
+        t = f"t{node.out.id}"
+        names[node.out.id] = t
+        arg = [names[x.id] if isinstance(x, Var) else None for x in node.inputs]
+        note = f"    # %{node.out.id}: {generic_type(node.out)} = {node.op}"
+        if node.op == "fused":
+            try:
+                kernel = _Kernel(node, fm, parallel)
+                src = kernel.source()
+            except Unsupported:
+                kernel = None
+            if kernel is not None:
+                name = kernel.name
+                kernels.append(src)
+                full = ", ".join(_dim(sizes, n) for n in kernel.full)
+                body_lines.append(note + f" ({name})")
+                body_lines.append(f"    {t} = np.empty({sizes.shape(node.out.shape)}, "
+                                  f"{_NP_DTYPE[node.out.dtype.name]})")
+                call_args = ", ".join([a for a in arg] + [t] + ([full] if full else []))
+                body_lines.append(f"    {name}({call_args})")
+                continue
+        lowered = _library(node, arg, sizes)
+        if lowered is None:
+            jit_entry = False
+            fallbacks.append(_fallback(node))
+            operands = ", ".join(a if a is not None else repr(x)
+                                 for a, x in zip(arg, node.inputs))
+            body_lines.append(note + " (numpy)")
+            body_lines.append(f"    {t} = _fallback[{len(fallbacks) - 1}]({operands})")
+        elif lowered == "const":
+            names[node.out.id] = f"c{len(consts)}"
+            consts.append(node.attr_dict["value"].array)
+        else:
+            body_lines.append(note)
+            body_lines.append(f"    {t} = {lowered}")
+    outs = [names[x.id] if isinstance(x, Var) else "None" for x in graph.outputs]
+    params = ["sz"] + ([] if jit_entry else ["_fallback"]) + \
+        [f"in{i}" for i in range(len(graph.inputs))] + [f"c{i}" for i in range(len(consts))]
+    ins = ", ".join(f"in{i}: {generic_type(v)}" for i, v in enumerate(graph.inputs))
+    decorator = "@numba.njit(cache=True)\n" if jit_entry else ""
+    entry = (decorator + f"def entry({', '.join(params)}):\n"
+             f"    # {ins}\n" + "\n".join(body_lines) +
+             ("\n" if body_lines else "") +
+             f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})\n")
+    header = HEADER.format(mathset="PRECISE" if precise_math else "FAST",
+                           fastmath=repr(fm) if isinstance(fm, bool) else
+                           "{" + ", ".join(sorted(repr(f) for f in fm)) + "}")
+    source = header + "\n\n" + "\n\n".join(kernels + [entry])
+    return Lowered(source, "entry", tuple(sizes.values), consts, fallbacks, jit_entry,
+                   [k.split("def ")[1].split("(")[0] for k in kernels])
+
+
+def _dim(sizes: _Sizes, n: int) -> str:
+    return sizes.ref(n)
+
+
+def _library(node: Node, arg, sizes: _Sizes):
+    """Entry-function code for a non-fused node numba runs natively, 'const', or None."""
+    op = node.op
+    if op == "const":
+        return "const"
+    x = arg[0] if arg else None
+    if op == "matmul":
+        a, b = node.inputs
+        if len(a.shape) == 2 and len(b.shape) == 2 and a.dtype == b.dtype and \
+                a.dtype.kind == "f":
+            return f"np.dot({arg[0]}, {arg[1]})"
+        return None
+    if op == "reshape":
+        return f"np.ascontiguousarray({x}).reshape({sizes.shape(node.out.shape)})"
+    if op == "permute":
+        return f"np.transpose({x}, {node.attr_dict['perm']!r})"
+    if op == "detach":
+        return x
+    return None
+
+
+def _fallback(node: Node):
+    op = ops.OPS[node.op]
+    attrs = node.attr_dict
+
+    def run(*args):
+        return ops.compute(op, list(args), attrs)
+
+    run.__name__ = f"numpy_{node.op}"
+    return run

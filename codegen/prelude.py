@@ -1,0 +1,240 @@
+"""Scalar functions that generated CPU kernels call by the names in the op table's ``expr``
+templates (``exp({0})``, ``maximum({0}, {1})``, ...). Each is a numba overload, so one name
+serves every dtype: float32 uses the vectorisable approximations of ``codegen.mathlib``,
+float64 uses libm, integers and bools get exact integer code. ``PRECISE`` is the same set
+with libm for float32 too (``trace(precise_math=True)``).
+
+Semantics follow the eager numpy implementations: NaN propagates through maximum, minimum,
+relu and clamp; rounding is half to even; integer // and % floor like Python.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+try:  # the vectorisable float32 approximations (codegen/mathlib.py)
+    from . import mathlib as _ml
+except ImportError:  # pragma: no cover - mathlib missing: libm everywhere
+    _ml = None
+
+
+def _fast32(name):
+    return getattr(_ml, f"{name}_f32", None) if _ml is not None else None
+
+
+def _stub(name):
+    def fn(*args):
+        raise NotImplementedError(f"{name} is only callable inside numba-compiled kernels")
+    fn.__name__ = name
+    return fn
+
+
+def _is_float(t):
+    return isinstance(t, types.Float)
+
+
+def _define_transcendental(name, libm, fast_ok=True, precise=False):
+    """A float-only unary function: float32 -> fast approximation (unless precise)."""
+    stub = _stub(name)
+    fast = _fast32(name) if fast_ok and not precise else None
+
+    @overload(stub)
+    def _impl(x):
+        if x == types.float32:
+            if fast is not None:
+                return lambda x: fast(x)
+            return lambda x: np.float32(libm(x))
+        if _is_float(x):
+            return lambda x: libm(x)
+        return None
+
+    return stub
+
+
+@numba.njit(inline="always", cache=True)
+def _sigmoid64(x):
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _libm(name):
+    if name == "sigmoid":
+        return _sigmoid64
+    if name == "sqrt":
+        return np.sqrt
+    if name == "log":
+        return np.log
+    if name == "log1p":
+        return np.log1p
+    return getattr(math, name)
+
+
+TRANSCENDENTAL = ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh",
+                  "sigmoid", "erf")
+
+
+class _Namespace:
+    pass
+
+
+def _build(precise: bool):
+    ns = _Namespace()
+    for name in TRANSCENDENTAL:
+        setattr(ns, name, _define_transcendental(f"{name}{'_p' if precise else ''}",
+                                                 _libm(name), fast_ok=name not in (
+                                                     "sqrt", "sin", "cos", "tan"),
+                                                 precise=precise))
+    return ns
+
+
+FAST = _build(precise=False)
+PRECISE = _build(precise=True)
+
+
+# ---------------------------------------------------------------- exact helpers (all dtypes)
+
+def relu(x):
+    raise NotImplementedError
+
+
+@overload(relu)
+def _relu(x):
+    if isinstance(x, types.Float):
+        return lambda x: x if not (x <= 0) else x - x  # NaN stays NaN; -0.0 -> 0.0
+    return lambda x: x if x > 0 else x - x
+
+
+def maximum(a, b):
+    raise NotImplementedError
+
+
+@overload(maximum)
+def _maximum(a, b):
+    return lambda a, b: a if (a > b or a != a) else b
+
+
+def minimum(a, b):
+    raise NotImplementedError
+
+
+@overload(minimum)
+def _minimum(a, b):
+    return lambda a, b: a if (a < b or a != a) else b
+
+
+def sign(x):
+    raise NotImplementedError
+
+
+@overload(sign)
+def _sign(x):
+    if x == types.boolean:
+        return lambda x: x
+    return lambda x: (x - x + 1) if x > 0 else ((x - x - 1) if x < 0 else x)
+
+
+def _rounding(name, fn):
+    stub = _stub(name)
+
+    @overload(stub)
+    def _impl(x):
+        if _is_float(x):
+            return lambda x: fn(x)
+        return lambda x: x
+
+    return stub
+
+
+floor = _rounding("floor", np.floor)
+ceil = _rounding("ceil", np.ceil)
+round = _rounding("round", np.rint)  # noqa: A001 - half to even, like numpy and torch
+
+
+def isnan(x):
+    raise NotImplementedError
+
+
+@overload(isnan)
+def _isnan(x):
+    if _is_float(x):
+        return lambda x: x != x
+    return lambda x: False
+
+
+def isfinite(x):
+    raise NotImplementedError
+
+
+@overload(isfinite)
+def _isfinite(x):
+    if _is_float(x):
+        return lambda x: (x - x) == 0  # False for inf and nan
+    return lambda x: True
+
+
+def floordiv(a, b):
+    raise NotImplementedError
+
+
+@overload(floordiv)
+def _floordiv(a, b):
+    if _is_float(a):
+        return lambda a, b: np.floor(a / b)
+    return lambda a, b: a // b
+
+
+def remainder(a, b):
+    raise NotImplementedError
+
+
+@overload(remainder)
+def _remainder(a, b):
+    if _is_float(a):
+        def impl(a, b):
+            r = np.fmod(a, b)
+            if r != 0 and ((r < 0) != (b < 0)):
+                r += b
+            return r
+        return impl
+    return lambda a, b: a % b
+
+
+def power(a, b):
+    raise NotImplementedError
+
+
+@overload(power)
+def _power(a, b):
+    if _is_float(a):
+        return lambda a, b: a ** b
+
+    def ipow(a, b):
+        if b < 0:
+            raise ValueError("Integers to negative integer powers are not allowed.")
+        r = a - a + 1
+        base, e = a, b
+        while e:
+            if e & 1:
+                r *= base
+            base *= base
+            e >>= 1
+        return r
+    return ipow
+
+
+def rsqrt(x):
+    raise NotImplementedError
+
+
+@overload(rsqrt)
+def _rsqrt(x):
+    if x == types.float32:
+        return lambda x: np.float32(1) / np.sqrt(x)
+    return lambda x: 1.0 / np.sqrt(x)

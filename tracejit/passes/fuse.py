@@ -1,0 +1,157 @@
+"""fuse: group nodes into kernels. Each group becomes one ``fused`` node holding its subgraph.
+
+A group has a loop domain: a full shape ``F`` split into outer dims and trailing *row* dims.
+Its nodes are elementwise ops over ``F`` (vectors), elementwise ops over the outer dims only
+(row scalars, shape ``F`` with the row dims set to 1), and reductions over exactly the row dims
+(vector -> row scalar). So an elementwise chain is one loop nest, and softmax, log_softmax,
+logsumexp, layer_norm or an MSE reduce to one kernel per row block: the kernel walks each row a
+few times but never materialises an intermediate array.
+
+A producer joins its consumer's group only when every use of its value is inside that group
+(groups have one output), it is not a graph output, and it fits the group's domain. Views and
+library ops (matmul, indexing, windows) stay outside groups.
+
+>>> print(fuse(graph))                                                 # doctest: +SKIP
+graph(x: f32[4,8]):
+  %7: f32[4,8] = fused[k0: amax sub exp sum div] x
+  return %7
+"""
+
+from __future__ import annotations
+
+from ..ir import Graph, GraphBuilder, Node, Var, rebuild
+from ..ops import ELEMENTWISE, OPS
+
+# reductions a group can hold (argmax/argmin/cumsum are kernels of their own elsewhere)
+FUSIBLE_REDUCTIONS = ("sum", "prod", "amax", "amin")
+def is_fusible(node: Node) -> bool:
+    op = OPS.get(node.op)
+    if op is None:
+        return False
+    if node.op in FUSIBLE_REDUCTIONS:
+        return True
+    return op.kind == ELEMENTWISE or node.op == "detach"
+
+
+class _Group:
+    """A kernel under construction: its members and loop domain (``full`` shape, ``row_dims``
+    reduced by its reductions; no row dims means a plain elementwise loop nest)."""
+
+    def __init__(self, root: Node):
+        self.nodes = [root]
+        self.ids = {root.out.id}
+        if root.op in FUSIBLE_REDUCTIONS:
+            self.full = root.inputs[0].shape
+            self.row_dims = tuple(root.attr_dict["dims"])
+        else:
+            self.full = root.out.shape  # provisional: may turn out to be a row-scalar shape
+            self.row_dims = ()
+
+    def row_scalar_shape(self):
+        return tuple(1 if i in self.row_dims else n for i, n in enumerate(self.full))
+
+    def fits(self, node: Node) -> bool:
+        """Can ``node`` (a producer of some member) be computed inside this group?"""
+        shape = node.out.shape
+        if node.op in FUSIBLE_REDUCTIONS:
+            d = node.attr_dict
+            x = node.inputs[0]
+            if not d["keepdim"] or not d["dims"]:
+                return False
+            if not self.row_dims:
+                # the group so far is elementwise over `full`: x's shape (then the members are
+                # vectors) or x's row scalars
+                scalar = tuple(1 if i in d["dims"] else n for i, n in enumerate(x.shape))
+                return x.shape == self.full or shape == self.full == scalar
+            return x.shape == self.full and tuple(d["dims"]) == self.row_dims
+        if not self.row_dims:
+            # the group so far is elementwise over `full`; a value with ones where `full` has
+            # none is a row scalar, and fixes the row dims
+            return shape == self.full or bool(_ones_against(shape, self.full))
+        return shape in (self.full, self.row_scalar_shape())
+
+    def add(self, node: Node):
+        if node.op in FUSIBLE_REDUCTIONS and not self.row_dims:
+            self.full = node.inputs[0].shape  # unchanged when the members so far are vectors
+            self.row_dims = tuple(node.attr_dict["dims"])
+        elif not self.row_dims and node.out.shape != self.full:
+            self.row_dims = _ones_against(node.out.shape, self.full)
+        self.nodes.append(node)
+        self.ids.add(node.out.id)
+
+
+def _ones_against(shape, full) -> tuple:
+    """The dims where ``shape`` is 1 and ``full`` is not (same rank), else ()."""
+    if len(shape) != len(full):
+        return ()
+    if any(a != b and a != 1 for a, b in zip(shape, full)):
+        return ()
+    return tuple(i for i, (a, b) in enumerate(zip(shape, full)) if a == 1 and b != 1)
+
+
+def fuse(graph: Graph) -> Graph:
+    producers = {n.out.id: n for n in graph.nodes}
+    users: dict = {}
+    for n in graph.nodes:
+        for x in n.inputs:
+            if isinstance(x, Var):
+                users.setdefault(x.id, []).append(n.out.id)
+    outputs = {x.id for x in graph.outputs if isinstance(x, Var)}
+
+    assigned: dict = {}  # node id -> group
+    groups = []
+    for node in reversed(graph.nodes):
+        if node.out.id in assigned or not is_fusible(node):
+            continue
+        group = _Group(node)
+        assigned[node.out.id] = group
+        groups.append(group)
+        stack = [x for x in node.inputs if isinstance(x, Var)]
+        while stack:
+            v = stack.pop()
+            p = producers.get(v.id)
+            if p is None or p.out.id in assigned or not is_fusible(p) or p.out.id in outputs:
+                continue
+            # every use must already be inside: a value needed elsewhere must be materialised
+            if any(u not in group.ids for u in users.get(p.out.id, ())) or not group.fits(p):
+                continue
+            group.add(p)
+            assigned[p.out.id] = group
+            stack.extend(x for x in p.inputs if isinstance(x, Var))
+    return _rewrite(graph, groups, assigned)
+
+
+def _rewrite(graph: Graph, groups, assigned) -> Graph:
+    roots = {g.nodes[0].out.id: g for g in groups}
+    nodes = []
+    for node in graph.nodes:
+        g = assigned.get(node.out.id)
+        if g is None:
+            nodes.append(node)
+            continue
+        if node.out.id not in roots:
+            continue  # emitted with its group's root (roots come last in program order)
+        nodes.append(_group_node(g, len(nodes)))
+    return rebuild(graph, nodes)
+
+
+def _group_node(group: _Group, index: int) -> Node:
+    members = sorted(group.nodes, key=lambda n: n.out.id)
+    member_ids = {n.out.id for n in members}
+    root = group.nodes[0]
+    b = GraphBuilder()
+    mapping: dict = {}
+    ext = []
+    for n in members:
+        for x in n.inputs:
+            if isinstance(x, Var) and x.id not in member_ids and x.id not in mapping:
+                mapping[x.id] = b.add_input(f"a{len(ext)}", x.shape, x.dtype)
+                ext.append(x)
+    for n in members:
+        ins = [mapping[x.id] if isinstance(x, Var) else x for x in n.inputs]
+        mapping[n.out.id] = b.add_node(n.op, ins, n.attr_dict, n.out.shape, n.out.dtype, n.loc)
+    body = b.build([mapping[root.out.id]])
+    name = f"k{index}_" + "_".join(dict.fromkeys(n.op for n in members))
+    attrs = (("body", body), ("full", group.full), ("kernel", name),
+             ("row_dims", group.row_dims))
+    return Node(root.out, "fused", tuple(ext), attrs, root.loc)
