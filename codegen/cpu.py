@@ -361,7 +361,10 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
         else:
             body_lines.append(note)
             body_lines.append(f"    {t} = {lowered}")
-    outs = [names[x.id] if isinstance(x, Var) else "None" for x in graph.outputs]
+    # constants are shared and read-only: results get their own copy, as eager ones would
+    outs = [("None" if not isinstance(x, Var) else
+             f"{names[x.id]}.copy()" if names[x.id].startswith("c") else names[x.id])
+            for x in graph.outputs]
     params = ["sz"] + ([] if jit_entry else ["_fallback"]) + \
         [f"in{i}" for i in range(len(graph.inputs))] + [f"c{i}" for i in range(len(consts))]
     ins = ", ".join(f"in{i}: {generic_type(v)}" for i, v in enumerate(graph.inputs))

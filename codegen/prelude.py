@@ -106,9 +106,15 @@ def relu(x):
 
 @overload(relu)
 def _relu(x):
+    zero = _const(x, 0)
     if isinstance(x, types.Float):
-        return lambda x: x if not (x <= 0) else x - x  # NaN stays NaN; -0.0 -> 0.0
-    return lambda x: x if x > 0 else x - x
+        return lambda x: x if not (x <= 0) else zero  # NaN stays NaN
+    return lambda x: x if x > 0 else zero
+
+
+def _const(t, value):
+    """A constant of numba type ``t`` (closure constants keep float32 math in float32)."""
+    return numba.np.numpy_support.as_dtype(t).type(value)
 
 
 def maximum(a, b):
@@ -137,7 +143,8 @@ def sign(x):
 def _sign(x):
     if x == types.boolean:
         return lambda x: x
-    return lambda x: (x - x + 1) if x > 0 else ((x - x - 1) if x < 0 else x)
+    one, minus_one = _const(x, 1), _const(x, -1)
+    return lambda x: one if x > 0 else (minus_one if x < 0 else x)  # 0 and NaN stay
 
 
 def _rounding(name, fn):
@@ -215,10 +222,12 @@ def _power(a, b):
     if _is_float(a):
         return lambda a, b: a ** b
 
+    one = _const(a, 1)
+
     def ipow(a, b):
         if b < 0:
             raise ValueError("Integers to negative integer powers are not allowed.")
-        r = a - a + 1
+        r = one
         base, e = a, b
         while e:
             if e & 1:

@@ -21,9 +21,6 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-import numba
-import numpy as np
-
 PREFIX = "tj_"
 _fallback: dict[Path, Path] = {}  # unusable cache dir -> this process's private replacement
 
@@ -43,6 +40,9 @@ def cache_dir() -> Path:
 @lru_cache(maxsize=None)
 def _version_tag() -> str:
     """Everything besides the source that the machine code depends on."""
+    import numba
+    import numpy as np
+
     from tracejit import __version__
     from tracejit.codegen import prelude
     # NOTE: numba's cache checks only the generated module's own file, not the helpers it

@@ -15,25 +15,30 @@ _modules: dict = {}  # module name -> module (this process)
 _lock = threading.Lock()
 
 
-def load_module(source: str):
-    """Import (once per process) the module holding ``source``."""
+def load_module(source: str, *, reload: bool = False):
+    """Import the module holding ``source``: once per process (the in-memory cache, keyed by a
+    hash of the source, which spells out the graph and its input signature), or again with
+    ``reload=True`` (fresh numba dispatchers, e.g. after dropping damaged machine code)."""
     name = cache.entry_name(source)
-    mod = _modules.get(name)
+    mod = None if reload else _modules.get(name)
     if mod is not None:
         return mod
     with _lock:
-        mod = _modules.get(name)
+        mod = None if reload else _modules.get(name)
         if mod is None:
             path = cache.module_file(source)
             spec = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[name] = mod  # numba's cache locates functions through their module
-            spec.loader.exec_module(mod)
+            # NOTE: run the text we generated, not whatever the file holds by now, and write
+            # no .pyc (a bytecode file is checked by mtime and size only, so it could go stale)
+            exec(compile(source, str(path), "exec"), mod.__dict__)
             _modules[name] = mod
     return mod
 
 
 def forget() -> None:
+    """Drop the modules loaded in this process (compiled callables already handed out stay)."""
     with _lock:
         for name in _modules:
             sys.modules.pop(name, None)
@@ -48,9 +53,10 @@ class Runner:
     """Calls a lowered graph's entry with its sizes and constants; returns one array (or None
     for Python-valued outputs) per graph output."""
 
-    __slots__ = ("entry", "prefix", "consts", "source", "module", "compiled")
+    __slots__ = ("entry", "entry_name", "prefix", "consts", "source", "module", "compiled")
 
     def __init__(self, lowered, module):
+        self.entry_name = lowered.entry
         self.entry = getattr(module, lowered.entry)
         self.prefix = (lowered.sizes,) if lowered.jit_entry else (lowered.sizes,
                                                                    lowered.fallbacks)
@@ -62,16 +68,28 @@ class Runner:
     def __call__(self, *arrays):
         if self.compiled:
             return self.entry(*self.prefix, *arrays, *self.consts)
-        # the first call compiles (or loads machine code from numba's cache)
+        # the first call compiles, or loads machine code from numba's cache
+        try:
+            out = self._first_call(arrays)
+        except Exception:
+            # NOTE: numba reads its cache files with pickle and raises on a truncated or garbage
+            # .nbi/.nbc (UnpicklingError, ValueError, EOFError...): drop them, compile afresh.
+            if not cache.drop_machine_code(self.module.__file__):
+                raise
+            self.module = load_module(self.source, reload=True)
+            self.entry = getattr(self.module, self.entry_name)
+            out = self._first_call(arrays)
+        self.compiled = True
+        return out
+
+    def _first_call(self, arrays):
         import numba
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", numba.NumbaWarning)
             try:
-                out = self.entry(*self.prefix, *arrays, *self.consts)
+                return self.entry(*self.prefix, *arrays, *self.consts)
             except numba.core.errors.NumbaError as e:
                 raise CompileError(f"{type(e).__name__}: {e}\nin {self.module.__file__}") from e
-        self.compiled = True
-        return out
 
 
 def compile_lowered(lowered) -> Runner:

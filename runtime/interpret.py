@@ -44,4 +44,7 @@ def interpret(graph: Graph, args) -> list:
     for node in graph.nodes:
         vals = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
         env[node.out.id] = run_node(node, vals)
-    return [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
+    outs = [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
+    # constants are shared and read-only: results get their own copy, as eager ones would
+    return [o.copy() if isinstance(o, np.ndarray) and not o.flags.writeable else o
+            for o in outs]

@@ -14,6 +14,7 @@ from .dtypes import (bool_, float32, float64, get_default_dtype, int32, int64, s
 from .errors import DTypeError, ShapeError, TraceError
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
+from .runtime.cache import clear_cache
 from .tensor import Tensor, device
 from .tracing import eager, get_mode, set_mode, trace
 from . import nn  # noqa: E402 - nn builds on the names above
@@ -33,6 +34,6 @@ __all__ = [
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
     "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn",
-    "trace", "set_mode", "get_mode", "eager",
+    "trace", "set_mode", "get_mode", "eager", "clear_cache",
     *_function_names,
 ]

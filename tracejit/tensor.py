@@ -704,7 +704,8 @@ class Tensor:
                 f"dtype, got {x.dtype} (use .float() first or pass dtype=){user_frame()}")
         dims = norm_dims("mean", dim, x.ndim)
         n = math.prod(x.shape[d] for d in dims)
-        return apply(ops.SUM, x, dims=dims, keepdim=keepdim) / n
+        # keepdim, divide, then drop the dims: the division fuses into the reduction's kernel
+        return _drop_dims(apply(ops.SUM, x, dims=dims, keepdim=True) / n, dims, keepdim)
 
     def prod(self, dim=None, keepdim=False, dtype=None):
         r = apply(ops.PROD, self, dims=norm_dims("prod", dim, self.ndim), keepdim=keepdim)
@@ -754,7 +755,8 @@ class Tensor:
         dims = norm_dims("var", dim, self.ndim)
         n = math.prod(self.shape[d] for d in dims)
         d = self - self.mean(dims, keepdim=True)
-        return (d * d).sum(dims, keepdim=keepdim) / max(n - correction, 0)
+        return _drop_dims((d * d).sum(dims, keepdim=True) / max(n - correction, 0), dims,
+                          keepdim)
 
     def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
         return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
@@ -1177,6 +1179,13 @@ def _make_unary_inplace(name):
 for _name in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
     setattr(Tensor, _name + "_", _make_unary_inplace(_name))
+
+
+def _drop_dims(t, dims, keepdim):
+    """A keepdim reduction's result with the reduced dims removed unless ``keepdim``."""
+    if keepdim or not dims:
+        return t
+    return t.reshape(tuple(n for i, n in enumerate(t.shape) if i not in dims))
 
 
 def _is_float(x):

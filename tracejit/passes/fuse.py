@@ -50,14 +50,23 @@ class _Group:
     def row_scalar_shape(self):
         return tuple(1 if i in self.row_dims else n for i, n in enumerate(self.full))
 
+    def is_row_scalar(self, shape) -> bool:
+        # reducing every dim without keepdim gives 0-d row scalars
+        return shape == self.row_scalar_shape() or (
+            shape == () and self.row_dims == tuple(range(len(self.full))))
+
     def fits(self, node: Node) -> bool:
         """Can ``node`` (a producer of some member) be computed inside this group?"""
         shape = node.out.shape
         if node.op in FUSIBLE_REDUCTIONS:
             d = node.attr_dict
             x = node.inputs[0]
-            if not d["keepdim"] or not d["dims"]:
+            if not d["dims"]:
                 return False
+            if not d["keepdim"]:  # only a reduction to a 0-d value (a loss, a mean) joins
+                everything = tuple(range(len(x.shape)))
+                return tuple(d["dims"]) == everything and shape == self.full == () or (
+                    self.row_dims == everything and x.shape == self.full)
             if not self.row_dims:
                 # the group so far is elementwise over `full`: x's shape (then the members are
                 # vectors) or x's row scalars
@@ -68,7 +77,7 @@ class _Group:
             # the group so far is elementwise over `full`; a value with ones where `full` has
             # none is a row scalar, and fixes the row dims
             return shape == self.full or bool(_ones_against(shape, self.full))
-        return shape in (self.full, self.row_scalar_shape())
+        return shape == self.full or self.is_row_scalar(shape)
 
     def add(self, node: Node):
         if node.op in FUSIBLE_REDUCTIONS and not self.row_dims:

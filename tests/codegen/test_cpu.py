@@ -1,0 +1,200 @@
+"""The CPU compiler: compiled == eager == interpreted, fusion kernel counts, golden source,
+size-generic kernels."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+import tracejit.nn.functional as F
+
+from ..conftest import noncontig
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+def compiled(fn, **kw):
+    return tj.trace(fn, backend="cpu", **kw)
+
+
+def check(fn, *args, rtol=1e-5, atol=1e-6):
+    """fn eager, traced on the interpreter, and compiled agree (compiled: 2nd call runs code)."""
+    eager = fn(*args)
+    interp = tj.trace(fn, backend="interpret")
+    comp = compiled(fn)
+    interp(*args)
+    comp(*args)
+    results = {"interpreted": interp(*args), "compiled": comp(*args)}
+    want = eager if isinstance(eager, tuple) else (eager,)
+    for name, got in results.items():
+        got = got if isinstance(got, tuple) else (got,)
+        for g, w in zip(got, want):
+            g, w = g.numpy(), w.numpy()
+            assert g.shape == w.shape and g.dtype == w.dtype, (name, g.shape, g.dtype, w.dtype)
+            if w.dtype.kind == "f":
+                np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True,
+                                           err_msg=name)
+            else:
+                np.testing.assert_array_equal(g, w, err_msg=name)
+    return comp
+
+
+def kernels(fn, *args):
+    return [n for n in fn.graph(*args).nodes if n.op == "fused"]
+
+
+def _chain(a, b, c):
+    x = a * b
+    x = x + c
+    x = x.tanh()
+    x = x * 0.5
+    x = x - a
+    x = x.exp()
+    x = x / (b + 2.0)
+    x = x.clamp(min=0.1)
+    x = x.sqrt()
+    return x * c
+
+
+def test_ten_op_chain_is_one_kernel():
+    a, b, c = (tj.randn(64, 33) for _ in range(3))
+    f = check(_chain, a, b, c, rtol=2e-5)
+    ks = kernels(f, a, b, c)
+    assert len(ks) == 1 and len(f.graph(a, b, c).nodes) == 1
+    assert len(ks[0].attr_dict["body"].nodes) >= 10
+
+
+@pytest.mark.parametrize("fn, max_kernels", [
+    (lambda x: x.softmax(-1), 1),
+    (lambda x: x.log_softmax(-1), 1),
+    (lambda x: x.logsumexp(-1), 1),
+    (lambda x: F.layer_norm(x, (x.shape[-1],), tj.ones(x.shape[-1]), tj.zeros(x.shape[-1])), 1),
+    (lambda x: ((x - 0.5) ** 2).mean(), 1),
+    (lambda x: x.var(-1), 1),
+])
+def test_row_reductions_fuse(fn, max_kernels):
+    x = tj.randn(16, 40)
+    f = check(fn, x, rtol=1e-4, atol=1e-5)
+    assert len(kernels(f, x)) <= max_kernels
+    # one pass over the data per kernel: no intermediate is materialised between them
+    assert all(n.op in ("fused", "reshape") for n in f.graph(x).nodes)
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [
+    ((), (3, 4)), ((4,), (3, 4)), ((3, 1), (1, 4)), ((2, 3, 1), (3, 5)), ((0, 3), (3,)),
+    ((1,), (1,)), ((5,), ()),
+])
+def test_broadcasting_and_edge_shapes(shape_a, shape_b):
+    a, b = tj.randn(shape_a), tj.randn(shape_b)
+    check(lambda a, b: (a * b + a).relu() - b.sigmoid(), a, b, rtol=1e-5)
+
+
+def test_non_contiguous_and_transposed_inputs():
+    a = tj.from_numpy(noncontig(np.random.default_rng(0).standard_normal((6, 5)).astype(
+        np.float32)))
+    b = tj.randn(5, 6).T
+    check(lambda a, b: (a * b).exp().sum(-1), a, b, rtol=1e-5)
+    check(lambda a, b: a.T.softmax(0) + b.T, a, b, rtol=1e-5)
+
+
+def test_int_and_bool_dtypes():
+    i = tj.randint(-5, 5, (4, 6))
+    j = tj.randint(1, 4, (6,)).int()
+    m = tj.rand(4, 6) > 0.5
+    check(lambda i, j: (i * j + 3, i // j, i % j, i.abs(), i.sum(-1), i.amax(0)), i, j)
+    check(lambda i, m: (tj.where(m, i, 0), m & (i > 0), ~m, (i > 0) | m, m.sum()), i, m)
+    check(lambda i: (i.float() / 3, (i * 1.5).long(), i == 2), i)
+
+
+def test_mixed_dtypes_and_scalars_keep_float32():
+    x = tj.randn(8)
+    y = tj.randn(8, dtype=tj.float64)
+    f = check(lambda x, y: (x * 2.5 + 1, x + y, (x * 0.1).exp()), x, y)
+    src = f.source(x, y)
+    assert "np.float32(2.5)" in src  # Python scalars are typed: float32 math stays float32
+
+
+def test_special_values_propagate():
+    x = tj.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-40, 3.0])
+    check(lambda x: (x.relu(), tj.maximum(x, 0.0), x.clamp(-1, 1), x.sign(), x.isnan(),
+                     x.isfinite(), x.exp(), x.tanh(), x.sigmoid(), (x * 0).floor()), x,
+          rtol=1e-5, atol=1e-6)
+
+
+def test_matmul_with_fused_epilogue():
+    x, w, b = tj.randn(8, 16), tj.randn(16, 4), tj.randn(4)
+    f = check(lambda x, w, b: (x @ w + b).relu(), x, w, b, rtol=1e-4, atol=1e-5)
+    ops_run = [n.op for n in f.graph(x, w, b).nodes]
+    assert ops_run == ["matmul", "fused"]
+    assert "np.dot(" in f.source(x, w, b)
+
+
+def test_ops_without_kernels_run_through_numpy():
+    x = tj.randn(2, 3, 6, 6)
+    w = tj.randn(4, 3, 3, 3)
+    idx = tj.tensor([1, 0, 1])
+    f = check(lambda x, w, idx: F.conv2d(x, w, padding=1).relu()[idx].cumsum(1), x, w, idx,
+              rtol=1e-4, atol=1e-4)
+    assert "_fallback[" in f.source(x, w, idx)
+
+
+def test_new_batch_size_reuses_machine_code():
+    f = compiled(lambda x, b: (x * 2 + b).tanh().sum(-1))
+    b = tj.randn(10)
+    f(tj.randn(4, 10), b)
+    f(tj.randn(4, 10), b)
+    spec1 = next(iter(f.specializations.values()))
+    f(tj.randn(7, 10), b)  # retraces (new shape) ...
+    f(tj.randn(7, 10), b)
+    assert f.cache_info().specializations == 2
+    spec2 = list(f.specializations.values())[1]
+    assert spec1.lowered.source == spec2.lowered.source  # ... but the code is the same
+    assert spec1.runner.module is spec2.runner.module
+    assert len(spec2.runner.module.entry.overloads) == 1  # no second numba compile
+
+
+def test_outputs_are_writable_and_mutation_written_back():
+    @compiled
+    def f(x, acc):
+        acc.add_(x * 2)
+        return tj.zeros(3), acc.sum()
+
+    x, acc = tj.ones(3), tj.zeros(3)
+    for i in range(1, 4):
+        z, s = f(x, acc)
+        z.add_(1)  # a fresh, writable result each call
+        assert acc.tolist() == [2.0 * i] * 3 and s.item() == 6.0 * i
+    assert f(x, acc)[0].tolist() == [0, 0, 0]
+
+
+def test_fastmath_and_precise_math_options():
+    x = tj.linspace(-5, 5, 101)
+    fast = compiled(lambda x: x.tanh() + x.exp())
+    precise = compiled(lambda x: x.tanh() + x.exp(), precise_math=True)
+    loose = compiled(lambda x: x.tanh() + x.exp(), fastmath=True)
+    want = np.tanh(x.numpy().astype(np.float64)) + np.exp(x.numpy().astype(np.float64))
+    for f in (fast, precise, loose):
+        f(x)
+        np.testing.assert_allclose(f(x).numpy(), want, rtol=2e-6, atol=1e-6)
+    assert "FAST as _math" in fast.source(x) and "PRECISE as _math" in precise.source(x)
+    assert "FASTMATH = True" in loose.source(x)
+
+
+@pytest.mark.parametrize("name, fn, shapes", [
+    ("add_relu", lambda x, b: (x + b).relu(), [(4, 8), (8,)]),
+    ("softmax", lambda x: x.softmax(-1), [(4, 8)]),
+    ("mlp", lambda x, w, b: (x @ w + b).relu(), [(4, 8), (8, 3), (3,)]),
+])
+def test_golden_source(name, fn, shapes):
+    args = [tj.randn(*s) for s in shapes]
+    f = compiled(fn)
+    f(*args)
+    src = f.source(*args)
+    path = GOLDEN / f"{name}.py"
+    if os.environ.get("TRACEJIT_UPDATE_GOLDEN") or not path.exists():
+        path.write_text(src)
+    assert src == path.read_text(), (
+        f"generated source for {name} changed; if intended, rerun with TRACEJIT_UPDATE_GOLDEN=1 "
+        f"and review the diff of {path}")

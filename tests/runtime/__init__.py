@@ -1,0 +1,1 @@
+"""Tests of the runtime: compile cache, compiler, executor."""
