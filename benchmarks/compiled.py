@@ -331,26 +331,44 @@ def run_workload(w: Workload, fw: Frameworks, repeat: int, target_s: float) -> R
     for col in list(fns):
         if col == "numpy":
             continue
-        t0 = time.perf_counter()
-        try:
-            problem = check(col, outputs[col](), want, w)
-        except Exception as e:  # a framework failing on this workload: report, keep going
-            problem = f"{col} raised {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            if col in ("tracejit eager", "compiled"):
-                traceback.print_exc()
-        first = time.perf_counter() - t0
-        if col in ("compiled", "torch.compile", "jax.jit"):
-            res.notes[col + " first call"] = first
+        # NOTE: check two calls: tracejit.trace's first call returns the values computed while
+        # tracing, and only the second runs (and so numba-compiles) the generated code
+        problem = None
+        for call in ("1st", "2nd"):
+            t0 = time.perf_counter()
+            try:
+                problem = check(f"{col} ({call} call)", outputs[col](), want, w)
+            except Exception as e:  # a framework failing on this workload: report, keep going
+                problem = f"{col} raised {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                if col in ("tracejit eager", "compiled"):
+                    traceback.print_exc()
+            if col in ("compiled", "torch.compile", "jax.jit"):
+                res.notes[f"{col} {call} call"] = time.perf_counter() - t0
+            if problem is not None:
+                break
         if problem is not None:
             print(f"  MISMATCH {w.name}: {problem}", flush=True)
             res.notes[col] = "wrong"
             del fns[col]
             if col in ("tracejit eager", "compiled"):
                 res.failed = True
+    if "compiled" in fns and not _runs_compiled(compiled):
+        print(f"  NOT COMPILED {w.name}: tracejit.trace ran the graph without numba "
+              f"(no specialization, or it fell back to the reference interpreter)", flush=True)
+        res.notes["compiled"] = "wrong"
+        res.failed = True
+        del fns["compiled"]
     times = measure(fns, repeat, target_s)
     for col in COLUMNS:
         res.times[col] = times.get(col)
     return res
+
+
+def _runs_compiled(traced) -> bool:
+    """Did the traced function's (only) specialization run numba code, not the interpreter?"""
+    specs = list(getattr(traced, "specializations", {}).values())
+    runner = getattr(specs[0], "runner", None) if len(specs) == 1 else None
+    return runner is not None and getattr(runner, "compiled", True)
 
 
 # ---------------------------------------------------------------------------- start-up
@@ -511,6 +529,18 @@ def machine() -> str:
     return f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
+def load_note() -> str:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return "load average unknown"
+    note = f"load average {load:.2f} on {os.cpu_count()} CPUs"
+    if load > (os.cpu_count() or 1) - 0.5:
+        note += (" (busy: other processes compete for the cores; multi-threaded columns "
+                 "suffer most)")
+    return note
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -534,16 +564,18 @@ def main(argv=None) -> int:
 
     print(f"machine: {machine()}")
     print(f"versions: {fw.versions()}")
-    print(f"repeat {repeat}{' (quick sizes)' if args.quick else ''}", flush=True)
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                   if k.startswith(("OMP_", "NUMBA_", "OPENBLAS_", "MKL_", "TRACEJIT_", "XLA_")))
+    print(f"environment: {env or '(no OMP_/NUMBA_/OPENBLAS_/MKL_/TRACEJIT_/XLA_ variables)'}")
+    print(f"repeat {repeat}{' (quick sizes)' if args.quick else ''}; {load_note()}", flush=True)
     results, failed = [], False
     for w in selected:
         print(f"running {w.name}: {w.desc}", flush=True)
         r = run_workload(w, fw, repeat, target_s)
-        first = {k[:-len(" first call")]: v for k, v in r.notes.items()
-                 if k.endswith(" first call")}
+        first = [f"{k} {v * 1e3:.0f} ms" for k, v in r.notes.items()
+                 if k.endswith(" call")]
         if first:
-            print("  first call (compile + run): " + ", ".join(
-                f"{k} {v * 1e3:.0f} ms" for k, v in first.items()), flush=True)
+            print("  first calls (trace/compile + run): " + ", ".join(first), flush=True)
         failed |= r.failed
         results.append(r)
     start_rows = []
@@ -553,19 +585,20 @@ def main(argv=None) -> int:
               f"in subprocesses", flush=True)
         start_rows = startup(fw, repeat, n)
 
-    print()
+    print(f"\n{load_note()}")
     if results:
         print(report(results, fw))
     if start_rows:
         print()
-        print(table(["start-up (gelu graph, subprocess)", "runs", "first call -> result",
-                     "import -> result", "process start -> result", "cache"],
-                    [[label, n_runs, f"{m['first call -> result'] * 1e3:.0f} ms",
-                      f"{m['import -> result'] * 1e3:.0f} ms",
-                      f"{m['process start -> result'] * 1e3:.0f} ms", note]
+        keys = ["1st call", "2nd call", "1st call -> 2nd result", "import -> 2nd result",
+                "process start -> 2nd result"]
+        print(table(["start-up (gelu graph, subprocess)", "runs", *keys, "cache"],
+                    [[label, n_runs, *(f"{m[k] * 1e3:.0f} ms" for k in keys), note]
                      for label, m, n_runs, note in start_rows]))
-        print("\n'import -> result' starts before `import tracejit` (or torch / jax), numpy "
-              "already imported; medians over runs.")
+        print("\nMedians over runs. tracejit traces on the 1st call (returning the traced values) "
+              "and compiles or loads machine code on the 2nd; torch.compile and jax.jit compile "
+              "on the 1st. 'import' starts before `import tracejit` (or torch / jax), numpy "
+              "already imported.")
     if failed:
         print("\nFAILED: a tracejit result disagrees with numpy (see MISMATCH above)")
         return 1

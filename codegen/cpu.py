@@ -68,6 +68,7 @@ class Lowered:
     fallbacks: list  # callables the Python entry uses for nodes numba does not run
     jit_entry: bool  # the entry itself is @njit (one dispatch) or plain Python
     kernels: list = field(default_factory=list)
+    buffers: list = field(default_factory=list)  # Buffer, in entry-parameter order
 
 
 class _Sizes:
@@ -318,14 +319,77 @@ FASTMATH = {fastmath}
 '''
 
 
+POOLED_OUTPUT_MIN_BYTES = 1 << 20  # outputs at least this large come from the caching allocator
+VIEW_OPS = ("reshape", "permute", "expand", "getitem", "detach")
+
+
+@dataclass
+class Buffer:
+    """An array the runtime passes to the entry: ``work`` (reused every call, in storage
+    ``slot``) or ``out`` (a fresh result from the caching allocator)."""
+
+    kind: str
+    shape: tuple
+    dtype: np.dtype
+    slot: int = -1
+
+
+def _alias_roots(graph: Graph, lowered_as_view) -> dict:
+    """Var id -> ids of the buffers its array may share memory with."""
+    roots: dict = {}
+    for node in graph.nodes:
+        ins = [x for x in node.inputs if isinstance(x, Var)]
+        if node.op in VIEW_OPS and lowered_as_view(node):
+            roots[node.out.id] = set().union(*(roots.get(x.id, {x.id}) for x in ins[:1]))
+        elif node.op != "fused" and node.op != "matmul" and node.op != "const":
+            # numpy fallbacks may return views of any operand: assume they do
+            roots[node.out.id] = {node.out.id}.union(*(roots.get(x.id, {x.id}) for x in ins))
+        else:
+            roots[node.out.id] = {node.out.id}
+    return roots
+
+
 def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
           parallel: bool = True) -> Lowered:
     """Source for a fused graph (see ``tracejit.passes.fuse``)."""
     fm = True if fastmath else set(FASTMATH_DEFAULT)
     sizes = _Sizes()
     names = {v.id: f"in{i}" for i, v in enumerate(graph.inputs)}
-    kernels, body_lines, consts, fallbacks = [], [], [], []
+    kernels, body_lines, consts, fallbacks, buffers = [], [], [], [], []
     jit_entry = True
+
+    # which values may be held in reusable buffers: not outputs, nor anything an output views
+    library = {n.out.id: _library(n, [f"x{i}" for i in range(len(n.inputs))], _Sizes())
+               for n in graph.nodes if n.op != "fused"}
+    roots = _alias_roots(graph, lambda n: library.get(n.out.id) not in (None, "const"))
+    escaping = set()
+    for x in graph.outputs:
+        if isinstance(x, Var):
+            escaping |= roots.get(x.id, {x.id})
+    position = {n.out.id: k for k, n in enumerate(graph.nodes)}
+    last_use: dict = {}
+    for k, node in enumerate(graph.nodes):
+        for x in node.inputs:
+            if isinstance(x, Var):
+                for r in roots.get(x.id, {x.id}):
+                    last_use[r] = k
+    work = []  # (buffer index, nbytes, first, last)
+
+    def buffer_param(node) -> str | None:
+        """The entry parameter holding this node's result, or None to allocate it in place."""
+        v = node.out
+        nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize
+        if v.id in escaping:
+            if nbytes < POOLED_OUTPUT_MIN_BYTES or node.out.id not in {
+                    x.id for x in graph.outputs if isinstance(x, Var)}:
+                return None
+            buffers.append(Buffer("out", v.shape, v.dtype))
+        else:
+            buffers.append(Buffer("work", v.shape, v.dtype))
+            k = position[v.id]
+            work.append((len(buffers) - 1, nbytes, k, last_use.get(v.id, k)))
+        return f"b{len(buffers) - 1}"
+
     for node in graph.nodes:
         t = f"t{node.out.id}"
         names[node.out.id] = t
@@ -338,14 +402,15 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             except Unsupported:
                 kernel = None
             if kernel is not None:
-                name = kernel.name
                 kernels.append(src)
                 full = ", ".join(_dim(sizes, n) for n in kernel.full)
-                body_lines.append(note + f" ({name})")
-                body_lines.append(f"    {t} = np.empty({sizes.shape(node.out.shape)}, "
-                                  f"{_NP_DTYPE[node.out.dtype.name]})")
+                body_lines.append(note + f" ({kernel.name})")
+                buf = buffer_param(node)
+                body_lines.append(f"    {t} = " + (buf if buf else
+                                  f"np.empty({sizes.shape(node.out.shape)}, "
+                                  f"{_NP_DTYPE[node.out.dtype.name]})"))
                 call_args = ", ".join([a for a in arg] + [t] + ([full] if full else []))
-                body_lines.append(f"    {name}({call_args})")
+                body_lines.append(f"    {kernel.name}({call_args})")
                 continue
         lowered = _library(node, arg, sizes)
         if lowered is None:
@@ -358,19 +423,28 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
         elif lowered == "const":
             names[node.out.id] = f"c{len(consts)}"
             consts.append(node.attr_dict["value"].array)
+        elif node.op == "matmul" and (buf := buffer_param(node)):
+            body_lines.append(note)
+            body_lines.append(f"    {t} = np.dot({arg[0]}, {arg[1]}, {buf})")
         else:
             body_lines.append(note)
             body_lines.append(f"    {t} = {lowered}")
+
+    for k, slot in enumerate(_memory().plan_slots([w[1:] for w in work])):
+        buffers[work[k][0]].slot = slot
     # constants are shared and read-only: results get their own copy, as eager ones would
     outs = [("None" if not isinstance(x, Var) else
              f"{names[x.id]}.copy()" if names[x.id].startswith("c") else names[x.id])
             for x in graph.outputs]
     params = ["sz"] + ([] if jit_entry else ["_fallback"]) + \
-        [f"in{i}" for i in range(len(graph.inputs))] + [f"c{i}" for i in range(len(consts))]
+        [f"in{i}" for i in range(len(graph.inputs))] + \
+        [f"c{i}" for i in range(len(consts))] + [f"b{i}" for i in range(len(buffers))]
     ins = ", ".join(f"in{i}: {generic_type(v)}" for i, v in enumerate(graph.inputs))
+    bufs = ", ".join(f"b{i}: {b.kind}" for i, b in enumerate(buffers))
     decorator = "@numba.njit(cache=True)\n" if jit_entry else ""
     entry = (decorator + f"def entry({', '.join(params)}):\n"
-             f"    # {ins}\n" + "\n".join(body_lines) +
+             f"    # {ins}\n" + (f"    # buffers (reused: work; results: out): {bufs}\n"
+                                  if buffers else "") + "\n".join(body_lines) +
              ("\n" if body_lines else "") +
              f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})\n")
     header = HEADER.format(mathset="PRECISE" if precise_math else "FAST",
@@ -378,7 +452,12 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
                            "{" + ", ".join(sorted(repr(f) for f in fm)) + "}")
     source = header + "\n\n" + "\n\n".join(kernels + [entry])
     return Lowered(source, "entry", tuple(sizes.values), consts, fallbacks, jit_entry,
-                   [k.split("def ")[1].split("(")[0] for k in kernels])
+                   [k.split("def ")[1].split("(")[0] for k in kernels], buffers)
+
+
+def _memory():
+    from tracejit.runtime import memory
+    return memory
 
 
 def _dim(sizes: _Sizes, n: int) -> str:
@@ -391,6 +470,7 @@ def _library(node: Node, arg, sizes: _Sizes):
     if op == "const":
         return "const"
     x = arg[0] if arg else None
+    attrs = node.attr_dict
     if op == "matmul":
         a, b = node.inputs
         if len(a.shape) == 2 and len(b.shape) == 2 and a.dtype == b.dtype and \
@@ -400,7 +480,18 @@ def _library(node: Node, arg, sizes: _Sizes):
     if op == "reshape":
         return f"np.ascontiguousarray({x}).reshape({sizes.shape(node.out.shape)})"
     if op == "permute":
-        return f"np.transpose({x}, {node.attr_dict['perm']!r})"
+        return f"np.transpose({x}, {attrs['perm']!r})"
+    if op == "expand":
+        return f"np.broadcast_to({x}, {sizes.shape(node.out.shape)})"
+    if op == "getitem":
+        basic, adv = attrs["spec"]
+        # NOTE: numba gives a scalar, not a 0-d array, for a full integer index
+        if adv is None and node.out.shape and all(
+                b is not None and b is not Ellipsis for b in basic):
+            parts = [":".join("" if v is None else str(v) for v in b) if isinstance(b, tuple)
+                     else str(b) for b in basic]
+            return f"{x}[{', '.join(parts) or '...'}]"
+        return None
     if op == "detach":
         return x
     return None

@@ -9,7 +9,9 @@ import sys
 import threading
 import warnings
 
-from . import cache
+import numpy as np
+
+from . import cache, memory
 
 _modules: dict = {}  # module name -> module (this process)
 _lock = threading.Lock()
@@ -50,13 +52,10 @@ class CompileError(RuntimeError):
 
 
 class Runner:
-    """Calls a lowered graph's entry with its sizes and constants; returns one array (or None
-    for Python-valued outputs) per graph output."""
-
-    __slots__ = ("entry", "entry_name", "prefix", "consts", "source", "module", "compiled")
+    """Calls a lowered graph's entry with its sizes, constants and buffers; returns one array
+    (or None for Python-valued outputs) per graph output."""
 
     def __init__(self, lowered, module):
-        self.entry_name = lowered.entry
         self.entry = getattr(module, lowered.entry)
         self.prefix = (lowered.sizes,) if lowered.jit_entry else (lowered.sizes,
                                                                    lowered.fallbacks)
@@ -64,32 +63,45 @@ class Runner:
         self.source = lowered.source
         self.module = module
         self.compiled = False
+        self.buffers = lowered.buffers
+        self.outs = [(k, b.shape, b.dtype) for k, b in enumerate(lowered.buffers)
+                     if b.kind == "out"]
+        self._local = threading.local()
+
+    def _workspace(self) -> list:
+        """This thread's reusable buffers (``None`` where a fresh result goes)."""
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            sizes: dict = {}
+            for b in self.buffers:
+                if b.kind == "work":
+                    nbytes = int(np.prod(b.shape, dtype=np.int64)) * b.dtype.itemsize
+                    sizes[b.slot] = max(sizes.get(b.slot, 0), nbytes)
+            raw = {slot: np.empty(max(n, 1), np.uint8) for slot, n in sizes.items()}
+            ws = [None if b.kind == "out" else raw[b.slot][:int(np.prod(
+                b.shape, dtype=np.int64)) * b.dtype.itemsize].view(b.dtype).reshape(b.shape)
+                for b in self.buffers]
+            self._local.ws = ws
+        return ws
 
     def __call__(self, *arrays):
+        bufs = self._workspace() if self.buffers else ()
+        if self.outs:
+            bufs = list(bufs)
+            for k, shape, dtype in self.outs:
+                bufs[k] = memory.allocator.empty(shape, dtype)
         if self.compiled:
-            return self.entry(*self.prefix, *arrays, *self.consts)
-        # the first call compiles, or loads machine code from numba's cache
-        try:
-            out = self._first_call(arrays)
-        except Exception:
-            # NOTE: numba reads its cache files with pickle and raises on a truncated or garbage
-            # .nbi/.nbc (UnpicklingError, ValueError, EOFError...): drop them, compile afresh.
-            if not cache.drop_machine_code(self.module.__file__):
-                raise
-            self.module = load_module(self.source, reload=True)
-            self.entry = getattr(self.module, self.entry_name)
-            out = self._first_call(arrays)
-        self.compiled = True
-        return out
-
-    def _first_call(self, arrays):
+            return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
+        # the first call compiles (or loads machine code from numba's cache)
         import numba
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", numba.NumbaWarning)
             try:
-                return self.entry(*self.prefix, *arrays, *self.consts)
+                out = self.entry(*self.prefix, *arrays, *self.consts, *bufs)
             except numba.core.errors.NumbaError as e:
                 raise CompileError(f"{type(e).__name__}: {e}\nin {self.module.__file__}") from e
+        self.compiled = True
+        return out
 
 
 def compile_lowered(lowered) -> Runner:

@@ -17,6 +17,7 @@ from .functions import __all__ as _function_names
 from .runtime.cache import clear_cache
 from .tensor import Tensor, device
 from .tracing import eager, get_mode, set_mode, trace
+from .runtime.memory import empty_cache
 from . import nn  # noqa: E402 - nn builds on the names above
 
 __version__ = "0.1.0"
@@ -34,6 +35,6 @@ __all__ = [
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
     "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn",
-    "trace", "set_mode", "get_mode", "eager", "clear_cache",
+    "trace", "set_mode", "get_mode", "eager", "empty_cache", "clear_cache",
     *_function_names,
 ]

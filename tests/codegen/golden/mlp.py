@@ -34,10 +34,11 @@ def k1_add_relu(a0, a1, out, n0, n1):
 
 
 @numba.njit(cache=True)
-def entry(sz, in0, in1, in2):
+def entry(sz, in0, in1, in2, b0):
     # in0: f32[n,n], in1: f32[n,n], in2: f32[n]
+    # buffers (reused: work; results: out): b0: work
     # %3: f32[n,n] = matmul
-    t3 = np.dot(in0, in1)
+    t3 = np.dot(in0, in1, b0)
     # %5: f32[n,n] = fused (k1_add_relu)
     t5 = np.empty((sz[2], sz[3]), np.float32)
     k1_add_relu(t3, in2, t5, sz[0], sz[1])

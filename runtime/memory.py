@@ -1,0 +1,109 @@
+"""Memory for compiled graphs.
+
+Fresh large arrays are expensive here: each new 64 MiB array is a fresh mmap whose pages fault
+on first touch, which can cost more than the math. So:
+
+- intermediates live in a per-specialization workspace, allocated once per thread and reused on
+  every call; buffers whose lifetimes do not overlap share storage (planned in codegen/cpu.py);
+- large outputs come from a caching allocator that recycles freed blocks by size, as PyTorch's
+  CUDA allocator does: when the last array viewing a block dies, the block returns to a free
+  list instead of to the operating system. ``tracejit.empty_cache()`` releases the free list,
+  and it never holds more than ``TRACEJIT_CACHE_BYTES`` (default: a quarter of RAM, at most
+  4 GiB) of unused blocks.
+
+The process-wide malloc is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+
+import numpy as np
+
+
+def _default_limit() -> int:
+    env = os.environ.get("TRACEJIT_CACHE_BYTES")
+    if env:
+        return int(env)
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return min(ram // 4, 4 << 30)
+
+
+class CachingAllocator:
+    """``empty(shape, dtype)`` from recycled blocks of the same byte size."""
+
+    def __init__(self, limit_bytes: int | None = None):
+        self.limit = _default_limit() if limit_bytes is None else limit_bytes
+        self._free: dict = {}
+        self._lock = threading.Lock()
+        self.cached_bytes = 0  # held in free lists
+        self.hits = 0
+        self.misses = 0
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        raw = None
+        with self._lock:
+            blocks = self._free.get(nbytes)
+            if blocks:
+                raw = blocks.pop()
+                self.cached_bytes -= nbytes
+                self.hits += 1
+            else:
+                self.misses += 1
+        if raw is None:
+            raw = np.empty(max(nbytes, 1), np.uint8)
+        arr = raw[:nbytes].view(dtype).reshape(shape)
+        weakref.finalize(arr, self._release, raw, nbytes)
+        return arr
+
+    def _release(self, raw, nbytes) -> None:
+        with self._lock:
+            if self.cached_bytes + nbytes > self.limit:
+                return  # over the cap: let this block go back to the system
+            self._free.setdefault(nbytes, []).append(raw)
+            self.cached_bytes += nbytes
+
+    def empty_cache(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self.cached_bytes = 0
+
+
+allocator = CachingAllocator()
+
+
+def empty_cache() -> None:
+    """Release the memory tracejit keeps for reuse (free blocks of the caching allocator)."""
+    allocator.empty_cache()
+
+
+def plan_slots(buffers) -> list:
+    """Assign workspace buffers to storage slots by liveness.
+
+    ``buffers``: (nbytes, first_def, last_use) in definition order. Returns one slot index per
+    buffer; two buffers share a slot only if one's last use comes strictly before the other's
+    definition (a kernel never writes storage it is still reading).
+    """
+    slots: list = []  # [size, free_after]
+    assignment = []
+    for nbytes, first, last in buffers:
+        best = None
+        for k, (size, free_after) in enumerate(slots):
+            if free_after < first and (best is None or abs(size - nbytes) <
+                                       abs(slots[best][0] - nbytes)):
+                best = k
+        if best is None:
+            slots.append([nbytes, last])
+            best = len(slots) - 1
+        else:
+            slots[best][0] = max(slots[best][0], nbytes)
+            slots[best][1] = last
+        assignment.append(best)
+    return assignment
