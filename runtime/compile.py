@@ -56,6 +56,7 @@ class Runner:
     (or None for Python-valued outputs) per graph output."""
 
     def __init__(self, lowered, module):
+        self.entry_name = lowered.entry
         self.entry = getattr(module, lowered.entry)
         self.prefix = (lowered.sizes,) if lowered.jit_entry else (lowered.sizes,
                                                                    lowered.fallbacks)
@@ -92,16 +93,28 @@ class Runner:
                 bufs[k] = memory.allocator.empty(shape, dtype)
         if self.compiled:
             return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
-        # the first call compiles (or loads machine code from numba's cache)
+        # the first call compiles, or loads machine code from numba's cache
+        try:
+            out = self._first_call(arrays, bufs)
+        except Exception:
+            # NOTE: numba reads its cache files with pickle and raises on a truncated or garbage
+            # .nbi/.nbc (UnpicklingError, ValueError, EOFError...): drop them, compile afresh.
+            if not cache.drop_machine_code(self.module.__file__):
+                raise
+            self.module = load_module(self.source, reload=True)
+            self.entry = getattr(self.module, self.entry_name)
+            out = self._first_call(arrays, bufs)
+        self.compiled = True
+        return out
+
+    def _first_call(self, arrays, bufs):
         import numba
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", numba.NumbaWarning)
             try:
-                out = self.entry(*self.prefix, *arrays, *self.consts, *bufs)
+                return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
             except numba.core.errors.NumbaError as e:
                 raise CompileError(f"{type(e).__name__}: {e}\nin {self.module.__file__}") from e
-        self.compiled = True
-        return out
 
 
 def compile_lowered(lowered) -> Runner:

@@ -36,7 +36,7 @@ def replay(graph, inputs: list) -> list:
 def execute(spec, inputs: list) -> list:
     """Outputs (Tensors, or Python values for constant outputs) of ``spec.graph``."""
     graph = spec.graph
-    if grad_mode.enabled and any(t.requires_grad for t in inputs):
+    if grad_mode.enabled and not spec.ran_backward and any(t.requires_grad for t in inputs):
         return replay(spec.optimized, inputs)  # the unfused graph: its ops have vjps
     arrays = None
     if spec.runner is not None:

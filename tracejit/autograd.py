@@ -149,6 +149,12 @@ def _store_grad(t, g, create_graph):
     """Accumulate ``g`` into ``t.grad`` the way torch does."""
     from .tensor import Tensor
 
+    from . import ops
+
+    if ops.state.tracer is not None:  # inside a traced function: .grad is a traced value
+        ops.state.tracer.note_backward()
+        t.grad = g.clone() if t.grad is None else t.grad + g
+        return
     if t.grad is None:
         t.grad = g if create_graph else Tensor._make(np.array(g._data, dtype=t.dtype))
     elif create_graph or not t.grad._data.flags.writeable:
@@ -162,6 +168,8 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                  allow_unused=False):
     """The engine. With ``inputs`` it returns their gradients (``autograd.grad``); without, it
     accumulates into the ``.grad`` of the leaves it reaches (``Tensor.backward``)."""
+    from . import ops
+    from .creation import ones, tensor
     from .tensor import Tensor
 
     if retain_graph is None:
@@ -178,9 +186,9 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs (got an output of "
                     f"shape {tuple(out.shape)}; pass gradient= of the same shape)")
-            g = Tensor._make(np.ones(out.shape, dtype=out.dtype))
+            g = ones(out.shape, dtype=out.dtype)
         elif not isinstance(g, Tensor):
-            g = Tensor._make(np.asarray(g, dtype=out.dtype))
+            g = tensor(g, dtype=out.dtype)
         if tuple(g.shape) != tuple(out.shape):
             raise RuntimeError(f"backward: gradient of shape {tuple(g.shape)} does not match the "
                                f"output's shape {tuple(out.shape)}")
@@ -222,6 +230,8 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                         f"by an inplace operation: the {node.op.name} op's operand or output is at "
                         f"version {counter[0]}, expected version {seen}")
             out = Tensor._make(node.out_data)
+            if ops.state.tracer is not None:  # the vjp reads the output's traced value
+                ops.state.tracer.bind_array(out)
             if create_graph:
                 out._grad_fn, out.requires_grad = node, True
             grads = node.op.vjp(g, out, *node.inputs, **node.attrs)
@@ -229,7 +239,7 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                 if e is None or gx is None:
                     continue
                 if not isinstance(gx, Tensor):
-                    gx = Tensor._make(np.asarray(gx, dtype=x.dtype))
+                    gx = tensor(gx, dtype=x.dtype)
                 if tuple(gx.shape) != tuple(x.shape):
                     gx = gx.sum_to_shape(x.shape)
                 if gx.dtype != x.dtype:

@@ -96,7 +96,6 @@ _MISS = object()  # the fast path declined: take the full one
 
 def flatten(obj, leaves: list):
     """Append ``obj``'s leaves to ``leaves``; return a hashable description of its structure."""
-    from .tensor import Tensor
 
     if isinstance(obj, Tensor):
         leaves.append(obj)
@@ -170,7 +169,6 @@ def _code_names(code, out: set) -> set:
 def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000) -> dict:
     """Map id(tensor) -> Source for every tensor reachable from fn's closure, globals, bound
     self, and non-tensor arguments (objects holding parameters)."""
-    from .tensor import Tensor
 
     found: dict = {}
     roots = []
@@ -226,6 +224,8 @@ class Captured:
     var: Var
     source: Source | None  # how to fetch it again; None: the very same object is reused
     tensor: object  # the object seen while tracing
+    requires_grad: bool = False  # guarded, with whether .grad was None, at every call
+    grad_none: bool = True
 
 
 class Tracer:
@@ -238,6 +238,9 @@ class Tracer:
         self.captured: list = []
         self.originals: dict = {}  # var id of a graph input -> the tensor it came from
         self.const_ids: set = set()
+        self.array_vars: dict = {}  # id(array) -> Var of the traced tensor that holds it
+        self.initial_grads: dict = {}  # var id of a graph input -> its .grad when traced
+        self.ran_backward = False  # backward() ran inside: gradients are part of the graph
 
     # -- values
     def bind(self, t, var: Var) -> None:
@@ -249,6 +252,17 @@ class Tracer:
         self.vars[id(new)] = (self.var_of(old), new._version[0])
         self.keep.append(new)
 
+    def bind_array(self, t) -> None:
+        """Bind ``t`` to the value of the traced tensor whose array it wraps (autograd saves
+        arrays, not tensors)."""
+        entry = self.array_vars.get(id(t._data))
+        if entry is not None:
+            self.vars[id(t)] = (entry, t._version[0])
+            self.keep.append(t)
+
+    def note_backward(self) -> None:
+        self.ran_backward = True
+
     def is_traced(self, t) -> bool:
         return id(t) in self.vars
 
@@ -256,6 +270,7 @@ class Tracer:
         v = self.builder.add_input(name, t.shape, t.dtype)
         self.bind(t, v)
         self.originals[v.id] = t
+        self.initial_grads[v.id] = t.grad
         return v
 
     def var_of(self, t) -> Var:
@@ -264,7 +279,7 @@ class Tracer:
             src = self.sources.get(id(t))
             name = src.name if src else f"captured{len(self.captured)}"
             v = self.add_argument(name, t)
-            self.captured.append(Captured(v, src, t))
+            self.captured.append(Captured(v, src, t, t.requires_grad, t.grad is None))
             return v
         var, seen = entry
         if t._version[0] != seen:
@@ -277,12 +292,11 @@ class Tracer:
 
     # -- recording
     def record(self, op, inputs, attrs):
-        from .tensor import Tensor
-
         args = [self.var_of(x) if isinstance(x, Tensor) else x for x in inputs]
         out = ops.eager(op, inputs, attrs)
         v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, _loc())
         self.bind(out, v)
+        self.array_vars[id(out._data)] = v
         return out
 
     def constant(self, t):
@@ -319,20 +333,25 @@ class Tracer:
 
     # -- result
     def finish(self, outputs: list):
-        """Graph outputs: the results, then the final values of mutated inputs."""
-        from .tensor import Tensor
-
+        """Graph outputs: the results, then the final values of mutated inputs and of the
+        ``.grad`` of inputs whose gradients were set inside."""
         out_refs = [self.var_of(o) if isinstance(o, Tensor) else o for o in outputs]
         position = {v.id: i for i, v in enumerate(self.builder.inputs)}
-        mutated = []
-        for vid, t in self.originals.items():
+        mutated, grads = [], []
+        for vid, t in list(self.originals.items()):
             var, _ = self.vars[id(t)]
             # the input now holds another value: computed in the graph, or another input's
             # (x.copy_(y)); the same tensor passed twice is bound to both of its inputs
             if var.id != vid and self.originals.get(var.id) is not t:
                 mutated.append((position[vid], len(out_refs)))
                 out_refs.append(var)
-        return self.builder.build(out_refs), mutated
+            if t.grad is not self.initial_grads[vid]:  # backward() or zero_grad() ran inside
+                if t.grad is None:
+                    grads.append((position[vid], None))
+                else:
+                    grads.append((position[vid], len(out_refs)))
+                    out_refs.append(self.var_of(t.grad))
+        return self.builder.build(out_refs), mutated, grads
 
 
 def _loc() -> str:
@@ -362,12 +381,32 @@ class Specialization:
     runner: object = None  # compiled callable (set by a backend); None: the interpreter
     lowered: object = None  # the backend's generated code
     optimized: Graph = None  # after the passes, before fusion (replayed for autograd)
+    grad_writes: list = field(default_factory=list)  # (input position, output position|None)
+    ran_backward: bool = False  # the function computes its own gradients: run it compiled
 
     @property
     def single_tensor_result(self) -> bool:
         return self.out_tree == _LEAF and isinstance(self.graph.outputs[0], Var)
     checked: bool = False
     calls: int = 0
+
+
+def write_back(spec, inputs, outs) -> None:
+    """Leave inputs as eager execution would: in-place updates, then ``.grad`` assignments."""
+    for inp, pos in spec.mutated:
+        target = inputs[inp]
+        np.copyto(target._data, outs[pos], casting="unsafe")
+        target._version[0] += 1
+    for inp, pos in spec.grad_writes:
+        target = inputs[inp]
+        if pos is None:
+            target.grad = None
+        elif target.grad is not None and target.grad.shape == outs[pos].shape and \
+                target.grad._data.flags.writeable:
+            np.copyto(target.grad._data, outs[pos], casting="unsafe")
+            target.grad._version[0] += 1
+        else:  # a private copy: two parameters may have received the same gradient value
+            target.grad = Tensor._make(np.array(outs[pos], dtype=target.dtype))
 
 
 CacheInfo = collections.namedtuple(
@@ -384,10 +423,9 @@ class _Stats:
 
 
 def _leaf_key(x):
-    from .tensor import Tensor
-
     if isinstance(x, Tensor):
-        return ("tensor", x.shape, x.dtype.str, str(x.device), x.requires_grad)
+        return ("tensor", x.shape, x.dtype.str, str(x.device), x.requires_grad,
+                x.requires_grad and x.grad is None)
     try:
         hash(x)
     except TypeError:
@@ -475,7 +513,8 @@ class TracedFunction:
             if fresh is None:
                 return _MISS
             arrays = [a._data for a in args if type(a) is Tensor] + [t._data for t in fresh]
-            if grad_mode.enabled and any(t.requires_grad for t in fresh):
+            if grad_mode.enabled and not spec.ran_backward and any(
+                    t.requires_grad for t in fresh):
                 return _MISS
         else:
             arrays = [a._data for a in args if type(a) is Tensor]
@@ -488,11 +527,9 @@ class TracedFunction:
             return _MISS  # the full path reports errors (or falls back) properly
         self.stats.hits += 1
         spec.calls += 1
-        if spec.mutated:
-            inputs = [a for a in args if type(a) is Tensor] + (fresh if spec.captured else [])
-            for inp, pos in spec.mutated:
-                np.copyto(inputs[inp]._data, outs[pos], casting="unsafe")
-                inputs[inp]._version[0] += 1
+        if spec.mutated or spec.grad_writes:
+            write_back(spec, [a for a in args if type(a) is Tensor] +
+                       (fresh if spec.captured else []), outs)
         if spec.single_tensor_result:
             return Tensor._make(outs[0])
         results = [Tensor._make(o) if isinstance(x, Var) else x
@@ -560,8 +597,6 @@ class TracedFunction:
                 if not n.isidentifier() else n for n in names]
 
     def _key(self, tree, leaves):
-        from .tensor import Tensor
-
         ids = [id(x) for x in leaves if isinstance(x, Tensor)]
         aliasing = () if len(set(ids)) == len(ids) else tuple(ids.index(i) for i in ids)
         return (tree, tuple(_leaf_key(x) for x in leaves), grad_mode.enabled,
@@ -614,7 +649,7 @@ class TracedFunction:
                 name = names[i] if i < len(names) else f"argument {i}"
                 if a[0] == "tensor" and b[0] == "tensor":
                     for j, what in ((1, "shape"), (2, "dtype"), (3, "device"),
-                                    (4, "requires_grad")):
+                                    (4, "requires_grad"), (5, "whether .grad is None")):
                         if a[j] != b[j]:
                             old_v, new_v = a[j], b[j]
                             if what == "dtype":
@@ -633,7 +668,6 @@ class TracedFunction:
 
     def _fetch_captured(self, spec, leaves):
         """Current captured tensors, or None if one no longer matches the trace."""
-        from .tensor import Tensor
 
         fresh = []
         for c in spec.captured:
@@ -645,28 +679,31 @@ class TracedFunction:
                 except Exception:
                     return None
             if not isinstance(t, Tensor) or t.shape != c.var.shape or t.dtype != c.var.dtype \
-                    or t.requires_grad != c.tensor.requires_grad:
+                    or t.requires_grad != c.requires_grad or (t.grad is None) != c.grad_none:
                 return None
             fresh.append(t)
         return fresh
 
     def _captured_reason(self, spec, leaves) -> str:
+        """Why the captured tensors no longer match a specialization (for recompile logs)."""
         for c in spec.captured:
+            name = c.source.name if c.source else c.var and f"captured tensor %{c.var.id}"
             try:
                 t = c.tensor if c.source is None else c.source.fetch(self.fn, leaves)
             except Exception as e:
-                return f"captured tensor {c.var and c.source.name} is gone ({e})"
-            if getattr(t, "shape", None) != c.var.shape:
-                return (f"captured tensor {c.source.name if c.source else '?'}: shape changed "
-                        f"from {c.var.shape} to {getattr(t, 'shape', None)}")
-            if t.dtype != c.var.dtype:
-                return (f"captured tensor {c.source.name if c.source else '?'}: dtype changed "
-                        f"from {c.var.dtype.name} to {t.dtype.name}")
+                return f"{name} can no longer be found ({type(e).__name__}: {e})"
+            if not isinstance(t, Tensor):
+                return f"{name} is no longer a tensor (got {type(t).__name__})"
+            for what, old, new in (("shape", c.var.shape, t.shape),
+                                   ("dtype", c.var.dtype.name, t.dtype.name),
+                                   ("requires_grad", c.requires_grad, t.requires_grad),
+                                   ("whether .grad is None", c.grad_none, t.grad is None)):
+                if old != new:
+                    return f"{name}: {what} changed from {old} to {new}"
         return "a captured tensor changed"
 
     def _trace(self, key, tree, leaves, args, kwargs):
         from .passes import run_pipeline
-        from .tensor import Tensor
 
         names = self._arg_names(tree, leaves, args, kwargs)
         self._last_names = names
@@ -682,14 +719,15 @@ class TracedFunction:
             result = self.fn(*args, **kwargs)
             out_leaves: list = []
             out_tree = flatten(result, out_leaves)
-            raw, mutated = tracer.finish(out_leaves)
+            raw, mutated, grad_writes = tracer.finish(out_leaves)
         finally:
             ops.state.tracer = prev
         if debug_enabled("graph"):
             _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
         graph = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))
         spec = Specialization(key, graph, raw, out_tree, len(out_leaves), mutated,
-                              tracer.captured, arg_positions, optimized=graph)
+                              tracer.captured, arg_positions, optimized=graph,
+                              grad_writes=grad_writes, ran_backward=tracer.ran_backward)
         if self.backend == "cpu":
             self._compile(spec)
         return spec, result
@@ -720,7 +758,6 @@ class TracedFunction:
 
     def _run(self, spec, leaves, captured, args, kwargs):
         from .runtime.executor import execute
-        from .tensor import Tensor
 
         inputs = self._graph_inputs(spec, leaves, captured)
         outs = execute(spec, inputs)
@@ -728,17 +765,12 @@ class TracedFunction:
             spec.checked = True
             self._check(spec, inputs, outs, args, kwargs)  # eager ran: mutations applied
         else:
-            for inp, pos in spec.mutated:
-                target = inputs[inp]
-                np.copyto(target._data, outs[pos]._data if isinstance(outs[pos], Tensor)
-                          else outs[pos], casting="unsafe")
-                target._version[0] += 1
+            write_back(spec, inputs, [o._data if isinstance(o, Tensor) else o for o in outs])
         spec.calls += 1
         return unflatten(spec.out_tree, outs[:spec.n_results])
 
     def _check(self, spec, inputs, outs, args, kwargs):
         """check_trace: run the function eagerly too and compare everything it produced."""
-        from .tensor import Tensor
 
         with eager():
             expected = self.fn(*args, **kwargs)
