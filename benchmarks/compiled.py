@@ -6,13 +6,17 @@ torch eager, torch.compile and jax.jit, all in one process on the same float32 i
     python benchmarks/compiled.py --quick            # small sizes, few repeats: a smoke test
     python benchmarks/compiled.py --only gelu,tiny --repeat 20
     python benchmarks/compiled.py --no-torch --no-jax
+    python benchmarks/compiled.py --threads 1         # every thread pool single-threaded
 
 Every implementation is checked against numpy (allclose) before it is timed. Times are medians
 over ``--repeat`` samples taken after warm-up, round-robin across the implementations (one
 sample of each in turn, so a load change on a shared machine hits every column alike); a sample
 averages enough back-to-back calls to last a few milliseconds. The ``compile`` rows run fresh
 subprocesses: cold compile of the gelu graph (empty TRACEJIT_CACHE_DIR) and start-up with a warm
-cache directory. Shared, noisy machines: compare the ratios, not absolute times.
+cache directory. Shared, noisy machines: compare the ratios, not absolute times. On a machine
+whose cores are busy with other work, thread pools that spin while they wait (numba's default
+OpenMP layer, OpenBLAS, torch's OpenMP) lose whole scheduler time slices per call; the header
+prints the load average, and ``--threads 1`` (or ``OMP_WAIT_POLICY=passive``) takes that out.
 
 torch and jax are optional (``pip install torch jax jaxlib``); tracejit never imports them.
 """
@@ -430,7 +434,8 @@ def child_run(kind: str, env: dict, n: int) -> dict:
 def startup(fw: Frameworks, repeat: int, n: int) -> list:
     """Rows (label, {measure: median seconds}, runs, note) for cold compile and warm start."""
     rows = []
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRACEJIT_", "NUMBA_"))}
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("TRACEJIT_CACHE_DIR", "NUMBA_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")}
     runs_cold, runs_warm = max(1, min(repeat, 3)), max(1, min(repeat, 5))
     kinds = ["tracejit"]
     if fw.torch is not None:
@@ -526,7 +531,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return (f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}")
 
 
 def load_note() -> str:
@@ -549,9 +555,23 @@ def main(argv=None) -> int:
                    "--quick 3)")
     p.add_argument("--only", default="", help="comma-separated workloads or groups: tiny, gelu, "
                    "chain, softmax, layer_norm, mlp, compile (e.g. gelu_4M)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="limit every thread pool (numba, OpenMP, BLAS, torch, XLA) to N threads "
+                        "(re-executes with the environment set); default: each library's own")
     p.add_argument("--no-torch", action="store_true", help="skip the torch columns")
     p.add_argument("--no-jax", action="store_true", help="skip the jax column")
     args = p.parse_args(argv)
+    if args.threads is not None and os.environ.get("TJ_BENCH_THREADS") != str(args.threads):
+        # thread pools read these when their library loads, so set them and start again
+        n = str(max(1, args.threads))
+        env = dict(os.environ, TJ_BENCH_THREADS=str(args.threads), NUMBA_NUM_THREADS=n,
+                   OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+        if n == "1":
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                " intra_op_parallelism_threads=1").strip()
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__),
+                                   *(sys.argv[1:] if argv is None else argv)], env)
     repeat = args.repeat or (3 if args.quick else 15)
     target_s = 0.002 if args.quick else 0.01
     wl = workloads(args.quick)
@@ -595,10 +615,11 @@ def main(argv=None) -> int:
         print(table(["start-up (gelu graph, subprocess)", "runs", *keys, "cache"],
                     [[label, n_runs, *(f"{m[k] * 1e3:.0f} ms" for k in keys), note]
                      for label, m, n_runs, note in start_rows]))
-        print("\nMedians over runs. tracejit traces on the 1st call (returning the traced values) "
-              "and compiles or loads machine code on the 2nd; torch.compile and jax.jit compile "
-              "on the 1st. 'import' starts before `import tracejit` (or torch / jax), numpy "
-              "already imported.")
+        print("\nMedians over runs. tracejit's 1st call traces, lowers and imports the generated "
+              "module (and with it numba) and returns the values computed while tracing; its 2nd "
+              "call compiles the kernels, or loads their machine code from the cache. "
+              "torch.compile and jax.jit compile on the 1st call. 'import' starts before "
+              "`import tracejit` (or torch / jax), numpy already imported.")
     if failed:
         print("\nFAILED: a tracejit result disagrees with numpy (see MISMATCH above)")
         return 1

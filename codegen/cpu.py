@@ -283,6 +283,15 @@ class _Kernel:
             lines.append(" " * ipad + f"{acc} += {val}")
         elif node.op == "prod":
             lines.append(" " * ipad + f"{acc} *= {val}")
+        elif dt.kind == "f":
+            # builtin max/min vectorise; NaN is tracked apart (numpy's amax propagates NaN)
+            fn = "max" if node.op == "amax" else "min"
+            lines.append(" " * ipad + f"e{node.out.id} = {val}")
+            lines.append(" " * ipad + f"{acc} = {fn}({acc}, e{node.out.id})")
+            lines.append(" " * ipad + f"nan{node.out.id} += e{node.out.id} != e{node.out.id}")
+            lines.insert(1, " " * pad + f"nan{node.out.id} = 0")
+            lines.append(" " * pad + f"if nan{node.out.id}:")
+            lines.append(" " * (pad + 4) + f"{acc} = {literal(math.nan, dt)}")
         else:
             fn = "maximum" if node.op == "amax" else "minimum"
             lines.append(" " * ipad + f"{acc} = {fn}({acc}, {val})")
@@ -319,6 +328,16 @@ FASTMATH = {fastmath}
 '''
 
 
+def _scipy_available() -> bool:
+    # NOTE: numba's np.dot calls BLAS through scipy; without scipy, matmul runs through numpy
+    try:
+        import scipy.linalg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_HAVE_SCIPY = _scipy_available()
 POOLED_OUTPUT_MIN_BYTES = 1 << 20  # outputs at least this large come from the caching allocator
 VIEW_OPS = ("reshape", "permute", "expand", "getitem", "detach")
 
@@ -473,7 +492,7 @@ def _library(node: Node, arg, sizes: _Sizes):
     attrs = node.attr_dict
     if op == "matmul":
         a, b = node.inputs
-        if len(a.shape) == 2 and len(b.shape) == 2 and a.dtype == b.dtype and \
+        if _HAVE_SCIPY and len(a.shape) == 2 and len(b.shape) == 2 and a.dtype == b.dtype and \
                 a.dtype.kind == "f":
             return f"np.dot({arg[0]}, {arg[1]})"
         return None

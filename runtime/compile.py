@@ -113,7 +113,7 @@ class Runner:
             warnings.simplefilter("ignore", numba.NumbaWarning)
             try:
                 return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
-            except numba.core.errors.NumbaError as e:
+            except (numba.core.errors.NumbaError, ImportError) as e:
                 raise CompileError(f"{type(e).__name__}: {e}\nin {self.module.__file__}") from e
 
 

@@ -5,7 +5,14 @@
 >>> (x.sin() ** 2).sum().backward()
 """
 
-from . import autograd, dtypes, ops
+import os as _os
+
+# NOTE: numba's OpenMP threads otherwise spin after each parallel kernel and starve BLAS and the
+# next kernel on small machines (16 ms per kernel measured here under load); passive waiting
+# costs microseconds. Set before numba starts its threads; a value you set yourself wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import autograd, dtypes, ops  # noqa: E402
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full,
                        full_like, linspace, manual_seed, ones, ones_like, rand, rand_like, randint,
