@@ -78,6 +78,10 @@ __all__ = [
 FASTMATH = frozenset({"contract"})
 
 _jit = numba.njit(fastmath=set(FASTMATH), error_model="numpy", cache=True)
+# the public functions are compiled for float32 only (an argument of another type is converted)
+_jit_f32 = numba.njit(
+    numba.float32(numba.float32), fastmath=set(FASTMATH), error_model="numpy", cache=True
+)
 
 _F = np.float32
 _I = np.int32
@@ -211,7 +215,7 @@ def _split_pow2(n):
     return n1, n2
 
 
-@_jit
+@_jit_f32
 def exp_f32(x):
     n, r, q = _exp_reduce(x)
     y = _ONE + (r + q)
@@ -220,7 +224,7 @@ def exp_f32(x):
     return y if x == x else x
 
 
-@_jit
+@_jit_f32
 def expm1_f32(x):
     n, r, q = _exp_reduce(x)
     n1, n2 = _split_pow2(n)
@@ -258,7 +262,7 @@ def _log_pos(x):
     return (f + y) + e * _LN2_HI
 
 
-@_jit
+@_jit_f32
 def log_f32(x):
     y = _log_pos(x)
     y = -_INF if x == _ZERO else y
@@ -266,7 +270,7 @@ def log_f32(x):
     return y if x < _INF else x  # +inf -> inf, NaN -> NaN
 
 
-@_jit
+@_jit_f32
 def log1p_f32(x):
     u = _ONE + x
     d = u - _ONE
@@ -276,7 +280,7 @@ def log1p_f32(x):
 
 
 # ---------------------------------------------------------------- tanh, sigmoid, erf
-@_jit
+@_jit_f32
 def tanh_f32(x):
     xc = x if x < _TANH_CLAMP else _TANH_CLAMP
     xc = xc if xc > -_TANH_CLAMP else -_TANH_CLAMP
@@ -292,17 +296,19 @@ def tanh_f32(x):
     q = q * z + TANH_Q1
     q = q * z + _ONE
     y = (xc * p) / q
+    y = y if y < _ONE else _ONE  # rounding in p and q can overshoot 1 by an ulp
+    y = y if y > -_ONE else -_ONE
     return y if x == x else x
 
 
-@_jit
+@_jit_f32
 def sigmoid_f32(x):
     e = exp_f32(-abs(x))  # in (0, 1]: no overflow, and e^x/(1+e^x) keeps x << 0 accurate
     d = _ONE / (_ONE + e)
     return d if x >= _ZERO else e * d
 
 
-@_jit
+@_jit_f32
 def erf_f32(x):
     xc = x if x < _ERF_CLAMP else _ERF_CLAMP
     xc = xc if xc > -_ERF_CLAMP else -_ERF_CLAMP
@@ -320,4 +326,6 @@ def erf_f32(x):
     q = q * z + ERF_Q1
     q = q * z + _ONE
     y = (xc * p) / q
+    y = y if y < _ONE else _ONE
+    y = y if y > -_ONE else -_ONE
     return y if x == x else x

@@ -24,8 +24,9 @@ from .functions import __all__ as _function_names
 from .runtime.cache import clear_cache
 from .tensor import Tensor, device
 from .tracing import eager, get_mode, set_mode, trace
+from .transforms import grad, value_and_grad
 from .runtime.memory import empty_cache
-from . import nn  # noqa: E402 - nn builds on the names above
+from . import nn, optim  # noqa: E402 - nn and optim build on the names above
 
 __version__ = "0.1.0"
 
@@ -41,7 +42,7 @@ __all__ = [
     "zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like",
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
-    "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn",
-    "trace", "set_mode", "get_mode", "eager", "empty_cache", "clear_cache",
+    "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn", "optim",
+    "trace", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad", "clear_cache",
     *_function_names,
 ]

@@ -202,7 +202,9 @@ def _scalar_key(x) -> str:
 
 
 def _attr_key(attrs) -> str:
-    return ";".join(f"{k}={v.digest if isinstance(v, Const) else repr(v)}" for k, v in attrs)
+    # NOTE: a fused node's body is a Graph, whose repr only counts its nodes: hash its content
+    return ";".join(f"{k}={v.digest if isinstance(v, Const) else v.content_hash()}"
+                    if isinstance(v, (Const, Graph)) else f"{k}={v!r}" for k, v in attrs)
 
 
 def _fmt_attr(v) -> str:

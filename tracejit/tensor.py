@@ -652,6 +652,16 @@ class Tensor:
     def lerp(self, end, weight):
         return self + weight * (end - self)
 
+    def addcmul(self, tensor1, tensor2, value=1):
+        """``self + value * tensor1 * tensor2`` (torch's evaluation order)."""
+        t1 = _wrap(tensor1)
+        return self + (t1 if _is_one(value) else t1 * value) * _wrap(tensor2)
+
+    def addcdiv(self, tensor1, tensor2, value=1):
+        """``self + value * tensor1 / tensor2`` (torch's evaluation order)."""
+        t1 = _wrap(tensor1)
+        return self + (t1 if _is_one(value) else t1 * value) / _wrap(tensor2)
+
     def eq(self, o):
         return self == o
 
@@ -1135,6 +1145,16 @@ class Tensor:
         return self._assign(self._snapshot("masked_fill", grad).masked_fill(mask, value),
                             "masked_fill", grad)
 
+    def addcmul_(self, tensor1, tensor2, value=1):
+        grad = grad_mode.enabled and (self.requires_grad or _req(tensor1) or _req(tensor2))
+        return self._assign(self._snapshot("addcmul", grad).addcmul(tensor1, tensor2, value),
+                            "addcmul", grad)
+
+    def addcdiv_(self, tensor1, tensor2, value=1):
+        grad = grad_mode.enabled and (self.requires_grad or _req(tensor1) or _req(tensor2))
+        return self._assign(self._snapshot("addcdiv", grad).addcdiv(tensor1, tensor2, value),
+                            "addcdiv", grad)
+
     def uniform_(self, a=0.0, b=1.0):
         """Fill with uniform samples from [a, b) (tracejit's generator)."""
         from .creation import rand
@@ -1179,6 +1199,11 @@ def _make_unary_inplace(name):
 for _name in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
     setattr(Tensor, _name + "_", _make_unary_inplace(_name))
+
+
+def _is_one(value) -> bool:
+    """Is ``value`` the Python number 1? (a tensor may be 1 too, but comparing it is a tensor op)"""
+    return not isinstance(value, Tensor) and value == 1
 
 
 def _drop_dims(t, dims, keepdim):

@@ -55,7 +55,6 @@ def get_mode() -> str:
 
 class eager:
     """``with tracejit.eager():`` runs traced functions op by op inside the block."""
-
     def __enter__(self):
         self.prev = _MODE["mode"]
         _MODE["mode"] = "eager"
@@ -96,7 +95,6 @@ _MISS = object()  # the fast path declined: take the full one
 
 def flatten(obj, leaves: list):
     """Append ``obj``'s leaves to ``leaves``; return a hashable description of its structure."""
-
     if isinstance(obj, Tensor):
         leaves.append(obj)
         return _LEAF
@@ -134,7 +132,6 @@ def unflatten(tree, leaves):
 @dataclass
 class Source:
     """How to find a captured tensor again on a later call."""
-
     name: str
     root: str  # "closure", "global", "self" or "arg"
     key: object  # cell index, global name, or argument position
@@ -166,10 +163,11 @@ def _code_names(code, out: set) -> set:
     return out
 
 
-def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000) -> dict:
+def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000,
+                     entry_grads: dict | None = None) -> dict:
     """Map id(tensor) -> Source for every tensor reachable from fn's closure, globals, bound
-    self, and non-tensor arguments (objects holding parameters)."""
-
+    self, and non-tensor arguments (objects holding parameters). ``entry_grads``, if given,
+    receives each such tensor's ``.grad`` as it is before the function runs."""
     found: dict = {}
     roots = []
     code = getattr(fn, "__code__", None)
@@ -193,7 +191,10 @@ def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000) -> dict:
     while stack and len(seen) < max_nodes:
         name, root, key, path, obj = stack.pop()
         if isinstance(obj, Tensor):
-            found.setdefault(id(obj), Source(name, root, key, path))
+            if id(obj) not in found:
+                found[id(obj)] = Source(name, root, key, path)
+                if entry_grads is not None:
+                    entry_grads[id(obj)] = obj.grad
             continue
         if isinstance(obj, _SKIP_TYPES) or obj is None or id(obj) in seen or len(path) > 8:
             continue
@@ -220,7 +221,6 @@ def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000) -> dict:
 @dataclass
 class Captured:
     """A tensor the traced function reached that is not an argument: a graph input."""
-
     var: Var
     source: Source | None  # how to fetch it again; None: the very same object is reused
     tensor: object  # the object seen while tracing
@@ -229,8 +229,9 @@ class Captured:
 
 
 class Tracer:
-    def __init__(self, fn, sources: dict):
+    def __init__(self, fn, sources: dict, entry_grads: dict | None = None):
         self.fn = fn
+        self.entry_grads = entry_grads or {}  # id(tensor) -> .grad before the function ran
         self.builder = GraphBuilder()
         self.vars: dict = {}  # id(tensor) -> (Var, version seen)
         self.keep: list = []  # tensors seen while tracing (keeps their ids unique)
@@ -241,6 +242,7 @@ class Tracer:
         self.array_vars: dict = {}  # id(array) -> Var of the traced tensor that holds it
         self.initial_grads: dict = {}  # var id of a graph input -> its .grad when traced
         self.ran_backward = False  # backward() ran inside: gradients are part of the graph
+        self.guards: list = []  # (fetch, value, description): Python state the graph relies on
 
     # -- values
     def bind(self, t, var: Var) -> None:
@@ -260,6 +262,11 @@ class Tracer:
             self.vars[id(t)] = (entry, t._version[0])
             self.keep.append(t)
 
+    def guard(self, fetch, what: str) -> None:
+        """Library code read a Python value (a learning rate, a module's ``training`` flag):
+        the graph is valid only while ``fetch()`` keeps returning what it returns now."""
+        self.guards.append((fetch, fetch(), what))
+
     def note_backward(self) -> None:
         self.ran_backward = True
 
@@ -270,7 +277,8 @@ class Tracer:
         v = self.builder.add_input(name, t.shape, t.dtype)
         self.bind(t, v)
         self.originals[v.id] = t
-        self.initial_grads[v.id] = t.grad
+        # a parameter first used after zero_grad() had its .grad reset inside the function
+        self.initial_grads[v.id] = self.entry_grads.get(id(t), t.grad)
         return v
 
     def var_of(self, t) -> Var:
@@ -279,7 +287,8 @@ class Tracer:
             src = self.sources.get(id(t))
             name = src.name if src else f"captured{len(self.captured)}"
             v = self.add_argument(name, t)
-            self.captured.append(Captured(v, src, t, t.requires_grad, t.grad is None))
+            self.captured.append(Captured(v, src, t, t.requires_grad,
+                                          self.initial_grads[v.id] is None))
             return v
         var, seen = entry
         if t._version[0] != seen:
@@ -382,6 +391,7 @@ class Specialization:
     lowered: object = None  # the backend's generated code
     optimized: Graph = None  # after the passes, before fusion (replayed for autograd)
     grad_writes: list = field(default_factory=list)  # (input position, output position|None)
+    guards: list = field(default_factory=list)  # (fetch, value, description), see Tracer.guard
     ran_backward: bool = False  # the function computes its own gradients: run it compiled
 
     @property
@@ -435,7 +445,6 @@ def _leaf_key(x):
 
 class TracedFunction:
     """The callable ``trace`` returns. See the module docstring."""
-
     def __init__(self, fn, *, max_specializations: int = 8, check_trace: bool = False,
                  passes=None, name: str | None = None, backend: str | None = None,
                  fastmath: bool = False, precise_math: bool = False):
@@ -508,7 +517,7 @@ class TracedFunction:
 
     def _fast_call(self, spec, args):
         """Run a specialization for flat arguments: the per-call path kept short on purpose."""
-        if spec.captured:
+        if spec.captured or spec.guards:
             fresh = self._fetch_captured(spec, args)
             if fresh is None:
                 return _MISS
@@ -517,6 +526,7 @@ class TracedFunction:
                     t.requires_grad for t in fresh):
                 return _MISS
         else:
+            fresh = []
             arrays = [a._data for a in args if type(a) is Tensor]
         runner = spec.runner
         if runner is None or (self.check_trace and not spec.checked):
@@ -528,8 +538,7 @@ class TracedFunction:
         self.stats.hits += 1
         spec.calls += 1
         if spec.mutated or spec.grad_writes:
-            write_back(spec, [a for a in args if type(a) is Tensor] +
-                       (fresh if spec.captured else []), outs)
+            write_back(spec, [a for a in args if type(a) is Tensor] + fresh, outs)
         if spec.single_tensor_result:
             return Tensor._make(outs[0])
         results = [Tensor._make(o) if isinstance(x, Var) else x
@@ -667,8 +676,14 @@ class TracedFunction:
         return "a new signature"
 
     def _fetch_captured(self, spec, leaves):
-        """Current captured tensors, or None if one no longer matches the trace."""
-
+        """Current captured tensors, or None if one (or a Python-state guard) no longer matches
+        the trace."""
+        for fetch, value, _ in spec.guards:
+            try:
+                if fetch() != value:
+                    return None
+            except Exception:
+                return None
         fresh = []
         for c in spec.captured:
             if c.source is None:
@@ -686,6 +701,13 @@ class TracedFunction:
 
     def _captured_reason(self, spec, leaves) -> str:
         """Why the captured tensors no longer match a specialization (for recompile logs)."""
+        for fetch, value, what in spec.guards:
+            try:
+                now = fetch()
+            except Exception as e:
+                return f"{what} can no longer be read ({type(e).__name__}: {e})"
+            if now != value:
+                return f"{what} changed from {value!r} to {now!r}"
         for c in spec.captured:
             name = c.source.name if c.source else c.var and f"captured tensor %{c.var.id}"
             try:
@@ -707,8 +729,9 @@ class TracedFunction:
 
         names = self._arg_names(tree, leaves, args, kwargs)
         self._last_names = names
-        sources = discover_sources(self.fn, leaves, names)
-        tracer = Tracer(self.fn, sources)
+        entry_grads: dict = {}
+        sources = discover_sources(self.fn, leaves, names, entry_grads=entry_grads)
+        tracer = Tracer(self.fn, sources, entry_grads)
         arg_positions = []
         for i, (name, x) in enumerate(zip(names, leaves)):
             if isinstance(x, Tensor):
@@ -727,7 +750,8 @@ class TracedFunction:
         graph = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))
         spec = Specialization(key, graph, raw, out_tree, len(out_leaves), mutated,
                               tracer.captured, arg_positions, optimized=graph,
-                              grad_writes=grad_writes, ran_backward=tracer.ran_backward)
+                              grad_writes=grad_writes, ran_backward=tracer.ran_backward,
+                              guards=tracer.guards)
         if self.backend == "cpu":
             self._compile(spec)
         return spec, result
@@ -771,7 +795,6 @@ class TracedFunction:
 
     def _check(self, spec, inputs, outs, args, kwargs):
         """check_trace: run the function eagerly too and compare everything it produced."""
-
         with eager():
             expected = self.fn(*args, **kwargs)
         exp_leaves: list = []

@@ -43,7 +43,7 @@ TINY = float(np.finfo(np.float32).smallest_subnormal)
 
 
 # ------------------------------------------------------------------ kernels under test
-@numba.njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+@numba.njit(parallel=True, fastmath={"reassoc", "contract"})
 def _kernel(x, out):
     for i in numba.prange(x.size):
         v = x[i]
@@ -63,7 +63,7 @@ def _serial(x, out):
                   + sigmoid_f32(v) + erf_f32(v))
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _bits(x, out_i, back):
     for k in range(x.size):
         out_i[k] = f32_as_i32(x[k])

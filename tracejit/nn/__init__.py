@@ -1,5 +1,45 @@
-"""Neural-network building blocks. ``tracejit.nn.functional`` holds the functional forms."""
+"""Neural-network building blocks, as ``torch.nn``: ``Module`` and ``Parameter``, layers,
+recurrent layers, losses; ``tracejit.nn.functional`` holds the functional forms and
+``tracejit.nn.init`` the initialisers.
 
-from . import functional
+>>> model = tracejit.nn.Sequential(tracejit.nn.Linear(4, 8), tracejit.nn.ReLU(),
+...                                tracejit.nn.Linear(8, 2))
+>>> model(tracejit.ones(3, 4)).shape
+(3, 2)
+"""
 
-__all__ = ["functional"]
+from . import functional, init
+from .layers import (
+    GELU,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Embedding,
+    Flatten,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .module import Module, ModuleList, Sequential
+from .parameter import Parameter
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+
+__all__ = [
+    "functional", "init", "Module", "Parameter", "Sequential", "ModuleList",
+    "Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout",
+    "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "SiLU", "Softmax", "LogSoftmax",
+    "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Embedding",
+    "RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "MSELoss", "L1Loss", "BCEWithLogitsLoss", "NLLLoss", "CrossEntropyLoss",
+]

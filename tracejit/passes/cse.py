@@ -8,8 +8,11 @@ from ..ops import OPS, RANDOM
 
 
 def _operand_key(x):
-    # 1, 1.0 and True hash alike in Python but are different operands here
-    return ("var", x.id) if isinstance(x, Var) else (type(x).__name__, x)
+    # 1, 1.0 and True hash alike in Python but are different operands here, and so are
+    # 0.0 and -0.0 (1 / (x * -0.0) has the other sign): floats are keyed by their repr
+    if isinstance(x, Var):
+        return ("var", x.id)
+    return (type(x).__name__, repr(x) if isinstance(x, float) else x)
 
 
 def cse(graph: Graph) -> Graph:
@@ -21,7 +24,8 @@ def cse(graph: Graph) -> Graph:
         if inputs != node.inputs:
             node = type(node)(node.out, node.op, inputs, node.attrs, node.loc)
         if OPS[node.op].kind != RANDOM:
-            key = (node.op, tuple(_operand_key(x) for x in inputs), node.attrs, node.out.type)
+            key = (node.op, tuple(_operand_key(x) for x in inputs),
+                   tuple((k, _operand_key(v)) for k, v in node.attrs), node.out.type)
             prev = seen.get(key)
             if prev is not None:
                 mapping[node.out.id] = prev

@@ -1,0 +1,1 @@
+"""Tests of ``tracejit.nn``: modules, layers, losses, and parity with ``torch.nn``."""
