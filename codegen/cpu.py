@@ -174,7 +174,9 @@ class _Kernel:
         dims = [f"n{k}" for k in range(self.rank)]
         params = ", ".join(self.args + ["out"] + dims)
         fm = "FASTMATH" if self.fastmath else "False"
-        lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm})",
+        # error_model="numpy": 1/0 is inf, as in numpy, not a ZeroDivisionError
+        lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm}, "
+                 f"error_model='numpy')",
                  f"def {self.name}({params}):",
                  f"    # {names}: {comment}",
                  "    # " + ", ".join(f"a{i}: {generic_type(v)}"
@@ -460,7 +462,7 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
         [f"c{i}" for i in range(len(consts))] + [f"b{i}" for i in range(len(buffers))]
     ins = ", ".join(f"in{i}: {generic_type(v)}" for i, v in enumerate(graph.inputs))
     bufs = ", ".join(f"b{i}: {b.kind}" for i, b in enumerate(buffers))
-    decorator = "@numba.njit(cache=True)\n" if jit_entry else ""
+    decorator = "@numba.njit(cache=True, error_model='numpy')\n" if jit_entry else ""
     entry = (decorator + f"def entry({', '.join(params)}):\n"
              f"    # {ins}\n" + (f"    # buffers (reused: work; results: out): {bufs}\n"
                                   if buffers else "") + "\n".join(body_lines) +

@@ -15,7 +15,7 @@ sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {'contract', 'reassoc'}
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model='numpy')
 def k0_add_relu(a0, a1, out, n0, n1):
     # add relu: %2 add, %3 relu
     # a0: f32[n,n], a1: f32[n] -> out: f32[n,n]
@@ -33,7 +33,7 @@ def k0_add_relu(a0, a1, out, n0, n1):
                 out[i0, i1] = v3
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model='numpy')
 def entry(sz, in0, in1):
     # in0: f32[n,n], in1: f32[n]
     # %3: f32[n,n] = fused (k0_add_relu)

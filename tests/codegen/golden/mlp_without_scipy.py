@@ -15,7 +15,7 @@ sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {'contract', 'reassoc'}
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model='numpy')
 def k1_add_relu(a0, a1, out, n0, n1):
     # add relu: %2 add, %3 relu
     # a0: f32[n,n], a1: f32[n] -> out: f32[n,n]

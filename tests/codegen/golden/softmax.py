@@ -15,7 +15,7 @@ sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {'contract', 'reassoc'}
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+@numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model='numpy')
 def k0_amax_detach_sub_exp_sum_div(a0, out, n0, n1):
     # amax detach sub exp sum div: %1 amax, %2 detach, %3 sub, %4 exp, %5 sum, %6 div
     # a0: f32[n,n] -> out: f32[n,n]
@@ -63,7 +63,7 @@ def k0_amax_detach_sub_exp_sum_div(a0, out, n0, n1):
                 out[i0, i1] = v6
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model='numpy')
 def entry(sz, in0):
     # in0: f32[n,n]
     # %6: f32[n,n] = fused (k0_amax_detach_sub_exp_sum_div)
