@@ -40,7 +40,8 @@ def test_wrong_index_dtype():
         x[tj.tensor([0.0])]
     with pytest.raises(TypeError, match="embedding: indices must be an integer tensor"):
         F.embedding(tj.tensor([0.5]), x)
-    with pytest.raises(tj.ShapeError, match="cross_entropy: target must hold integer class indices"):
+    with pytest.raises(tj.ShapeError,
+                       match="cross_entropy: target must hold integer class indices"):
         F.cross_entropy(tj.ones(2, 3), tj.tensor([0.0, 1.0]))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import tracejit as tj
 import tracejit.nn.functional as F
+
 from .conftest import assert_close, data, gradcheck, gradgradcheck, leaf64
 
 

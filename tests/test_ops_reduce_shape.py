@@ -470,7 +470,8 @@ SHAPE_CASES = {
                             lambda a: np.broadcast_to(a[:, :1], (3, 2, 2, 4))),
     "expand_as": (lambda t: t[0, :, :1].expand_as(t),
                   lambda a: np.broadcast_to(a[0, :, :1], (2, 3, 4))),
-    "broadcast_to": (lambda t: t[0, 0].broadcast_to((3, 4)), lambda a: np.broadcast_to(a[0, 0], (3, 4))),
+    "broadcast_to": (lambda t: t[0, 0].broadcast_to((3, 4)),
+                     lambda a: np.broadcast_to(a[0, 0], (3, 4))),
     "broadcast_to_fn": (lambda t: tj.broadcast_to(t[:, :1, :1], (2, 3, 4)),
                         lambda a: np.broadcast_to(a[:, :1, :1], (2, 3, 4))),
     "repeat": (lambda t: t.repeat(2, 1, 3), lambda a: np.tile(a, (2, 1, 3))),
@@ -485,7 +486,8 @@ SHAPE_CASES = {
                      lambda a: np.pad(a, ((0, 0), (2, 1), (1, 0)), constant_values=-3.5)),
     "pad_3d": (lambda t: F.pad(t, (0, 1, 1, 0, 1, 1), value=7.0),
                lambda a: np.pad(a, ((1, 1), (1, 0), (0, 1)), constant_values=7.0)),
-    "pad_method_zero": (lambda t: t.pad((0, 0, 1, 1)), lambda a: np.pad(a, ((0, 0), (1, 1), (0, 0)))),
+    "pad_method_zero": (lambda t: t.pad((0, 0, 1, 1)),
+                        lambda a: np.pad(a, ((0, 0), (1, 1), (0, 0)))),
     "contiguous": (lambda t: t.transpose(0, 1).contiguous(), lambda a: a.swapaxes(0, 1)),
     "clone": (lambda t: t.clone(), lambda a: a),
 }
@@ -1012,7 +1014,7 @@ def test_other_shape_errors():
     with pytest.raises(RuntimeError, match=r"t\(\) expects a tensor with <= 2 dimensions, got 3"):
         tj.ones(2, 3, 4).t()
     with pytest.raises(RuntimeError, match=r"mT needs at least 2 dims"):
-        tj.ones(3).mT
+        _ = tj.ones(3).mT
     with pytest.raises(ValueError, match="start_dim cannot come after end_dim"):
         tj.ones(2, 3, 4).flatten(2, 1)
     with pytest.raises(RuntimeError, match=r"pad: padding \(1, 1, 1, 1\) needs pairs for at most "

@@ -126,7 +126,8 @@ def test_to_and_casts():
     assert x.to(tj.int64).tolist() == [1, -1]
     assert x.long().dtype == np.int64 and x.double().dtype == np.float64
     assert x.int().dtype == np.int32 and x.bool().tolist() == [True, True]
-    assert x.to("float64").dtype == np.float64 and x.to(tj.ones(1, dtype=tj.int32)).dtype == np.int32
+    assert x.to("float64").dtype == np.float64
+    assert x.to(tj.ones(1, dtype=tj.int32)).dtype == np.int32
     assert x.to("cpu") is x
     assert x.type() == "tracejit.float32"
     with pytest.raises(NotImplementedError, match="cuda"):

@@ -15,6 +15,7 @@ import torch.nn.functional as TTF  # noqa: E402
 
 import tracejit as tj  # noqa: E402
 import tracejit.nn.functional as TF  # noqa: E402
+
 from .conftest import data  # noqa: E402
 
 pytestmark = pytest.mark.torch

@@ -373,7 +373,8 @@ def test_graph_runtime_errors_name_the_node_and_user_line():
 
     x = tj.ones(3)
     f(x, tj.tensor([0, 1]))
-    with pytest.raises(GraphRuntimeError, match=r"(?s)node %\d+ \(gather\).*created at .*test_tracing.py:\d+"):
+    with pytest.raises(GraphRuntimeError,
+                       match=r"(?s)node %\d+ \(gather\).*created at .*test_tracing.py:\d+"):
         f(x, tj.tensor([0, 7]))
 
 

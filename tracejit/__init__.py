@@ -12,21 +12,42 @@ import os as _os
 # costs microseconds. Set before numba starts its threads; a value you set yourself wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import autograd, dtypes, ops  # noqa: E402
+from . import autograd, dtypes, nn, ops, optim  # noqa: E402  # noqa: E402 - nn and optim build on the names above
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .creation import (arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full,
-                       full_like, linspace, manual_seed, ones, ones_like, rand, rand_like, randint,
-                       randn, randn_like, randperm, seed, tensor, zeros, zeros_like)
-from .dtypes import (bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype)
+from .creation import (
+                       arange,
+                       as_tensor,
+                       empty,
+                       empty_like,
+                       eye,
+                       from_dlpack,
+                       from_numpy,
+                       full,
+                       full_like,
+                       linspace,
+                       manual_seed,
+                       ones,
+                       ones_like,
+                       rand,
+                       rand_like,
+                       randint,
+                       randn,
+                       randn_like,
+                       randperm,
+                       seed,
+                       tensor,
+                       zeros,
+                       zeros_like,
+)
+from .dtypes import bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype
 from .errors import DTypeError, ShapeError, TraceError
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
 from .runtime.cache import clear_cache
+from .runtime.memory import empty_cache
 from .tensor import Tensor, device
 from .tracing import eager, get_mode, set_mode, trace
 from .transforms import grad, value_and_grad
-from .runtime.memory import empty_cache
-from . import nn, optim  # noqa: E402 - nn and optim build on the names above
 
 __version__ = "0.1.0"
 
@@ -43,6 +64,7 @@ __all__ = [
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
     "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn", "optim",
-    "trace", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad", "clear_cache",
+    "trace", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
+    "clear_cache",
     *_function_names,
 ]

@@ -147,9 +147,8 @@ def _accumulate(table, key, g):
 
 def _store_grad(t, g, create_graph):
     """Accumulate ``g`` into ``t.grad`` the way torch does."""
-    from .tensor import Tensor
-
     from . import ops
+    from .tensor import Tensor
 
     if ops.state.tracer is not None:  # inside a traced function: .grad is a traced value
         ops.state.tracer.note_backward()

@@ -53,7 +53,8 @@ def as_dtype(dtype) -> np.dtype:
     if isinstance(dtype, str):
         d = _NAMES.get(dtype.removeprefix("tracejit."))
         if d is None:
-            raise TypeError(f"unknown dtype {dtype!r}; supported: {', '.join(n.name for n in SUPPORTED)}")
+            names = ", ".join(n.name for n in SUPPORTED)
+            raise TypeError(f"unknown dtype {dtype!r}; supported: {names}")
         return d
     if dtype is float:
         return get_default_dtype()

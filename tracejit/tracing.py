@@ -43,7 +43,7 @@ _MODE = {"mode": "trace"}
 
 
 def set_mode(mode: str) -> None:
-    """``"eager"`` makes every traced function run op by op (for print/pdb); ``"trace"`` restores."""
+    """``"eager"`` runs every traced function op by op (for print/pdb); ``"trace"`` restores."""
     if mode not in ("eager", "trace"):
         raise ValueError(f"set_mode: mode must be 'eager' or 'trace', got {mode!r}")
     _MODE["mode"] = mode

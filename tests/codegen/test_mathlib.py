@@ -201,15 +201,41 @@ def test_typed_float32_to_float32(fn):
     assert isinstance(fn(F32(0.25)), float)  # callable from Python too
 
 
+_SMALL = np.concatenate([np.linspace(-12, 12, 301), np.geomspace(1e-30, 90, 50),
+                         [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40]]).astype(F32)
+
+
+def _assert_bitwise(got, want, what):
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"{what}: NaN positions")
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32),
+                                  err_msg=what)
+
+
 def test_scalar_calls_match_parallel_loop():
-    """The same numbers from a Python-level scalar call and from the vectorised parallel loop."""
-    x = np.concatenate([np.linspace(-12, 12, 301), [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(F32)
-    out = np.empty((len(NAMES), x.size), F32)
-    _kernel(x, out)
+    """Bit for bit the same numbers from a Python-level scalar call and from the vectorised
+    parallel reassoc loop: the functions keep their own float flags inside the caller."""
+    out = np.empty((len(NAMES), _SMALL.size), F32)
+    _kernel(_SMALL, out)
     for k, fn in enumerate(FUNCS):
-        scalar = np.array([fn(v) for v in x], F32)
-        np.testing.assert_array_max_ulp(out[k], scalar, maxulp=1)
-        assert np.array_equal(np.isnan(out[k]), np.isnan(scalar))
+        _assert_bitwise(out[k], np.array([fn(v) for v in _SMALL], F32), NAMES[k])
+
+
+def test_fastmath_caller_keeps_nan_and_inf_handling():
+    """A caller with fastmath=True (nnan, ninf, reassoc, ...) gets the same bits, NaN and inf
+    handling included."""
+
+    @numba.njit(fastmath=True)
+    def fast(x, out):
+        for i in range(x.size):
+            out[0, i] = exp_f32(x[i])
+            out[1, i] = log_f32(x[i])
+            out[2, i] = tanh_f32(x[i])
+
+    out = np.empty((3, _SMALL.size), F32)
+    fast(_SMALL, out)
+    for k, fn in enumerate([exp_f32, log_f32, tanh_f32]):
+        _assert_bitwise(out[k], np.array([fn(v) for v in _SMALL], F32), fn.__name__)
 
 
 def test_loop_vectorises_without_float64():

@@ -9,13 +9,10 @@ tensor([0., 2.])
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .. import dtypes as D
 from .. import ops
-from ..creation import arange, ones, rand, zeros
+from ..creation import arange, ones, rand
 from ..errors import DTypeError, ShapeError, user_frame
 from ..tensor import Tensor, _t, where
 
