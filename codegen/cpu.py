@@ -103,7 +103,11 @@ class _Kernel:
         self.root = body.nodes[-1]
         self.full, self.row_dims = attrs["full"], attrs["row_dims"]
         self.rank = len(self.full)
-        self.parallel = parallel and self.rank > 0
+        # kernels traced at sizes too small for threads are emitted serial only: numba compiles
+        # them several times faster (no parfor pass), and a size past the threshold is a
+        # different source, compiled once
+        self.parallel = parallel and self.rank > 0 and \
+            int(np.prod(self.full, dtype=np.int64)) >= PARALLEL_MIN
         self.row_scalar = tuple(1 if i in self.row_dims else n for i, n in enumerate(self.full))
         self.args = [f"a{i}" for i in range(len(body.inputs))]
         self.arg_of = {v.id: a for v, a in zip(body.inputs, self.args)}

@@ -15,22 +15,15 @@ sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {'contract', 'reassoc'}
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model='numpy')
+@numba.njit(parallel=False, cache=True, fastmath=FASTMATH, error_model='numpy')
 def k0_add_relu(a0, a1, out, n0, n1):
     # add relu: %2 add, %3 relu
     # a0: f32[n,n], a1: f32[n] -> out: f32[n,n]
-    if n0 * n1 >= 32768:
-        for i0 in numba.prange(n0):
-            for i1 in range(n1):
-                v2 = (a0[i0, i1] + a1[i1])  # add
-                v3 = relu(v2)  # relu
-                out[i0, i1] = v3
-    else:
-        for i0 in range(n0):
-            for i1 in range(n1):
-                v2 = (a0[i0, i1] + a1[i1])  # add
-                v3 = relu(v2)  # relu
-                out[i0, i1] = v3
+    for i0 in range(n0):
+        for i1 in range(n1):
+            v2 = (a0[i0, i1] + a1[i1])  # add
+            v3 = relu(v2)  # relu
+            out[i0, i1] = v3
 
 
 @numba.njit(cache=True, error_model='numpy')

@@ -15,52 +15,30 @@ sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {'contract', 'reassoc'}
 
 
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH, error_model='numpy')
+@numba.njit(parallel=False, cache=True, fastmath=FASTMATH, error_model='numpy')
 def k0_amax_detach_sub_exp_sum_div(a0, out, n0, n1):
     # amax detach sub exp sum div: %1 amax, %2 detach, %3 sub, %4 exp, %5 sum, %6 div
     # a0: f32[n,n] -> out: f32[n,n]
-    if n0 * n1 >= 32768:
-        for i0 in numba.prange(n0):
-            r1 = np.float32(-np.inf)  # amax over dims (1,)
-            nan1 = 0
-            for i1 in range(n1):
-                e1 = a0[i0, i1]
-                r1 = max(r1, e1)
-                nan1 += e1 != e1
-            if nan1:
-                r1 = np.float32(np.nan)
-            r2 = r1  # detach
-            r5 = np.float32(0.0)  # sum over dims (1,)
-            for i1 in range(n1):
-                v3 = (a0[i0, i1] - r2)  # sub
-                v4 = exp(v3)  # exp
-                r5 += v4
-            for i1 in range(n1):
-                v3 = (a0[i0, i1] - r2)  # sub
-                v4 = exp(v3)  # exp
-                v6 = (v4 / r5)  # div
-                out[i0, i1] = v6
-    else:
-        for i0 in range(n0):
-            r1 = np.float32(-np.inf)  # amax over dims (1,)
-            nan1 = 0
-            for i1 in range(n1):
-                e1 = a0[i0, i1]
-                r1 = max(r1, e1)
-                nan1 += e1 != e1
-            if nan1:
-                r1 = np.float32(np.nan)
-            r2 = r1  # detach
-            r5 = np.float32(0.0)  # sum over dims (1,)
-            for i1 in range(n1):
-                v3 = (a0[i0, i1] - r2)  # sub
-                v4 = exp(v3)  # exp
-                r5 += v4
-            for i1 in range(n1):
-                v3 = (a0[i0, i1] - r2)  # sub
-                v4 = exp(v3)  # exp
-                v6 = (v4 / r5)  # div
-                out[i0, i1] = v6
+    for i0 in range(n0):
+        r1 = np.float32(-np.inf)  # amax over dims (1,)
+        nan1 = 0
+        for i1 in range(n1):
+            e1 = a0[i0, i1]
+            r1 = max(r1, e1)
+            nan1 += e1 != e1
+        if nan1:
+            r1 = np.float32(np.nan)
+        r2 = r1  # detach
+        r5 = np.float32(0.0)  # sum over dims (1,)
+        for i1 in range(n1):
+            v3 = (a0[i0, i1] - r2)  # sub
+            v4 = exp(v3)  # exp
+            r5 += v4
+        for i1 in range(n1):
+            v3 = (a0[i0, i1] - r2)  # sub
+            v4 = exp(v3)  # exp
+            v6 = (v4 / r5)  # div
+            out[i0, i1] = v6
 
 
 @numba.njit(cache=True, error_model='numpy')
