@@ -12,7 +12,7 @@ and outputs are handled (exp underflows gradually through the subnormals to 0 an
 inf; log(0) = -inf, log(x < 0) = nan; tanh, erf saturate to +-1).
 
 Methods (coefficients fitted for this module: near-minimax by iteratively reweighted least
-squares in float64, then rounded to float32):
+squares in float64 (Lawson; linearised for the rational ones), then rounded to float32):
 
 - ``exp_f32``: Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2 (ln2 split in a short
   high part, so n*ln2_hi is exact, and a low part), e^r = 1 + r + r^2 P(r) with P of degree 4,
@@ -26,32 +26,64 @@ squares in float64, then rounded to float32):
 - ``log1p_f32``: u = 1 + x, log1p(x) = log(u) * x / (u - 1) (exact-cancellation trick), or x
   when u == 1.
 - ``tanh_f32``: clamp to |x| <= 9.1 (where tanh rounds to +-1), then x P(x^2) / Q(x^2), both
-  of degree 4 in x^2.
-- ``sigmoid_f32``: 1 / (1 + exp_f32(-x)), accurate relative to the result on the whole line.
+  of degree 4 in x^2, the result clamped to [-1, 1].
+- ``sigmoid_f32``: e = exp_f32(-|x|), then 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0,
+  so it is accurate relative to the result on the whole line (no overflow, no underflow to 0
+  before the true value does).
 - ``erf_f32``: clamp to |x| <= 3.92 (where erf rounds to +-1), then x P(x^2) / Q(x^2) of
-  degrees 5 and 5.
+  degrees 5 and 5, the result clamped to [-1, 1].
 
-Measured error (float32 result against the float64 libm result, over all 2^32 float32 inputs,
-on AVX-512 with FMA contraction; ulp = spacing of float32 at the exact result):
+Measured error: the float32 result against the float64 libm result, over all 2^32 float32
+inputs (an exhaustive sweep run once, outside the test suite; tests/codegen/test_mathlib.py
+re-checks a dense subset against the bounds in the last column). ulp = the float32 spacing at
+the exact result (2^-149 below the normal range); "FMA" = AVX-512 with fused multiply-add
+contraction, "no FMA" = x86-64 SSE2 baseline.
 
-ERROR_TABLE_PLACEHOLDER
+    function      max ulp: FMA   no FMA   max abs error: FMA   no FMA    bound (tests)
+    exp_f32       1.01           0.99     (relative only)                1.5 ulp
+    expm1_f32     1.46           1.54     (relative only)                2 ulp
+    log_f32       0.87           0.87     (relative only)                1.5 ulp
+    log1p_f32     2.47           2.47     (relative only)                3 ulp
+    tanh_f32      5.23           6.12     3.1e-7               3.6e-7    8 ulp, 5e-07 abs
+    sigmoid_f32   2.83           2.83     8.9e-8               8.9e-8    3.5 ulp, 1.5e-07 abs
+    erf_f32       5.96           7.39     3.6e-7               4.4e-7    8 ulp, 5e-07 abs
 
-Usage inside a kernel::
+Where the maxima are (with FMA): tanh <= 3.7 ulp for |x| < 2 and its worst is close to +-1
+(|x| in 5..9); erf <= 4.4 ulp for |x| < 2, worst near |x| = 3.7; sigmoid's worst is at x < 0.
++-inf, NaN, +-0 and the overflow/underflow edges are right: exp(x) = inf from x = 88.72284, as
+correctly rounded; gradual underflow through the subnormals to 0 from x = -103.97208; log(0) = -inf,
+log(x < 0) = NaN; expm1, log1p, tanh and erf keep the sign of -0.0.
 
-    from tracejit.codegen.mathlib import exp_f32, tanh_f32
+Speed (AMD EPYC Zen 4, 2 threads, numba parallel=True, fastmath={'reassoc', 'contract'},
+medians): gelu-tanh over 4M float32 1.2 ms with ``tanh_f32`` against 36 ms with ``math.tanh``
+(0.4-0.7 ms with tanh removed); row softmax over 4096x1024 float32 2.9 ms with ``exp_f32``
+against 10.3 ms with ``math.exp`` (1.5-2.0 ms with exp removed).
+
+Usage inside a kernel (call the functions directly in the loop body)::
+
+    from tracejit.codegen.mathlib import tanh_f32
 
     @numba.njit(parallel=True, fastmath={"reassoc", "contract"})
     def gelu(x, out):
         for i in numba.prange(x.size):
             v = x[i]
-            out[i] = np.float32(0.5) * v * (np.float32(1) + tanh_f32(...))
+            u = np.float32(0.7978846) * (v + np.float32(0.044715) * v * v * v)
+            out[i] = np.float32(0.5) * v * (np.float32(1) + tanh_f32(u))
 
-The functions are ordinary (not ``inline="always"``) njit functions: LLVM inlines them into the
-calling loop and keeps their own floating-point flags, so a caller compiled with ``reassoc`` or
-``fastmath=True`` cannot re-associate the Cody-Waite reduction or fold away the NaN checks.
-Their flags are ``contract`` only (fused multiply-add allowed).
+The public functions are njit functions compiled for float32 -> float32 (another argument type
+is converted to float32, so the math stays float32). They are not ``inline="always"``: LLVM
+inlines each call into the calling loop and keeps the functions' own floating-point flags
+(``contract`` only: fused multiply-add allowed), so a caller compiled with ``reassoc`` or even
+``fastmath=True`` neither re-associates the Cody-Waite reduction nor folds away the NaN/inf
+selects (the results are bit-identical to a scalar call). LLVM inlines by size: a loop that
+calls them directly vectorises, but a large helper that calls several of them may itself stay
+an out-of-line scalar call, which blocks vectorisation; give such helpers ``inline="always"``.
 
-``f32_as_i32`` and ``i32_as_f32`` reinterpret the bits of a float32 as an int32 and back.
+A kernel compiled with numba's ``cache=True`` embeds this module's machine code and numba does
+not notice when this file changes: compile caches must include this file's content in their key.
+
+``f32_as_i32`` and ``i32_as_f32`` reinterpret the bits of a float32 as an int32 and back
+(``i32_as_f32`` also takes an int64 and uses its low 32 bits).
 """
 
 from __future__ import annotations
