@@ -248,25 +248,55 @@ class _Kernel:
             lines += self._vector_statements(self.root.out, pad, set())
             lines.append(" " * pad + f"out[{self._out_index(True)}] = v{self.root.out.id}")
             return lines
+        stash = self._stash()
         for node in self.body.nodes:
             if self._is_vector(node):
                 continue
             if node.op in ("sum", "prod", "amax", "amin"):
                 lines += self._reduction(node, pad, parallel_reduce and node.op in ("sum",
-                                                                                    "prod"))
+                                                                                    "prod"),
+                                         stash if node.inputs[0] is stash else None)
             else:
                 lines.append(" " * pad + f"r{node.out.id} = {self._expr(node, False)}  "
                                          f"# {node.op}")
         if self._is_vector(self.root):
             inner, ipad = self._inner(pad, False)
             lines += inner
-            lines += self._vector_statements(self.root.out, ipad, set())
+            done = set()
+            if stash is not None:  # computed by the last reduction's loop: read it back
+                lines.append(" " * ipad + f"v{stash.id} = out[{self._out_index(True)}]")
+                done.add(stash.id)
+            lines += self._vector_statements(self.root.out, ipad, done)
             lines.append(" " * ipad + f"out[{self._out_index(True)}] = v{self.root.out.id}")
         else:
             lines.append(" " * pad + f"out[{self._out_index(False)}] = r{self.root.out.id}")
         return lines
 
-    def _reduction(self, node: Node, pad: int, parallel: bool) -> list:
+    def _stash(self):
+        """A vector value both the last reduction and the output need (softmax's exp): the
+        reduction's loop writes it into ``out`` and the output loop reads it back instead of
+        computing it again. None when there is no such value."""
+        reductions = [n for n in self.body.nodes if n.op in ("sum", "prod", "amax", "amin")]
+        if not reductions or not self._is_vector(self.root):
+            return None
+        x = reductions[-1].inputs[0]
+        node = self.producer.get(x.id)
+        if node is None or not self._is_vector(node) or x.dtype != self.root.out.dtype:
+            return None
+        # the root must need x through vector values only
+        stack, seen = [self.root.out], set()
+        while stack:
+            v = stack.pop()
+            if v.id == x.id:
+                return x
+            n = self.producer.get(v.id)
+            if n is None or v.id in seen or not self._is_vector(n):
+                continue
+            seen.add(v.id)
+            stack.extend(i for i in n.inputs if isinstance(i, Var))
+        return None
+
+    def _reduction(self, node: Node, pad: int, parallel: bool, stash=None) -> list:
         acc = f"r{node.out.id}"
         dt = node.out.dtype
         x = node.inputs[0]
@@ -284,6 +314,9 @@ class _Kernel:
         inner, ipad = self._inner(pad, parallel)
         lines += inner
         lines += self._vector_statements(x, ipad, set())
+        if stash is not None:
+            lines.append(" " * ipad + f"out[{self._out_index(True)}] = v{x.id}  # kept for "
+                                      f"the output loop")
         val = _cast(self._read(x, True), x.dtype, dt)
         if node.op == "sum":
             lines.append(" " * ipad + f"{acc} += {val}")

@@ -23,6 +23,7 @@ import numpy as np
 import tracejit as tj
 from tracejit import nn, optim
 
+WARMUP = 3  # steps left out of the median step time
 NUM_CLASSES = 5
 FEATURES = 10
 SEQ_LEN = 20
@@ -119,11 +120,12 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     train(args.mode, args.steps, batch=args.batch, lr=args.lr, log=log, times=times)
     total = time.perf_counter() - t0
-    # the first two steps trace and compile in traced mode (Adam creates its state on the first
-    # step, so the second traces again); leave them out of the median in both modes
-    steady = times[2:] or times
-    print(f"median step time: {np.median(steady) * 1e3:.2f} ms (first steps: "
-          f"{', '.join(f'{t:.2f} s' for t in times[:2])}; total {total:.1f} s)")
+    # traced mode: the first two steps trace (Adam creates its moments on the first, so the
+    # second traces again) and the third compiles the graph's kernels through numba; leave these
+    # warm-up steps out of the median in both modes
+    steady = times[WARMUP:] or times
+    print(f"median step time: {np.median(steady) * 1e3:.2f} ms (first {WARMUP} steps: "
+          f"{sum(times[:WARMUP]):.1f} s; total {total:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -10,15 +10,17 @@ import time
 import numpy as np
 
 
-def polyfit_numpy(steps: int = 2000, lr: float = 1e-6):
+def polyfit_numpy(steps: int = 2000, lr: float = 1e-6, log=None):
     """The tutorial's numpy version, gradients written by hand (the reference)."""
     x = np.linspace(-math.pi, math.pi, 2000, dtype=np.float32)
     y = np.sin(x)
     rng = np.random.default_rng(0)
     a, b, c, d = (np.float32(v) for v in rng.standard_normal(4))
-    for _ in range(steps):
+    for t in range(steps):
         y_pred = a + b * x + c * x ** 2 + d * x ** 3
         loss = float(np.square(y_pred - y).sum())
+        if log and t % 500 == 499:
+            log(t + 1, loss)
         g = 2.0 * (y_pred - y)
         a -= lr * g.sum()
         b -= lr * (g * x).sum()
@@ -49,7 +51,7 @@ def polyfit_eager(steps: int = 2000, lr: float = 1e-6, log=None):
     return loss.item(), tuple(p.item() for p in params)
 
 
-def polyfit_compiled(steps: int = 2000, lr: float = 1e-6):
+def polyfit_compiled(steps: int = 2000, lr: float = 1e-6, log=None):
     """The same loop with the whole step (forward, backward, update) traced and compiled."""
     import tracejit as tj
 
@@ -69,8 +71,10 @@ def polyfit_compiled(steps: int = 2000, lr: float = 1e-6):
                 p.grad = None
         return loss.detach()
 
-    for _ in range(steps):
+    for t in range(steps):
         loss = step(x, y)
+        if log and t % 500 == 499:
+            log(t + 1, loss.item())
     return loss.item(), tuple(p.item() for p in params)
 
 

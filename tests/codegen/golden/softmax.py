@@ -33,10 +33,10 @@ def k0_amax_detach_sub_exp_sum_div(a0, out, n0, n1):
         for i1 in range(n1):
             v3 = (a0[i0, i1] - r2)  # sub
             v4 = exp(v3)  # exp
+            out[i0, i1] = v4  # kept for the output loop
             r5 += v4
         for i1 in range(n1):
-            v3 = (a0[i0, i1] - r2)  # sub
-            v4 = exp(v3)  # exp
+            v4 = out[i0, i1]
             v6 = (v4 / r5)  # div
             out[i0, i1] = v6
 

@@ -1,0 +1,109 @@
+"""Training benchmarks: a 784-256-10 MLP training step (batch 256, SGD) and the polyfit loop
+(2000 steps), compiled vs eager in one process, plus torch eager / torch.compile when torch
+is importable.
+
+    python benchmarks/training.py [--repeat 20] [--no-torch]
+
+Medians over repeats after warm-up; compare ratios, not absolute times (shared machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import tracejit as tj
+from tracejit import nn, optim
+from tracejit.__main__ import polyfit_compiled, polyfit_numpy
+
+
+def median_ms(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def mlp_steps(repeat):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 256)
+    results = {}
+
+    def make():
+        tj.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+        opt = optim.SGD(model.parameters(), lr=0.01)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+        return step
+
+    tx, ty = tj.tensor(x), tj.tensor(y)
+    eager = make()
+    results["tracejit eager"] = median_ms(lambda: eager(tx, ty), repeat)
+    compiled = tj.trace(make())
+    for _ in range(3):
+        compiled(tx, ty)
+    results["tracejit compiled"] = median_ms(lambda: compiled(tx, ty), repeat)
+    try:
+        import torch
+    except ImportError:
+        return results
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    px, py = torch.from_numpy(x), torch.from_numpy(y)
+
+    def tstep(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    results["torch eager"] = median_ms(lambda: tstep(px, py), repeat)
+    try:
+        cstep = torch.compile(tstep)
+        for _ in range(3):
+            cstep(px, py)
+        results["torch.compile"] = median_ms(lambda: cstep(px, py), repeat)
+    except Exception as e:  # torch.compile needs a C++ toolchain; report, do not fail
+        results["torch.compile"] = f"unavailable ({type(e).__name__})"
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    if args.no_torch:
+        import sys
+        sys.modules["torch"] = None
+    print("MLP 784-256-10 training step, batch 256, SGD (median ms):")
+    for name, value in mlp_steps(args.repeat).items():
+        print(f"  {name:18s} {value if isinstance(value, str) else f'{value:8.2f}'}")
+    polyfit_compiled(3)  # compile once; the machine code is cached
+    t_np = median_ms(lambda: polyfit_numpy(2000), 3)
+    t_c = median_ms(lambda: polyfit_compiled(2000), 3)
+    print("polyfit, 2000 steps (median ms):")
+    print(f"  numpy hand-written {t_np:8.1f}")
+    print(f"  tracejit compiled  {t_c:8.1f}   ({t_np / t_c:.1f}x the numpy loop)")
+
+
+if __name__ == "__main__":
+    main()
