@@ -415,6 +415,7 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
     names = {v.id: f"in{i}" for i, v in enumerate(graph.inputs)}
     kernels, body_lines, consts, fallbacks, buffers = [], [], [], [], []
     jit_entry = True
+    kernel_names: dict = {}  # kernel source without its name and comments -> name
 
     # which values may be held in reusable buffers: not outputs, nor anything an output views
     library = {n.out.id: _library(n, [f"x{i}" for i in range(len(n.inputs))], _Sizes())
@@ -460,7 +461,12 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             except Unsupported:
                 kernel = None
             if kernel is not None:
-                kernels.append(src)
+                # identical kernels (an unrolled loop's steps) are generated and compiled once
+                key = _kernel_key(src, kernel.name)
+                name = kernel_names.setdefault(key, kernel.name)
+                if name == kernel.name:
+                    kernels.append(src)
+                kernel.name = name
                 full = ", ".join(_dim(sizes, n) for n in kernel.full)
                 body_lines.append(note + f" ({kernel.name})")
                 buf = buffer_param(node)
@@ -511,6 +517,14 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
     source = header + "\n\n" + "\n\n".join(kernels + [entry])
     return Lowered(source, "entry", tuple(sizes.values), consts, fallbacks, jit_entry,
                    [k.split("def ")[1].split("(")[0] for k in kernels], buffers)
+
+
+def _kernel_key(src: str, name: str) -> str:
+    """What a kernel computes: its source without its name, comments and IR value numbers."""
+    import re
+    lines = [re.sub(r"#.*$", "", line).rstrip() for line in src.splitlines()]
+    body = "\n".join(line for line in lines if line).replace(name, "KERNEL")
+    return re.sub(r"\b([vre]|nan)\d+\b", r"\1_", body)
 
 
 def _memory():

@@ -148,19 +148,19 @@ def test_cnn_command_line_eager():
 
 @pytest.mark.slow
 def test_cnn_shipped_size_traced_matches_eager():
-    steps = 12
+    steps = 18
     eager = cnn.train("eager", steps=steps)  # batch 32, 16 batches
     out = _run_script("cnn", "--mode", "traced", "--steps", str(steps), timeout=600)
     traced = _printed_losses(out)
     assert "median step time" in out
     assert len(traced) == steps  # under 20 steps the script prints every step
     np.testing.assert_allclose(traced, eager, atol=2e-4)  # printed with 4 decimals
-    assert np.mean(eager[-3:]) < 0.9 * eager[0]
+    assert np.mean(eager[-3:]) < 0.8 * eager[0]
 
 
 # ------------------------------------------------------------------------------------- LSTM
 
-TINY_LSTM = dict(hidden=8, layers=2, seq_len=3, batch=4, batches=1, lr=1e-2)
+TINY_LSTM = dict(hidden=8, seq_len=2, batch=4, batches=1, lr=1e-2)
 
 
 def test_lstm_model_shapes():
@@ -181,9 +181,12 @@ def test_lstm_data_frequency_is_the_class():
     np.testing.assert_array_equal(spectrum.argmax(axis=1), labels + 1)
 
 
-def test_lstm_eager_and_traced_agree(traced_fns):
-    eager = lstm.train("eager", steps=4, **TINY_LSTM)
-    traced = lstm.train("traced", steps=4, **TINY_LSTM)
+# numba compiles each kernel of the unrolled recurrence separately: a second layer doubles the
+# compile time (about 12 s for one layer here)
+@pytest.mark.parametrize("layers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_lstm_eager_and_traced_agree(traced_fns, layers):
+    eager = lstm.train("eager", steps=4, layers=layers, **TINY_LSTM)
+    traced = lstm.train("traced", steps=4, layers=layers, **TINY_LSTM)
     _assert_ran_compiled(traced_fns, compiled_steps=2)
     np.testing.assert_allclose(traced, eager, rtol=RTOL, atol=ATOL)
     assert all(a > b for a, b in zip(eager, eager[1:])), eager
