@@ -270,9 +270,6 @@ class Tracer:
     def note_backward(self) -> None:
         self.ran_backward = True
 
-    def is_traced(self, t) -> bool:
-        return id(t) in self.vars
-
     def add_argument(self, name: str, t) -> Var:
         v = self.builder.add_input(name, t.shape, t.dtype)
         self.bind(t, v)
