@@ -512,6 +512,15 @@ class TracedFunction:
             return None  # aliased arguments: the full path handles them
         return (tuple(key), grad_mode.enabled, D.get_default_dtype())
 
+    @staticmethod
+    def _needs_replay(spec, args) -> bool:
+        """Outputs need a grad_fn (inputs require grad, and the function computes no gradients
+        itself): such calls take the full path, which replays the graph through autograd."""
+        if not grad_mode.enabled or spec.ran_backward:
+            return False
+        return any(type(a) is Tensor and a.requires_grad for a in args) or any(
+            c.requires_grad for c in spec.captured)
+
     def _fast_call(self, spec, args):
         """Run a specialization for flat arguments: the per-call path kept short on purpose."""
         if spec.captured or spec.guards:
@@ -519,9 +528,6 @@ class TracedFunction:
             if fresh is None:
                 return _MISS
             arrays = [a._data for a in args if type(a) is Tensor] + [t._data for t in fresh]
-            if grad_mode.enabled and not spec.ran_backward and any(
-                    t.requires_grad for t in fresh):
-                return _MISS
         else:
             fresh = []
             arrays = [a._data for a in args if type(a) is Tensor]
@@ -559,7 +565,7 @@ class TracedFunction:
         if spec is None:  # over the specialization limit
             self.stats.eager_calls += 1
             return self.fn(*args, **kwargs)
-        if not kwargs and spec.runner is not None:
+        if not kwargs and spec.runner is not None and not self._needs_replay(spec, args):
             key = self._simple_key(args)
             if key is not None:
                 self._fast[key] = spec

@@ -205,3 +205,21 @@ def test_golden_source(name, fn, shapes):
     assert src == path.read_text(), (
         f"generated source for {name} changed; if intended, rerun with TRACEJIT_UPDATE_GOLDEN=1 "
         f"and review the diff of {path}")
+
+
+def test_compiled_function_called_with_grad_inputs_is_differentiable():
+    w = tj.randn(3, 2, requires_grad=True)
+    f = compiled(lambda x: ((x @ w).tanh() ** 2).sum())
+    x = tj.randn(4, 3, requires_grad=True)
+    for _ in range(3):  # the first call traces; later calls must keep giving a grad_fn
+        w.grad = x.grad = None
+        f(x).backward()
+    gw, gx = w.grad.numpy().copy(), x.grad.numpy().copy()
+    w2 = w.detach().clone().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    ((x2 @ w2).tanh() ** 2).sum().backward()
+    np.testing.assert_allclose(gw, w2.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(gx, x2.grad.numpy(), rtol=1e-5)
+    with tj.no_grad():  # without grad mode the compiled code runs
+        f(x)
+        assert f(x).grad_fn is None
