@@ -467,7 +467,7 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
                 if name == kernel.name:
                     kernels.append(src)
                 kernel.name = name
-                full = ", ".join(_dim(sizes, n) for n in kernel.full)
+                full = ", ".join(sizes.ref(n) for n in kernel.full)
                 body_lines.append(note + f" ({kernel.name})")
                 buf = buffer_param(node)
                 body_lines.append(f"    {t} = " + (buf if buf else
@@ -530,10 +530,6 @@ def _kernel_key(src: str, name: str) -> str:
 def _memory():
     from tracejit.runtime import memory
     return memory
-
-
-def _dim(sizes: _Sizes, n: int) -> str:
-    return sizes.ref(n)
 
 
 def _library(node: Node, arg, sizes: _Sizes):

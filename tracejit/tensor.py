@@ -57,6 +57,21 @@ class device:
 CPU = device("cpu")
 
 
+def parse_to_args(args, dtype=None, dev=None):
+    """The dtype asked for by ``.to(...)`` arguments (a dtype, a tensor, a device name), after
+    refusing devices other than the CPU."""
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype = a.dtype
+        elif isinstance(a, device) or isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda"):
+            dev = a
+        else:
+            dtype = a
+    if dev is not None:
+        _check_device(dev)
+    return dtype
+
+
 def _check_device(dev):
     d = device(dev)
     if d.type != "cpu":
@@ -317,16 +332,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ dtype / device
     def to(self, *args, dtype=None, device=None, copy=False) -> "Tensor":
-        for a in args:
-            if isinstance(a, Tensor):
-                dtype = a.dtype
-            elif isinstance(a, (str, globals()["device"])) and str(a).split(":")[0] in ("cpu",
-                                                                                        "cuda"):
-                device = a
-            else:
-                dtype = a
-        if device is not None:
-            _check_device(device)
+        dtype = parse_to_args(args, dtype, device)
         if dtype is None:
             return self.clone() if copy else self
         dtype = D.as_dtype(dtype)

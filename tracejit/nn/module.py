@@ -22,7 +22,7 @@ from .. import dtypes as D
 from .. import ops
 from ..autograd import no_grad
 from ..creation import tensor as _tensor
-from ..tensor import Tensor, _check_device
+from ..tensor import Tensor, _check_device, parse_to_args
 from .parameter import Parameter
 
 _IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -303,16 +303,7 @@ class Module:
         """Cast floating-point parameters and buffers to ``dtype`` in place (integer buffers
         such as BatchNorm's ``num_batches_tracked`` keep their dtype); devices other than the
         CPU are refused as for tensors."""
-        for a in args:
-            if isinstance(a, Tensor):
-                dtype = a.dtype
-            elif isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda") or \
-                    type(a).__name__ == "device":
-                device = a
-            else:
-                dtype = a
-        if device is not None:
-            _check_device(device)
+        dtype = parse_to_args(args, dtype, device)
         if dtype is None:
             return self
         dtype = D.as_dtype(dtype)
