@@ -57,7 +57,7 @@ def _assert_ran_compiled(traced_fns, compiled_steps):
     # two traces (the optimizer creates its state on the first step), then the compiled graph
     assert info.misses == 2 and info.eager_calls == 0
     assert info.hits == compiled_steps
-    spec = list(run.specializations.values())[-1]
+    spec = run.specs()[-1]
     assert spec.ran_backward and spec.runner is not None
 
 

@@ -415,3 +415,21 @@ def test_random_ops_follow_the_seed_in_graphs():
     b = x + tj.rand(3) + tj.randn(3)
     assert_close(a, b.numpy())
     assert not np.allclose(f(x).numpy(), a.numpy())  # draws advance
+
+
+def test_train_eval_toggling_reuses_both_specializations():
+    class Scale(tj.nn.Module):
+        def forward(self, x):
+            return x * 2.0 if self.training else x * 3.0
+
+    m = Scale()
+    f = tj.trace(m, backend="interpret")
+    x = tj.ones(3)
+    for _ in range(3):
+        m.train()
+        np.testing.assert_allclose(f(x).numpy(), 2.0)
+        m.eval()
+        np.testing.assert_allclose(f(x).numpy(), 3.0)
+    info = f.cache_info()
+    # traced once per mode, then each mode's graph is found again (not traced a third time)
+    assert (info.misses, info.specializations, info.hits) == (2, 2, 4)

@@ -456,10 +456,13 @@ class TracedFunction:
         self.fastmath = fastmath
         self.precise_math = precise_math
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        # argument key -> its specializations, most recently used first: variants of one key
+        # differ in the state their guards read (Module.training, optimizer settings, captured
+        # tensors), so switching train()/eval() back and forth reuses both compiled graphs
         self.specializations: collections.OrderedDict = collections.OrderedDict()
         self.stats = _Stats()
         self.module = None  # the object, when tracing a module-like callable
-        self._fast: dict = {}  # simple call key -> specialization (see _fast_call)
+        self._fast: dict = {}  # simple call key -> its specializations (see _fast_call)
         self._last_names: list = []
         functools.update_wrapper(self, fn, updated=())
 
@@ -483,8 +486,15 @@ class TracedFunction:
 
     # -- public API
     def cache_info(self) -> CacheInfo:
-        return CacheInfo(self.stats.hits, self.stats.misses, len(self.specializations),
+        return CacheInfo(self.stats.hits, self.stats.misses, self._count(),
                          self.max_specializations, self.stats.eager_calls)
+
+    def specs(self) -> list:
+        """Every specialization, least recently used argument key first."""
+        return [s for variants in self.specializations.values() for s in reversed(variants)]
+
+    def _count(self) -> int:
+        return sum(len(v) for v in self.specializations.values())
 
     def graph(self, *args, optimized: bool = True, **kwargs) -> Graph:
         """The graph this function runs for these arguments (traces if needed)."""
@@ -551,11 +561,12 @@ class TracedFunction:
     def __call__(self, *args, **kwargs):
         if not kwargs and ops.state.tracer is None and self._fast:
             key = self._simple_key(args)
-            spec = self._fast.get(key) if key is not None else None
-            if spec is not None and not _eager_now():
-                out = self._fast_call(spec, args)
-                if out is not _MISS:
-                    return out
+            specs = self._fast.get(key) if key is not None else None
+            if specs and not _eager_now():
+                for spec in specs:
+                    out = self._fast_call(spec, args)
+                    if out is not _MISS:
+                        return out
         if _eager_now() or ops.state.tracer is not None:
             # eager mode, or called from inside another traced function: inline the Python
             if ops.state.tracer is None:
@@ -568,7 +579,9 @@ class TracedFunction:
         if not kwargs and spec.runner is not None and not self._needs_replay(spec, args):
             key = self._simple_key(args)
             if key is not None:
-                self._fast[key] = spec
+                specs = self._fast.setdefault(key, [])
+                if spec not in specs:
+                    specs.insert(0, spec)
         return result
 
     # -- internals
@@ -617,22 +630,25 @@ class TracedFunction:
     def _lookup(self, args, kwargs, run: bool):
         tree, leaves = self._flat(args, kwargs)
         key = self._key(tree, leaves)
-        spec = self.specializations.get(key)
-        if spec is not None:
-            fresh = self._fetch_captured(spec, leaves)
-            if fresh is not None:
+        variants = self.specializations.get(key)
+        if variants:
+            for spec in variants:
+                fresh = self._fetch_captured(spec, leaves)
+                if fresh is None:
+                    continue
+                if spec is not variants[0]:
+                    variants.remove(spec)
+                    variants.insert(0, spec)
                 self.specializations.move_to_end(key)
                 self.stats.hits += 1
                 if not run:
                     return spec, None
                 return spec, self._run(spec, leaves, fresh, args, kwargs)
-            reason = self._captured_reason(spec, leaves)
-            del self.specializations[key]
-            self._fast.clear()
+            reason = self._captured_reason(variants[0], leaves)
         else:
             reason = self._recompile_reason(key)
         self.stats.misses += 1
-        if len(self.specializations) >= self.max_specializations:
+        if self._count() >= self.max_specializations:
             if not self.stats.warned_limit:
                 self.stats.warned_limit = True
                 warnings.warn(
@@ -644,7 +660,8 @@ class TracedFunction:
         if reason and debug_enabled("recompiles"):
             _debug_print(f"tracejit: recompiling {self.name}: {reason}")
         spec, result = self._trace(key, tree, leaves, args, kwargs)
-        self.specializations[key] = spec
+        self.specializations.setdefault(key, []).insert(0, spec)
+        self.specializations.move_to_end(key)
         return spec, result
 
     def _recompile_reason(self, key) -> str:

@@ -40,7 +40,7 @@ def f(x):
 x = tj.tensor(np.arange(4, dtype=np.float32))
 f(x)
 y = f(x)
-runner = next(iter(f.specializations.values())).runner
+runner = f.specs()[0].runner
 stats = runner.module.entry.stats
 print(json.dumps({{"y": y.numpy().tolist(), "file": runner.module.__file__,
                   "hits": sum(stats.cache_hits.values()),
@@ -69,7 +69,7 @@ def run(f, x=X):
     t = tj.tensor(x)
     f(t)
     y = f(t).numpy()
-    runner = next(iter(f.specializations.values())).runner
+    runner = f.specs()[0].runner
     st = runner.module.entry.stats
     return y, (sum(st.cache_hits.values()), sum(st.cache_misses.values())), \
         Path(runner.module.__file__)
@@ -163,8 +163,8 @@ def test_memory_cache_is_keyed_by_graph_and_signature(warm_cache):
     _, _, path_f = run(f)
     _, _, path_g = run(g)
     assert path_f == path_g
-    assert (next(iter(f.specializations.values())).runner.module
-            is next(iter(g.specializations.values())).runner.module)
+    assert (f.specs()[0].runner.module
+            is g.specs()[0].runner.module)
     y64, stats, path64 = run(make_f(), X.astype(np.float64))  # another signature: another entry
     assert path64 != path_f and path64.parent == warm_cache
     assert stats == (0, 1)
