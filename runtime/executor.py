@@ -1,6 +1,8 @@
 """Runs a specialization's graph on tensors: the compiled runner when a backend provided one,
-else the reference interpreter. When gradients are needed, the graph is replayed through the
-eager ops so autograd records it (gradients on the IR arrive with ``tracejit.grad``)."""
+else the reference interpreter. When the outputs need a ``grad_fn`` (inputs require grad and the
+function runs no backward itself), the specialization's forward and backward graphs run
+instead (``runtime/backward.py``); a function that also mutates its inputs or sets ``.grad`` is
+replayed op by op through eager autograd."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from tracejit.autograd import grad_mode
 from tracejit.ir import Var
 from tracejit.tensor import Tensor
 
+from . import backward
 from .compile import CompileError
 from .interpret import GraphRuntimeError, interpret
 
@@ -37,7 +40,12 @@ def execute(spec, inputs: list) -> list:
     """Outputs (Tensors, or Python values for constant outputs) of ``spec.graph``."""
     graph = spec.graph
     if grad_mode.enabled and not spec.ran_backward and any(t.requires_grad for t in inputs):
-        return replay(spec.optimized, inputs)  # the unfused graph: its ops have vjps
+        if spec.mutated or spec.grad_writes or spec.compile_graph is None:
+            return replay(spec.optimized, inputs)  # the unfused graph: its ops have vjps
+        if spec.compiled_grad is None:
+            spec.compiled_grad = backward.build(spec.optimized, inputs, spec.compile_graph,
+                                                spec.name)
+        return backward.call(spec.compiled_grad, inputs)
     arrays = None
     if spec.runner is not None:
         try:

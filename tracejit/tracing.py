@@ -390,6 +390,10 @@ class Specialization:
     grad_writes: list = field(default_factory=list)  # (input position, output position|None)
     guards: list = field(default_factory=list)  # (fetch, value, description), see Tracer.guard
     ran_backward: bool = False  # the function computes its own gradients: run it compiled
+    name: str = ""  # the traced function's
+    compile_graph: object = None  # optimised Graph -> callable on arrays (the backend's)
+    compiled_grad: object = None  # forward and backward graphs, built on the first call that
+    # needs a grad_fn (see runtime/backward.py)
 
     @property
     def single_tensor_result(self) -> bool:
@@ -523,9 +527,9 @@ class TracedFunction:
         return (tuple(key), grad_mode.enabled, D.get_default_dtype())
 
     @staticmethod
-    def _needs_replay(spec, args) -> bool:
+    def _needs_grad_fn(spec, args) -> bool:
         """Outputs need a grad_fn (inputs require grad, and the function computes no gradients
-        itself): such calls take the full path, which replays the graph through autograd."""
+        itself): such calls take the full path (see runtime/backward.py)."""
         if not grad_mode.enabled or spec.ran_backward:
             return False
         return any(type(a) is Tensor and a.requires_grad for a in args) or any(
@@ -576,7 +580,7 @@ class TracedFunction:
         if spec is None:  # over the specialization limit
             self.stats.eager_calls += 1
             return self.fn(*args, **kwargs)
-        if not kwargs and spec.runner is not None and not self._needs_replay(spec, args):
+        if not kwargs and spec.runner is not None and not self._needs_grad_fn(spec, args):
             key = self._simple_key(args)
             if key is not None:
                 specs = self._fast.setdefault(key, [])
@@ -771,23 +775,31 @@ class TracedFunction:
         spec = Specialization(key, graph, raw, out_tree, len(out_leaves), mutated,
                               tracer.captured, arg_positions, optimized=graph,
                               grad_writes=grad_writes, ran_backward=tracer.ran_backward,
-                              guards=tracer.guards)
+                              guards=tracer.guards, name=self.name,
+                              compile_graph=self._graph_runner)
         if self.backend == "cpu":
-            self._compile(spec)
+            spec.graph, spec.lowered, spec.runner = self._compile(spec.graph)
         return spec, result
 
-    def _compile(self, spec) -> None:
-        """Fuse the graph and lower it through numba (machine code is made on the first run)."""
+    def _compile(self, graph):
+        """(fused graph, generated code, runner) for an optimised graph: fused and lowered
+        through numba (machine code is made on the first run)."""
         from .codegen.cpu import lower
         from .passes.fuse import fuse
         from .runtime.compile import compile_lowered
 
-        spec.graph = fuse(spec.graph)
-        spec.lowered = lower(spec.graph, fastmath=self.fastmath,
-                             precise_math=self.precise_math)
+        graph = fuse(graph)
+        lowered = lower(graph, fastmath=self.fastmath, precise_math=self.precise_math)
         if debug_enabled("src"):
-            _debug_print(f"tracejit: source for {self.name}\n{spec.lowered.source}")
-        spec.runner = compile_lowered(spec.lowered)
+            _debug_print(f"tracejit: source for {self.name}\n{lowered.source}")
+        return graph, lowered, compile_lowered(lowered)
+
+    def _graph_runner(self, graph):
+        """A callable running an optimised graph on arrays, on this function's backend."""
+        if self.backend == "cpu":
+            return self._compile(graph)[2]
+        from .runtime.backward import interpret_runner
+        return interpret_runner(graph)
 
     def source(self, *args, **kwargs) -> str:
         """The generated numba source this function runs for these arguments."""
