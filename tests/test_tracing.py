@@ -433,3 +433,27 @@ def test_train_eval_toggling_reuses_both_specializations():
     info = f.cache_info()
     # traced once per mode, then each mode's graph is found again (not traced a third time)
     assert (info.misses, info.specializations, info.hits) == (2, 2, 4)
+
+
+def test_module_python_attributes_are_guarded(monkeypatch, capsys):
+    class Scaled(tj.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = 2.0
+            self.lin = tj.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(x) * self.scale
+
+    m = Scaled()
+    f = tj.trace(m, backend="interpret")
+    x = tj.randn(2, 3)
+    with tj.no_grad():
+        f(x)
+        m.scale = 5.0  # a Python number forward() reads: the graph must not keep 2.0
+        monkeypatch.setenv("TRACEJIT_DEBUG", "recompiles")
+        assert_close(f(x), (m.lin(x) * 5.0).numpy())
+        assert "Scaled attributes changed (scale: 2.0 -> 5.0)" in capsys.readouterr().err
+        m.lin.out_features = 3  # unchanged value: no retrace
+        f(x)
+    assert f.cache_info().misses == 2

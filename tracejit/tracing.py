@@ -444,6 +444,12 @@ def _leaf_key(x):
     return ("value", type(x).__qualname__, x)
 
 
+def _named_values(x) -> bool:
+    """``x`` is a tuple of ``(name, value)`` pairs (a module's attributes, for instance)."""
+    return isinstance(x, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in x)
+
+
 class TracedFunction:
     """The callable ``trace`` returns. See the module docstring."""
     def __init__(self, fn, *, max_specializations: int = 8, check_trace: bool = False,
@@ -731,6 +737,12 @@ class TracedFunction:
             except Exception as e:
                 return f"{what} can no longer be read ({type(e).__name__}: {e})"
             if now != value:
+                if _named_values(value) and _named_values(now):
+                    old_d, new_d = dict(value), dict(now)
+                    diff = [f"{k}: {old_d.get(k)!r} -> {new_d.get(k)!r}"
+                            for k in dict.fromkeys(list(old_d) + list(new_d))
+                            if old_d.get(k) != new_d.get(k)]
+                    return f"{what} changed ({', '.join(diff)})"
                 return f"{what} changed from {value!r} to {now!r}"
         for c in spec.captured:
             name = c.source.name if c.source else c.var and f"captured tensor %{c.var.id}"

@@ -39,6 +39,8 @@ def _shape_str(shape) -> str:
     return f"({', '.join(str(s) for s in shape)})" if len(shape) != 1 else f"({shape[0]},)"
 
 
+_PLAIN = (bool, int, float, str, type(None))  # attribute types a module guard compares
+
 class Module:
     """Base class of layers and models, as ``torch.nn.Module``: subclasses set parameters and
     submodules as attributes in ``__init__`` (after ``super().__init__()``) and define
@@ -161,9 +163,18 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         tracer = ops.state.tracer
-        if tracer is not None:  # a traced graph is only valid in the mode it was traced in
-            tracer.guard(lambda: self.training, f"{type(self).__name__}.training")
+        if tracer is not None:
+            # a traced graph bakes in the Python values forward() reads (training, p, eps,
+            # stride...): it is only valid while they keep the values it was traced with
+            tracer.guard(self._python_state, f"{type(self).__name__} attributes")
         return self.forward(*args, **kwargs)
+
+    def _python_state(self) -> tuple:
+        """``(name, value)`` of the attributes holding Python numbers, strings, None or tuples
+        of them (``training`` among them)."""
+        return tuple((k, v) for k, v in self.__dict__.items()
+                     if type(v) in _PLAIN or (type(v) is tuple and all(type(e) in _PLAIN
+                                                                        for e in v)))
 
     def train(self, mode: bool = True) -> "Module":
         """Set training mode here and in every submodule (Dropout, BatchNorm behave differently)."""
