@@ -1,6 +1,7 @@
-"""Lower a fused graph to readable numba source: one ``@numba.njit`` kernel per fused group and
-one entry function for the whole graph that allocates buffers and calls the kernels (and BLAS,
-through ``@``, for matmul), so a compiled call is one dispatch from Python.
+"""Lower a fused graph to readable numba source: one ``@numba.njit`` kernel per fused group (and
+per unfold, fold, argmax, gather or scatter_add node, see ``cpu_nodes``) and one entry function
+for the whole graph that allocates buffers and calls the kernels (and BLAS, through ``np.dot``,
+for matmul), so a compiled call is one dispatch from Python.
 
 The source is generic over sizes: every size that is not 1 is read from the ``sz`` tuple the
 entry receives, so a new batch size gives the same source and reuses the compiled machine code.
@@ -23,6 +24,8 @@ import numpy as np
 
 from tracejit import ops
 from tracejit.ir import Graph, Node, Var
+
+from . import cpu_nodes
 
 PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
@@ -399,7 +402,7 @@ def _alias_roots(graph: Graph, lowered_as_view) -> dict:
         ins = [x for x in node.inputs if isinstance(x, Var)]
         if node.op in VIEW_OPS and lowered_as_view(node):
             roots[node.out.id] = set().union(*(roots.get(x.id, {x.id}) for x in ins[:1]))
-        elif node.op != "fused" and node.op != "matmul" and node.op != "const":
+        elif node.op not in ("fused", "matmul", "const") + cpu_nodes.FRESH_OPS:
             # numpy fallbacks may return views of any operand: assume they do
             roots[node.out.id] = {node.out.id}.union(*(roots.get(x.id, {x.id}) for x in ins))
         else:
@@ -449,6 +452,22 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             work.append((len(buffers) - 1, nbytes, k, last_use.get(v.id, k)))
         return f"b{len(buffers) - 1}"
 
+    def add_kernel(src: str, name: str) -> str:
+        """The name to call: identical kernels (an unrolled loop's steps) are generated and
+        compiled once."""
+        known = kernel_names.setdefault(_kernel_key(src, name), name)
+        if known == name:
+            kernels.append(src)
+        return known
+
+    def allocate(node, t: str) -> None:
+        """The result array of a kernel or np.dot: a buffer parameter, or a fresh one."""
+        buf = buffer_param(node)
+        body_lines.append(f"    {t} = " + (buf if buf else
+                          f"np.empty({sizes.shape(node.out.shape)}, "
+                          f"{_NP_DTYPE[node.out.dtype.name]})"))
+
+    producer = {n.out.id: n for n in graph.nodes}
     for node in graph.nodes:
         t = f"t{node.out.id}"
         names[node.out.id] = t
@@ -461,21 +480,27 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             except Unsupported:
                 kernel = None
             if kernel is not None:
-                # identical kernels (an unrolled loop's steps) are generated and compiled once
-                key = _kernel_key(src, kernel.name)
-                name = kernel_names.setdefault(key, kernel.name)
-                if name == kernel.name:
-                    kernels.append(src)
-                kernel.name = name
+                kernel.name = add_kernel(src, kernel.name)
                 full = ", ".join(sizes.ref(n) for n in kernel.full)
                 body_lines.append(note + f" ({kernel.name})")
-                buf = buffer_param(node)
-                body_lines.append(f"    {t} = " + (buf if buf else
-                                  f"np.empty({sizes.shape(node.out.shape)}, "
-                                  f"{_NP_DTYPE[node.out.dtype.name]})"))
+                allocate(node, t)
                 call_args = ", ".join([a for a in arg] + [t] + ([full] if full else []))
                 body_lines.append(f"    {kernel.name}({call_args})")
                 continue
+        nk = cpu_nodes.node_kernel(node, parallel, generic_type)
+        if nk is not None:
+            name = add_kernel(nk.source, nk.name)
+            body_lines.append(note + f" ({name})")
+            allocate(node, t)
+            call_args = ", ".join(arg + [t] + [sizes.ref(n) for n in nk.sizes])
+            body_lines.append(f"    {name}({call_args})")
+            continue
+        if _batched_matmul(node):
+            body_lines.append(note + " (batched: np.dot per batch element)")
+            allocate(node, t)
+            operands = [_matmul_operand(x, names, producer, library) for x in node.inputs]
+            body_lines += _batch_loops(node, t, operands)
+            continue
         lowered = _library(node, arg, sizes)
         if lowered is None:
             jit_entry = False
@@ -519,6 +544,46 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
                    [k.split("def ")[1].split("(")[0] for k in kernels], buffers)
 
 
+def _batched_matmul(node: Node) -> bool:
+    """A matmul with batch dims that runs as one np.dot per batch element (BLAS: floats of
+    one dtype, and scipy, through which numba reaches BLAS)."""
+    if node.op != "matmul" or not _HAVE_SCIPY or len(node.out.shape) < 3:
+        return False
+    a, b = node.inputs
+    return a.dtype == b.dtype and a.dtype.kind == "f"
+
+
+def _matmul_operand(x: Var, names: dict, producer: dict, library: dict) -> tuple:
+    """(array name, transposed): a batched operand that is ``.mT`` of another array is read as
+    ``src[i].T``, an 'F'-layout matrix BLAS takes as is; a slice of numba's transposed view has
+    no fixed layout ('A'), and np.dot would copy it first."""
+    node = producer.get(x.id)
+    rank = len(x.shape)
+    if node is not None and node.op == "permute" and rank > 2 and \
+            library.get(node.out.id) is not None and \
+            tuple(node.attr_dict["perm"]) == tuple(range(rank - 2)) + (rank - 1, rank - 2):
+        return names[node.inputs[0].id], True
+    return names[x.id], False
+
+
+def _batch_loops(node: Node, t: str, operands) -> list:
+    """Loops over the output's batch dims calling np.dot on each matrix; an operand with fewer
+    batch dims or a batch dim of 1 is broadcast (indexed by 0)."""
+    batch = len(node.out.shape) - 2
+    lines, pad = [], 4
+    for d in range(batch):
+        lines.append(" " * pad + f"for i{d} in range({t}.shape[{d}]):")
+        pad += 4
+    slices = []
+    for x, (name, transposed) in zip(node.inputs, operands):
+        lead = batch - (len(x.shape) - 2)
+        idx = ["0" if x.shape[d - lead] == 1 else f"i{d}" for d in range(lead, batch)]
+        slices.append((f"{name}[{', '.join(idx)}]" if idx else name) + (".T" if transposed else ""))
+    out = f"{t}[{', '.join(f'i{d}' for d in range(batch))}]"
+    lines.append(" " * pad + f"np.dot({slices[0]}, {slices[1]}, {out})")
+    return lines
+
+
 def _kernel_key(src: str, name: str) -> str:
     """What a kernel computes: its source without its name, comments and IR value numbers."""
     import re
@@ -548,6 +613,8 @@ def _library(node: Node, arg, sizes: _Sizes):
     if op == "reshape":
         return f"np.ascontiguousarray({x}).reshape({sizes.shape(node.out.shape)})"
     if op == "permute":
+        if tuple(attrs["perm"]) == (1, 0):  # 'F' layout for numba (np.transpose's is 'A')
+            return f"{x}.T"
         return f"np.transpose({x}, {attrs['perm']!r})"
     if op == "expand":
         return f"np.broadcast_to({x}, {sizes.shape(node.out.shape)})"
