@@ -110,19 +110,6 @@ class _Window:
     def column(self) -> str:
         return _affine([("ow", self.sw), ("j", self.dw)], -self.pw)
 
-    def column_range(self, pad: int) -> list:
-        """``lo``, ``hi``: the output columns whose input column lies inside the image, the
-        first ow with ow * sw + j * dw - pw >= 0 and one past the last with ... <= W - 1."""
-        s = " " * pad
-        if self.sw == 1:
-            first = _affine([("j", -self.dw)], self.pw)
-            end = _affine([("W", 1), ("j", -self.dw)], self.pw)
-        else:  # NOTE: // floors negative numbers too (Python semantics, in numba as well)
-            first = f"({_affine([('j', -self.dw)], self.pw + self.sw - 1)}) // {self.sw}"
-            end = f"({_affine([('W', 1), ('j', -self.dw)], self.pw - 1)}) // {self.sw} + 1"
-        return [s + f"lo = min(max(0, {first}), OW)",
-                s + f"hi = max(min(OW, {end}), lo)"]
-
 
 def _unfold(node: Node, parallel: bool, describe) -> NodeKernel:
     x = node.inputs[0]
@@ -141,16 +128,14 @@ def _unfold(node: Node, parallel: bool, describe) -> NodeKernel:
                       inner + "    for ow in range(OW):",
                       inner + f"        out[n, row, col + ow] = {fill}",
                       inner + "    continue"]
+        lines.append(inner + "for ow in range(OW):")
         if not win.pw:  # every window fits horizontally
-            return lines + [inner + "for ow in range(OW):",
-                            inner + f"    out[n, row, col + ow] = x[n, c, h, {win.column()}]"]
-        return lines + win.column_range(pad + 12) + [
-            inner + "for ow in range(lo):  # padding columns, left",
-            inner + f"    out[n, row, col + ow] = {fill}",
-            inner + "for ow in range(lo, hi):",
-            inner + f"    out[n, row, col + ow] = x[n, c, h, {win.column()}]",
-            inner + "for ow in range(hi, OW):  # padding columns, right",
-            inner + f"    out[n, row, col + ow] = {fill}"]
+            return lines + [inner + f"    out[n, row, col + ow] = x[n, c, h, {win.column()}]"]
+        # NOTE: one loop with a select vectorises; splitting it at the image's edges into three
+        # loops (no test per element) measured 4-6x slower
+        return lines + [inner + f"    w = {win.column()}",
+                        inner + f"    out[n, row, col + ow] = x[n, c, h, w] if 0 <= w < W else "
+                                f"{fill}"]
 
     comments = [f"%{node.out.id} unfold (im2col): {win.attrs}, pad value {fill}",
                 f"x: {describe(x)} (N, C, H, W) -> out: {describe(node.out)} "
@@ -177,13 +162,12 @@ def _fold(node: Node, parallel: bool, describe) -> NodeKernel:
         if win.ph:
             lines += [inner + "if h < 0 or h >= H:  # a padding row: nothing lands in out",
                       inner + "    continue"]
-        columns = "OW"
-        if win.pw:
-            lines += win.column_range(pad + 12)
-            columns = "lo, hi"
-        return lines + [
-            inner + f"for ow in range({columns}):",
-            inner + f"    out[n, c, h, {win.column()}] += cols[n, row, col + ow]"]
+        lines.append(inner + "for ow in range(OW):")
+        if not win.pw:
+            return lines + [inner + f"    out[n, c, h, {win.column()}] += cols[n, row, col + ow]"]
+        return lines + [inner + f"    w = {win.column()}",
+                        inner + "    if 0 <= w < W:  # else a padding column",
+                        inner + "        out[n, c, h, w] += cols[n, row, col + ow]"]
 
     comments = [f"%{node.out.id} fold (col2im, overlapping windows add up): {win.attrs}",
                 f"cols: {describe(cols)} (N, C*{win.kk}, OH*OW) -> out: {describe(node.out)} "
