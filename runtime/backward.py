@@ -12,15 +12,17 @@ outputs need a ``grad_fn``. The first such call builds, from the function's opti
    ``(inputs, residuals, cotangents) -> gradients``.
 
 Both are fused and compiled like any graph. A call runs the forward graph; each differentiable
-output gets a ``grad_fn`` holding the residuals, whose backward runs the compiled backward graph.
-Nothing is computed twice, and random draws (dropout) reach the backward graph as residuals, so
-the gradients are those of the masks the forward pass used.
+output gets a ``grad_fn`` that hands its gradient to one hub node per call, which holds the
+residuals and runs the compiled backward graph once, after all output gradients have arrived
+(an output that got none contributes zeros, as in torch.compile). Nothing is computed twice, and
+random draws (dropout) reach the backward graph as residuals, so the gradients are those of the
+masks the forward pass used.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,7 +47,7 @@ class CompiledGrad:
     wrt: list  # input positions the gradients are for, in backward-output order
     has_random: bool  # the graph draws random numbers (no replay for double backward)
     source_graph: Graph  # the unfused forward graph (replayed for double backward)
-    op: object  # the autograd op of the outputs' grad_fn
+    op: object  # the autograd op of the outputs' grad_fn (see _OutputOp)
 
 
 def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
@@ -66,7 +68,7 @@ def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
     has_random = any(ops.OPS[n.op].kind == ops.RANDOM for n in graph.nodes)
     return CompiledGrad(forward, backward, _robust(forward, compile_graph),
                         _robust(backward, compile_graph), n_out, diff, wrt, has_random, graph,
-                        _CompiledFunctionOp(name))
+                        _OutputOp(name))
 
 
 def _robust(graph: Graph, compile_graph):
@@ -176,30 +178,61 @@ def _partition(joint: Graph, n_out: int, n_cot: int):
     return forward, backward
 
 
-class _CompiledFunctionOp:
-    """The autograd op behind a traced function's outputs (``grad_fn``)."""
+class _OutputOp:
+    """The autograd op of each differentiable output (its ``grad_fn``): it hands the output's
+    gradient to the call's hub and passes a dummy gradient on to it."""
 
     saves_out = False
 
     def __init__(self, name: str):
         self.name = "compiled_" + "".join(c if c.isalnum() else "_" for c in name)
 
-    def vjp(self, g, out, *inputs, cg: CompiledGrad, k: int, residuals):
+    @staticmethod
+    def vjp(g, out, hub, k: int, call):
+        prev = call.cots.get(k)
+        call.cots[k] = g if prev is None else prev + g
+        return (Tensor._make(np.zeros((), hub.dtype)),)
+
+
+class _HubOp:
+    """The autograd op behind all outputs of one call: the engine reaches it after every
+    output's node, so the backward graph runs once with all output gradients."""
+
+    name = "compiled_graph_backward"
+    saves_out = False
+
+    @staticmethod
+    def vjp(g, out, *inputs, call):
+        cg = call.cg
+        cots, call.cots = call.cots, {}
         if grad_mode.enabled or ops.state.tracer is not None:
-            return _differentiable_vjp(cg, inputs, k, g)
-        shapes, saved = residuals
-        # NOTE: g may be a broadcast (zero-stride) array; the kernels expect real layouts
-        cots = [np.ascontiguousarray(g._data) if j == k else np.zeros(shape, dtype)
-                for j, (shape, dtype) in zip(cg.differentiable, shapes)]
-        arrays = [x._data for x in inputs] + list(saved) + cots
-        grads = cg.run_backward(*arrays)
+            return _differentiable_vjp(cg, inputs, cots)
+        arrays = []
+        for k, (shape, dtype) in zip(cg.differentiable, call.shapes):
+            c = cots.get(k)
+            # an output no gradient came through gets zeros, as in torch.compile
+            # NOTE: a broadcast (zero-stride) gradient is copied: kernels expect real layouts
+            # (np.ascontiguousarray would also turn a 0-d gradient into a 1-d one)
+            arrays.append(np.zeros(shape, dtype) if c is None else
+                          c._data if c._data.flags.c_contiguous else c._data.copy())
+        grads = cg.run_backward(*[x._data for x in inputs], *call.residuals, *arrays)
         result = [None] * len(inputs)
         for i, a in zip(cg.wrt, grads):
             result[i] = Tensor._make(np.asarray(a))
         return tuple(result)
 
 
-def _differentiable_vjp(cg: CompiledGrad, inputs, k: int, g):
+@dataclass
+class _Call:
+    """What one call's backward needs: residuals, output shapes, gradients arrived so far."""
+
+    cg: CompiledGrad
+    residuals: tuple
+    shapes: list
+    cots: dict = field(default_factory=dict)  # output position -> its gradient
+
+
+def _differentiable_vjp(cg: CompiledGrad, inputs, cots: dict):
     """The backward pass recorded for a higher derivative (``create_graph=True``) or inside a
     trace: replay the forward graph through eager autograd and differentiate it."""
     from .executor import replay
@@ -212,7 +245,8 @@ def _differentiable_vjp(cg: CompiledGrad, inputs, k: int, g):
     with enable_grad():
         outs = replay(cg.source_graph, list(inputs))
         wrt = [inputs[i] for i in cg.wrt]
-        grads = autograd.grad([outs[k]], wrt, [g], create_graph=True, allow_unused=True)
+        grads = autograd.grad([outs[k] for k in cots], wrt, list(cots.values()),
+                              create_graph=True, allow_unused=True)
     result = [None] * len(inputs)
     for i, gx in zip(cg.wrt, grads):
         result[i] = gx
@@ -220,18 +254,22 @@ def _differentiable_vjp(cg: CompiledGrad, inputs, k: int, g):
 
 
 def call(cg: CompiledGrad, inputs: list) -> list:
-    """Run the forward graph; differentiable outputs get a ``grad_fn`` (an autograd Node whose
-    backward runs the compiled backward graph)."""
+    """Run the forward graph; differentiable outputs get a ``grad_fn`` leading to one hub node
+    whose backward runs the compiled backward graph."""
     arrays = cg.run_forward(*[t._data for t in inputs])
-    outs, residuals = arrays[:cg.n_outputs], arrays[cg.n_outputs:]
-    # the cotangents' shapes: zeros go to the outputs a gradient does not come through
-    saved = ([(outs[j].shape, outs[j].dtype) for j in cg.differentiable], residuals)
+    outs = arrays[:cg.n_outputs]
     results = [Tensor._make(a) if isinstance(x, Var) else x
                for a, x in zip(outs, cg.forward.outputs[:cg.n_outputs])]
+    if not cg.differentiable:
+        return results
+    record = _Call(cg, tuple(arrays[cg.n_outputs:]),
+                   [(outs[k].shape, outs[k].dtype) for k in cg.differentiable])
+    hub = Tensor._make(np.zeros((), results[cg.differentiable[0]].dtype))
+    hub._grad_fn = Node(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
+    hub.requires_grad = True
     for k in cg.differentiable:
         out = results[k]
-        out._grad_fn = Node(cg.op, list(inputs), {"cg": cg, "k": k, "residuals": saved},
-                            out._data, out._version)
+        out._grad_fn = Node(cg.op, [hub], {"k": k, "call": record}, out._data, out._version)
         out.requires_grad = True
     return results
 

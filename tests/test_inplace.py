@@ -509,3 +509,24 @@ def test_second_backward_needs_retain_graph():
     assert_close(x.grad, 2 * 2 * np.array([1.0, 2.0]))
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         z.backward()
+
+
+def test_random_fill_of_a_leaf_that_requires_grad_is_refused():
+    w = tj.zeros(3, requires_grad=True)
+    for fill in (lambda: w.uniform_(-1, 1), lambda: w.normal_()):
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            fill()
+    with tj.no_grad():  # how initialisers do it (tracejit.nn.init)
+        w.uniform_(-1, 1)
+    assert w.requires_grad and np.all(np.abs(w.detach().numpy()) <= 1)
+
+
+def test_overwriting_with_a_constant_drops_the_old_history():
+    x = tj.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3
+    y.copy_(tj.tensor([5.0, 5.0]))  # every value of y is replaced: no gradient reaches x
+    assert not y.requires_grad and y.grad_fn is None
+    z = x * 3
+    z.copy_(x * 2)  # a copy of something that requires grad: its history
+    (z.sum()).backward()
+    assert_close(x.grad, np.array([2.0, 2.0], np.float32))

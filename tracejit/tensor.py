@@ -1083,8 +1083,9 @@ class Tensor:
         self._version[0] += 1
         if ops.state.tracer is not None:
             ops.state.tracer.assign(self, res)
-        if grad and res.requires_grad:
-            self._grad_fn, self.requires_grad = res._grad_fn, True
+        if grad:
+            # the old value is gone: so is its history (a copy of a constant has no gradient)
+            self._grad_fn, self.requires_grad = res._grad_fn, res.requires_grad
         return self
 
     def add_(self, other, alpha=1):
@@ -1164,12 +1165,16 @@ class Tensor:
     def uniform_(self, a=0.0, b=1.0):
         """Fill with uniform samples from [a, b) (tracejit's generator)."""
         from .creation import rand
+        if autograd.is_grad_enabled():
+            self._check_inplace("uniform")
         with autograd.no_grad():
             return self.copy_(rand(self.shape, dtype=self.dtype) * (b - a) + a)
 
     def normal_(self, mean=0.0, std=1.0):
         """Fill with normal samples of the given mean and standard deviation."""
         from .creation import randn
+        if autograd.is_grad_enabled():
+            self._check_inplace("normal")
         with autograd.no_grad():
             return self.copy_(randn(self.shape, dtype=self.dtype) * std + mean)
 
