@@ -359,6 +359,7 @@ def _runs_compiled(traced) -> bool:
 
 CHILD = r"""
 import json, os, sys, time
+FLOOR_SRC = {floor!r}
 t_start = time.monotonic()
 sys.path.insert(0, {root!r})
 import numpy as np
@@ -375,6 +376,18 @@ elif KIND == "torch.compile":
     f = torch.compile(lambda x: torch.nn.functional.gelu(x, approximate="tanh"), dynamic=False)
     x = torch.from_numpy(x_np)
     run = lambda: f(x).numpy()
+elif KIND == "numba floor":  # the least any numba-cached code costs: one njit function
+    import numba
+    d = os.environ["TRACEJIT_CACHE_DIR"]
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "floor_gelu.py")
+    if not os.path.exists(path):
+        with open(path, "w") as fh:
+            fh.write(FLOOR_SRC)
+    sys.path.insert(0, d)
+    def run():
+        import floor_gelu
+        return floor_gelu.gelu(x_np, np.empty_like(x_np))
 else:
     import jax
     f = jax.jit(lambda x: jax.nn.gelu(x, approximate=True))
@@ -392,8 +405,22 @@ print("RESULT " + json.dumps(dict(start=t_start, imp=t_import, call=t_call, firs
 """
 
 
+FLOOR_SRC = f"""import math
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, fastmath={{"reassoc", "contract"}})
+def gelu(x, out):
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = 0.5 * v * (1.0 + math.tanh({GELU_C!r} * (v + 0.044715 * v * v * v)))
+    return out
+"""
+
+
 def child_run(kind: str, env: dict, n: int) -> dict:
-    code = CHILD.format(root=str(ROOT), n=n, kind=kind, c=GELU_C)
+    code = CHILD.format(root=str(ROOT), n=n, kind=kind, c=GELU_C, floor=FLOOR_SRC)
     t_launch = time.monotonic()  # CLOCK_MONOTONIC: comparable with the child's stamps
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=900)
@@ -416,7 +443,7 @@ def startup(fw: Frameworks, repeat: int, n: int) -> list:
     base = {k: v for k, v in os.environ.items()
             if k not in ("TRACEJIT_CACHE_DIR", "NUMBA_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")}
     runs_cold, runs_warm = max(1, min(repeat, 3)), max(1, min(repeat, 5))
-    kinds = ["tracejit"]
+    kinds = ["tracejit", "numba floor"]
     if fw.torch is not None:
         kinds.append("torch.compile")
     if fw.jax is not None:
@@ -444,7 +471,8 @@ def startup(fw: Frameworks, repeat: int, n: int) -> list:
             def med(runs):
                 return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
-            cache = {"tracejit": "TRACEJIT_CACHE_DIR", "torch.compile":
+            cache = {"tracejit": "TRACEJIT_CACHE_DIR", "numba floor": "numba cache=True",
+                     "torch.compile":
                      "TORCHINDUCTOR_CACHE_DIR", "jax.jit": "(no persistent cache)"}[kind]
             rows.append((f"{kind} cold", med(cold), len(cold), f"fresh {cache}"))
             if cold_numba:
@@ -597,8 +625,11 @@ def main(argv=None) -> int:
         print("\nMedians over runs. tracejit's 1st call traces, lowers and imports the generated "
               "module (and with it numba) and returns the values computed while tracing; its 2nd "
               "call compiles the kernels, or loads their machine code from the cache. "
-              "torch.compile and jax.jit compile on the 1st call. 'import' starts before "
-              "`import tracejit` (or torch / jax), numpy already imported.")
+              "torch.compile and jax.jit compile on the 1st call. 'numba floor' is one "
+              "hand-written @njit(cache=True) gelu loop in a module of its own: the least a "
+              "numba-compiled function costs in a new process (importing numba, initialising "
+              "its target context, loading machine code). 'import' starts before "
+              "`import tracejit` (or torch / jax / numba), numpy already imported.")
     if failed:
         print("\nFAILED: a tracejit result disagrees with numpy (see MISMATCH above)")
         return 1

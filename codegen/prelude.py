@@ -15,7 +15,8 @@ import math
 import numba
 import numpy as np
 from numba import types
-from numba.extending import overload
+from llvmlite import ir
+from numba.extending import intrinsic, overload
 
 try:  # the vectorisable float32 approximations (codegen/mathlib.py)
     from . import mathlib as _ml
@@ -121,8 +122,34 @@ def maximum(a, b):
     raise NotImplementedError
 
 
+def _llvm_float_intrinsic(name: str):
+    """A numba intrinsic calling ``llvm.<name>`` on two floats of one type."""
+
+    @intrinsic
+    def call(typingctx, a, b):
+        if not isinstance(a, types.Float) or a != b:
+            return None
+
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            fn = builder.module.declare_intrinsic(f"llvm.{name}", [t], ir.FunctionType(t, [t, t]))
+            return builder.call(fn, args)
+
+        return a(a, b), codegen
+
+    return call
+
+
+# NOTE: IEEE 754-2019 maximum/minimum: NaN propagates (numpy's semantics) and, unlike a compare
+# and select, LLVM vectorises reductions over them (a row max runs ~10x faster)
+_fmaximum = _llvm_float_intrinsic("maximum")
+_fminimum = _llvm_float_intrinsic("minimum")
+
+
 @overload(maximum)
 def _maximum(a, b):
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _fmaximum(a, b)
     return lambda a, b: a if (a > b or a != a) else b
 
 
@@ -132,6 +159,8 @@ def minimum(a, b):
 
 @overload(minimum)
 def _minimum(a, b):
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _fminimum(a, b)
     return lambda a, b: a if (a < b or a != a) else b
 
 
