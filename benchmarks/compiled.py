@@ -349,7 +349,7 @@ def run_workload(w: Workload, fw: Frameworks, repeat: int, target_s: float) -> R
 
 def _runs_compiled(traced) -> bool:
     """Did the traced function's (only) specialization run numba code, not the interpreter?"""
-    specs = list(getattr(traced, "specializations", {}).values())
+    specs = traced.specs()  # NOTE: specializations maps an argument key to a list of variants
     runner = getattr(specs[0], "runner", None) if len(specs) == 1 else None
     return runner is not None and getattr(runner, "compiled", True)
 
