@@ -457,3 +457,28 @@ def test_module_python_attributes_are_guarded(monkeypatch, capsys):
         m.lin.out_features = 3  # unchanged value: no retrace
         f(x)
     assert f.cache_info().misses == 2
+
+
+SCALE = 2.0
+
+
+def test_python_numbers_from_closures_and_globals_are_guarded():
+    global SCALE
+    offset = 1.0
+
+    @tj.trace(backend="interpret")
+    def f(x):
+        return x * SCALE + offset
+
+    x = tj.ones(2)
+    assert_close(f(x), np.full(2, 3.0, np.float32))
+    SCALE = 5.0
+    try:
+        assert_close(f(x), np.full(2, 6.0, np.float32))
+    finally:
+        SCALE = 2.0
+    offset = 10.0  # noqa: F841 - read by f through its closure
+    assert_close(f(x), np.full(2, 12.0, np.float32))
+    assert f.cache_info().misses == 3
+    f(x)
+    assert f.cache_info().misses == 3  # unchanged values: the graph is found again

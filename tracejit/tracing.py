@@ -214,6 +214,29 @@ def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000,
     return found
 
 
+_PLAIN_VALUES = (bool, int, float, str)
+
+
+def guard_python_values(fn, tracer) -> None:
+    """Guard the Python numbers and strings ``fn`` reads from its closure and globals (a
+    learning rate, a flag): the graph bakes them in, so a new value must trace again."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return
+    for i, name in enumerate(code.co_freevars):
+        cell = fn.__closure__[i]
+        try:
+            value = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if type(value) in _PLAIN_VALUES:
+            tracer.guard(lambda cell=cell: cell.cell_contents, f"closure variable {name!r}")
+    g = getattr(fn, "__globals__", {})
+    for name in sorted(_code_names(code, set())):
+        if type(g.get(name)) in _PLAIN_VALUES:
+            tracer.guard(lambda name=name: g[name], f"global {name!r}")
+
+
 # ----------------------------------------------------------------------------------------------
 # the tracer: installed in ops.state while a function is being traced
 
@@ -768,6 +791,7 @@ class TracedFunction:
         entry_grads: dict = {}
         sources = discover_sources(self.fn, leaves, names, entry_grads=entry_grads)
         tracer = Tracer(self.fn, sources, entry_grads)
+        guard_python_values(self.fn, tracer)
         arg_positions = []
         for i, (name, x) in enumerate(zip(names, leaves)):
             if isinstance(x, Tensor):
