@@ -70,14 +70,15 @@ Usage inside a kernel (call the functions directly in the loop body)::
             u = np.float32(0.7978846) * (v + np.float32(0.044715) * v * v * v)
             out[i] = np.float32(0.5) * v * (np.float32(1) + tanh_f32(u))
 
-The public functions are njit functions compiled for float32 -> float32 (another argument type
-is converted to float32, so the math stays float32). They are not ``inline="always"``: LLVM
-inlines each call into the calling loop and keeps the functions' own floating-point flags
-(``contract`` only: fused multiply-add allowed), so a caller compiled with ``reassoc`` or even
-``fastmath=True`` neither re-associates the Cody-Waite reduction nor folds away the NaN/inf
-selects (the results are bit-identical to a scalar call). LLVM inlines by size: a loop that
-calls them directly vectorises, but a large helper that calls several of them may itself stay
-an out-of-line scalar call, which blocks vectorisation; give such helpers ``inline="always"``.
+The public functions are njit functions for float32 -> float32 (another argument type is
+converted to float32, so the math stays float32), compiled on first use. They are not
+``inline="always"``: LLVM inlines each call into the calling loop and keeps the functions' own
+floating-point flags (``contract`` only: fused multiply-add allowed), so a caller compiled with
+``reassoc`` or even ``fastmath=True`` neither re-associates the Cody-Waite reduction nor folds
+away the NaN/inf selects (the results are bit-identical to a scalar call). LLVM inlines by size:
+a loop that calls them directly vectorises, but a large helper that calls several of them may
+itself stay an out-of-line scalar call, which blocks vectorisation; give such helpers
+``inline="always"``.
 
 A kernel compiled with numba's ``cache=True`` embeds this module's machine code and numba does
 not notice when this file changes: compile caches must include this file's content in their key.
@@ -109,11 +110,9 @@ __all__ = [
 
 FASTMATH = frozenset({"contract"})
 
+# NOTE: compiled lazily, on first use from a kernel: a kernel loaded from numba's cache then
+# needs none of them compiled or loaded (an eager signature cost ~40 ms at every start-up)
 _jit = numba.njit(fastmath=set(FASTMATH), error_model="numpy", cache=True)
-# the public functions are compiled for float32 only (an argument of another type is converted)
-_jit_f32 = numba.njit(
-    numba.float32(numba.float32), fastmath=set(FASTMATH), error_model="numpy", cache=True
-)
 
 _F = np.float32
 _I = np.int32
@@ -247,8 +246,8 @@ def _split_pow2(n):
     return n1, n2
 
 
-@_jit_f32
-def exp_f32(x):
+@_jit
+def _exp(x):
     n, r, q = _exp_reduce(x)
     y = _ONE + (r + q)
     n1, n2 = _split_pow2(n)
@@ -256,8 +255,8 @@ def exp_f32(x):
     return y if x == x else x
 
 
-@_jit_f32
-def expm1_f32(x):
+@_jit
+def _expm1(x):
     n, r, q = _exp_reduce(x)
     n1, n2 = _split_pow2(n)
     s1 = _pow2(n1)
@@ -294,26 +293,26 @@ def _log_pos(x):
     return (f + y) + e * _LN2_HI
 
 
-@_jit_f32
-def log_f32(x):
+@_jit
+def _log(x):
     y = _log_pos(x)
     y = -_INF if x == _ZERO else y
     y = _NAN if x < _ZERO else y
     return y if x < _INF else x  # +inf -> inf, NaN -> NaN
 
 
-@_jit_f32
-def log1p_f32(x):
+@_jit
+def _log1p(x):
     u = _ONE + x
     d = u - _ONE
-    y = log_f32(u) * (x / d)
+    y = _log(u) * (x / d)
     y = x if d == _ZERO else y
     return x if x == _INF else y
 
 
 # ---------------------------------------------------------------- tanh, sigmoid, erf
-@_jit_f32
-def tanh_f32(x):
+@_jit
+def _tanh(x):
     xc = x if x < _TANH_CLAMP else _TANH_CLAMP
     xc = xc if xc > -_TANH_CLAMP else -_TANH_CLAMP
     z = xc * xc
@@ -333,15 +332,15 @@ def tanh_f32(x):
     return y if x == x else x
 
 
-@_jit_f32
-def sigmoid_f32(x):
-    e = exp_f32(-abs(x))  # in (0, 1]: no overflow, and e^x/(1+e^x) keeps x << 0 accurate
+@_jit
+def _sigmoid(x):
+    e = _exp(-abs(x))  # in (0, 1]: no overflow, and e^x/(1+e^x) keeps x << 0 accurate
     d = _ONE / (_ONE + e)
     return d if x >= _ZERO else e * d
 
 
-@_jit_f32
-def erf_f32(x):
+@_jit
+def _erf(x):
     xc = x if x < _ERF_CLAMP else _ERF_CLAMP
     xc = xc if xc > -_ERF_CLAMP else -_ERF_CLAMP
     z = xc * xc
@@ -361,3 +360,40 @@ def erf_f32(x):
     y = y if y < _ONE else _ONE
     y = y if y > -_ONE else -_ONE
     return y if x == x else x
+
+
+# ---------------------------------------------------------------- public: float32 in, float32 out
+# (an argument of another type is converted first, so the math stays float32)
+@_jit
+def exp_f32(x):
+    return _exp(_F(x))
+
+
+@_jit
+def expm1_f32(x):
+    return _expm1(_F(x))
+
+
+@_jit
+def log_f32(x):
+    return _log(_F(x))
+
+
+@_jit
+def log1p_f32(x):
+    return _log1p(_F(x))
+
+
+@_jit
+def tanh_f32(x):
+    return _tanh(_F(x))
+
+
+@_jit
+def sigmoid_f32(x):
+    return _sigmoid(_F(x))
+
+
+@_jit
+def erf_f32(x):
+    return _erf(_F(x))
