@@ -325,16 +325,9 @@ class _Kernel:
             lines.append(" " * ipad + f"{acc} += {val}")
         elif node.op == "prod":
             lines.append(" " * ipad + f"{acc} *= {val}")
-        elif dt.kind == "f":
-            # builtin max/min vectorise; NaN is tracked apart (numpy's amax propagates NaN)
-            fn = "max" if node.op == "amax" else "min"
-            lines.append(" " * ipad + f"e{node.out.id} = {val}")
-            lines.append(" " * ipad + f"{acc} = {fn}({acc}, e{node.out.id})")
-            lines.append(" " * ipad + f"nan{node.out.id} += e{node.out.id} != e{node.out.id}")
-            lines.insert(1, " " * pad + f"nan{node.out.id} = 0")
-            lines.append(" " * pad + f"if nan{node.out.id}:")
-            lines.append(" " * (pad + 4) + f"{acc} = {literal(math.nan, dt)}")
         else:
+            # the prelude's maximum/minimum: NaN propagates as in numpy, and for floats they are
+            # llvm.maximum/minimum, whose reductions LLVM vectorises
             fn = "maximum" if node.op == "amax" else "minimum"
             lines.append(" " * ipad + f"{acc} = {fn}({acc}, {val})")
         return lines
@@ -589,7 +582,7 @@ def _kernel_key(src: str, name: str) -> str:
     import re
     lines = [re.sub(r"#.*$", "", line).rstrip() for line in src.splitlines()]
     body = "\n".join(line for line in lines if line).replace(name, "KERNEL")
-    return re.sub(r"\b([vre]|nan)\d+\b", r"\1_", body)
+    return re.sub(r"\b([vr])\d+\b", r"\1_", body)
 
 
 def _memory():

@@ -14,8 +14,8 @@ import math
 
 import numba
 import numpy as np
-from numba import types
 from llvmlite import ir
+from numba import types
 from numba.extending import intrinsic, overload
 
 try:  # the vectorisable float32 approximations (codegen/mathlib.py)

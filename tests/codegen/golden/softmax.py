@@ -21,13 +21,8 @@ def k0_amax_detach_sub_exp_sum_div(a0, out, n0, n1):
     # a0: f32[n,n] -> out: f32[n,n]
     for i0 in range(n0):
         r1 = np.float32(-np.inf)  # amax over dims (1,)
-        nan1 = 0
         for i1 in range(n1):
-            e1 = a0[i0, i1]
-            r1 = max(r1, e1)
-            nan1 += e1 != e1
-        if nan1:
-            r1 = np.float32(np.nan)
+            r1 = maximum(r1, a0[i0, i1])
         r2 = r1  # detach
         r5 = np.float32(0.0)  # sum over dims (1,)
         for i1 in range(n1):
