@@ -48,6 +48,7 @@ class CompiledGrad:
     has_random: bool  # the graph draws random numbers (no replay for double backward)
     source_graph: Graph  # the unfused forward graph (replayed for double backward)
     op: object  # the autograd op of the outputs' grad_fn (see _OutputOp)
+    reads: frozenset  # positions of the inputs the backward graph reads
 
 
 def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
@@ -66,9 +67,12 @@ def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
     joint = run_pipeline(joint)
     forward, backward = (dce(g) for g in _partition(joint, n_out, n_cot))
     has_random = any(ops.OPS[n.op].kind == ops.RANDOM for n in graph.nodes)
+    used = {x.id for n in backward.nodes for x in n.inputs if isinstance(x, Var)} | {
+        x.id for x in backward.outputs if isinstance(x, Var)}
+    reads = frozenset(i for i, v in enumerate(forward.inputs) if v.id in used)
     return CompiledGrad(forward, backward, _robust(forward, compile_graph),
                         _robust(backward, compile_graph), n_out, diff, wrt, has_random, graph,
-                        _OutputOp(name))
+                        _OutputOp(name), reads)
 
 
 def _robust(graph: Graph, compile_graph):
@@ -265,7 +269,11 @@ def call(cg: CompiledGrad, inputs: list) -> list:
     record = _Call(cg, tuple(arrays[cg.n_outputs:]),
                    [(outs[k].shape, outs[k].dtype) for k in cg.differentiable])
     hub = Tensor._make(np.zeros((), results[cg.differentiable[0]].dtype))
-    hub._grad_fn = Node(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
+    hub._grad_fn = node = Node(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
+    # the hub checks the versions of what the backward graph reads, as eager autograd checks
+    # saved tensors; the other inputs may be updated in place (written back) meanwhile
+    read = {id(inputs[i]._version) for i in cg.reads}
+    node.versions = [(counter, seen) for counter, seen in node.versions if id(counter) in read]
     hub.requires_grad = True
     for k in cg.differentiable:
         out = results[k]

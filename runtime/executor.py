@@ -1,8 +1,8 @@
 """Runs a specialization's graph on tensors: the compiled runner when a backend provided one,
 else the reference interpreter. When the outputs need a ``grad_fn`` (inputs require grad and the
 function runs no backward itself), the specialization's forward and backward graphs run
-instead (``runtime/backward.py``); a function that also mutates its inputs or sets ``.grad`` is
-replayed op by op through eager autograd."""
+instead (``runtime/backward.py``); a function that also sets ``.grad`` or updates in place an
+input that requires grad is replayed op by op through eager autograd."""
 
 from __future__ import annotations
 
@@ -40,12 +40,17 @@ def execute(spec, inputs: list) -> list:
     """Outputs (Tensors, or Python values for constant outputs) of ``spec.graph``."""
     graph = spec.graph
     if grad_mode.enabled and not spec.ran_backward and any(t.requires_grad for t in inputs):
-        if spec.mutated or spec.grad_writes or spec.compile_graph is None:
+        # in-place updates of inputs that carry no gradient (BatchNorm's running statistics)
+        # are ordinary outputs of the forward graph, written back after the call
+        if spec.grad_writes or spec.compile_graph is None or any(
+                inputs[i].requires_grad for i, _ in spec.mutated):
             return replay(spec.optimized, inputs)  # the unfused graph: its ops have vjps
         if spec.compiled_grad is None:
             spec.compiled_grad = backward.build(spec.optimized, inputs, spec.compile_graph,
                                                 spec.name)
-        return backward.call(spec.compiled_grad, inputs)
+        if not any(i in spec.compiled_grad.reads for i, _ in spec.mutated):
+            return backward.call(spec.compiled_grad, inputs)
+        return replay(spec.optimized, inputs)  # the backward reads an input updated in place
     arrays = None
     if spec.runner is not None:
         try:

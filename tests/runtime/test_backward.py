@@ -150,7 +150,11 @@ def test_inplace_update_after_forward_is_detected():
     f(x, w)
     loss = f(x, w)
     with tj.no_grad():
-        w.add_(1.0)
+        w.add_(1.0)  # the backward graph does not read w (d/dw = x): fine, as in torch
+    x_before = x.numpy().copy()
+    loss.backward(retain_graph=True)
+    assert_close(w.grad, x_before)
+    x.add_(1.0)  # ... but it reads x
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
 
@@ -187,3 +191,24 @@ def test_one_backward_run_for_all_outputs():
     (a.sum() + b.sum()).backward()
     assert len(runs) == 1
     assert_close(x.grad, (np.exp([0.0, 1.0, 2.0]) + [np.inf, 1.0, 0.5]).astype(np.float32))
+
+
+def test_batchnorm_running_stats_with_compiled_backward():
+    """A traced model with BatchNorm in training mode updates its running statistics in place
+    (written back after each call) and still gets the compiled backward."""
+    def make():
+        tj.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+
+    model, ref = make(), make()
+    traced = tj.trace(model, backend="interpret")
+    x = tj.randn(8, 4)
+    for _ in range(3):
+        for m, run in ((model, traced), (ref, ref)):
+            m.zero_grad()
+            run(x).square().mean().backward()
+    for (name, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert traced.specs()[-1].compiled_grad is not None
