@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracejit import ops
-from tracejit.ir import Graph, Node, Var
+from tracejit.ir import Graph, Node, Var, defined_vars
 
 from . import cpu_nodes
 
@@ -115,6 +115,9 @@ class _Kernel:
         self.args = [f"a{i}" for i in range(len(body.inputs))]
         self.arg_of = {v.id: a for v, a in zip(body.inputs, self.args)}
         self.producer = {n.out.id: n for n in body.nodes}
+        # a multi-output kernel (plain elementwise only) also writes these members
+        self.extras = list(body.outputs[1:])
+        self.outs = ["out"] + [f"out{k + 1}" for k in range(len(self.extras))]
 
     # -- operand access
     def _read(self, v: Var, vector: bool) -> str:
@@ -179,7 +182,7 @@ class _Kernel:
         names = " ".join(dict.fromkeys(n.op for n in self.body.nodes))
         comment = ", ".join(f"%{n.out.id} {n.op}" for n in self.body.nodes)
         dims = [f"n{k}" for k in range(self.rank)]
-        params = ", ".join(self.args + ["out"] + dims)
+        params = ", ".join(self.args + self.outs + dims)
         fm = "FASTMATH" if self.fastmath else "False"
         # error_model="numpy": 1/0 is inf, as in numpy, not a ZeroDivisionError
         lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm}, "
@@ -188,7 +191,8 @@ class _Kernel:
                  f"    # {names}: {comment}",
                  "    # " + ", ".join(f"a{i}: {generic_type(v)}"
                                        for i, v in enumerate(self.body.inputs)) +
-                 f" -> out: {generic_type(self.root.out)}"]
+                 " -> " + ", ".join(f"{o}: {generic_type(v)}" for o, v in
+                                    zip(self.outs, [self.root.out] + self.extras))]
         for v, a in zip(self.body.inputs, self.args):
             if not v.shape:  # NOTE: numba's parfors cannot index 0-d arrays inside prange
                 lines.append(f"    s_{a} = {a}[()]")
@@ -248,8 +252,12 @@ class _Kernel:
     def _row_body(self, pad: int, parallel_reduce: bool) -> list:
         lines = []
         if not self.row_dims:  # plain elementwise
-            lines += self._vector_statements(self.root.out, pad, set())
-            lines.append(" " * pad + f"out[{self._out_index(True)}] = v{self.root.out.id}")
+            done: set = set()
+            results = [self.root.out] + self.extras
+            for v in results:
+                lines += self._vector_statements(v, pad, done)
+            for o, v in zip(self.outs, results):
+                lines.append(" " * pad + f"{o}[{self._out_index(True)}] = v{v.id}")
             return lines
         stash = self._stash()
         for node in self.body.nodes:
@@ -399,7 +407,8 @@ def _alias_roots(graph: Graph, lowered_as_view) -> dict:
             # numpy fallbacks may return views of any operand: assume they do
             roots[node.out.id] = {node.out.id}.union(*(roots.get(x.id, {x.id}) for x in ins))
         else:
-            roots[node.out.id] = {node.out.id}
+            for v in defined_vars(node):
+                roots[v.id] = {v.id}
     return roots
 
 
@@ -421,7 +430,7 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
     for x in graph.outputs:
         if isinstance(x, Var):
             escaping |= roots.get(x.id, {x.id})
-    position = {n.out.id: k for k, n in enumerate(graph.nodes)}
+    position = {v.id: k for k, n in enumerate(graph.nodes) for v in defined_vars(n)}
     last_use: dict = {}
     for k, node in enumerate(graph.nodes):
         for x in node.inputs:
@@ -430,12 +439,11 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
                     last_use[r] = k
     work = []  # (buffer index, nbytes, first, last)
 
-    def buffer_param(node) -> str | None:
-        """The entry parameter holding this node's result, or None to allocate it in place."""
-        v = node.out
+    def buffer_param(v: Var) -> str | None:
+        """The entry parameter holding this result, or None to allocate it in place."""
         nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize
         if v.id in escaping:
-            if nbytes < POOLED_OUTPUT_MIN_BYTES or node.out.id not in {
+            if nbytes < POOLED_OUTPUT_MIN_BYTES or v.id not in {
                     x.id for x in graph.outputs if isinstance(x, Var)}:
                 return None
             buffers.append(Buffer("out", v.shape, v.dtype))
@@ -453,12 +461,11 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             kernels.append(src)
         return known
 
-    def allocate(node, t: str) -> None:
+    def allocate(v: Var, t: str) -> None:
         """The result array of a kernel or np.dot: a buffer parameter, or a fresh one."""
-        buf = buffer_param(node)
+        buf = buffer_param(v)
         body_lines.append(f"    {t} = " + (buf if buf else
-                          f"np.empty({sizes.shape(node.out.shape)}, "
-                          f"{_NP_DTYPE[node.out.dtype.name]})"))
+                          f"np.empty({sizes.shape(v.shape)}, {_NP_DTYPE[v.dtype.name]})"))
 
     producer = {n.out.id: n for n in graph.nodes}
     for node in graph.nodes:
@@ -476,21 +483,25 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
                 kernel.name = add_kernel(src, kernel.name)
                 full = ", ".join(sizes.ref(n) for n in kernel.full)
                 body_lines.append(note + f" ({kernel.name})")
-                allocate(node, t)
-                call_args = ", ".join([a for a in arg] + [t] + ([full] if full else []))
+                results = []
+                for v in defined_vars(node):
+                    names[v.id] = f"t{v.id}"
+                    allocate(v, f"t{v.id}")
+                    results.append(f"t{v.id}")
+                call_args = ", ".join([a for a in arg] + results + ([full] if full else []))
                 body_lines.append(f"    {kernel.name}({call_args})")
                 continue
         nk = cpu_nodes.node_kernel(node, parallel, generic_type)
         if nk is not None:
             name = add_kernel(nk.source, nk.name)
             body_lines.append(note + f" ({name})")
-            allocate(node, t)
+            allocate(node.out, t)
             call_args = ", ".join(arg + [t] + [sizes.ref(n) for n in nk.sizes])
             body_lines.append(f"    {name}({call_args})")
             continue
         if _batched_matmul(node):
             body_lines.append(note + " (batched: np.dot per batch element)")
-            allocate(node, t)
+            allocate(node.out, t)
             operands = [_matmul_operand(x, names, producer, library) for x in node.inputs]
             body_lines += _batch_loops(node, t, operands)
             continue
@@ -505,7 +516,7 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
         elif lowered == "const":
             names[node.out.id] = f"c{len(consts)}"
             consts.append(node.attr_dict["value"].array)
-        elif node.op == "matmul" and (buf := buffer_param(node)):
+        elif node.op == "matmul" and (buf := buffer_param(node.out)):
             body_lines.append(note)
             body_lines.append(f"    {t} = np.dot({arg[0]}, {arg[1]}, {buf})")
         else:

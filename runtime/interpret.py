@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from tracejit import ops
-from tracejit.ir import Graph, Var
+from tracejit.ir import Graph, Var, defined_vars
 
 
 class GraphRuntimeError(RuntimeError):
@@ -43,6 +43,12 @@ def interpret(graph: Graph, args) -> list:
         env[v.id] = a
     for node in graph.nodes:
         vals = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
+        extra = defined_vars(node)[1:]
+        if extra:  # a kernel with several results: run its body once for all of them
+            results = interpret(node.attr_dict["body"], vals)
+            for v, r in zip(defined_vars(node), results):
+                env[v.id] = r
+            continue
         env[node.out.id] = run_node(node, vals)
     outs = [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
     # constants are shared and read-only: results get their own copy, as eager ones would

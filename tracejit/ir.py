@@ -80,6 +80,14 @@ class Node:
         return dict(self.attrs)
 
 
+def defined_vars(node: Node) -> tuple:
+    """The Vars a node defines: its ``out``, plus a multi-output kernel's other results (the
+    ``outputs`` attribute of a ``fused`` node)."""
+    if node.op == "fused" and node.attrs and node.attrs[-1][0] == "outputs":
+        return (node.out,) + node.attrs[-1][1]
+    return (node.out,)
+
+
 def freeze_attrs(attrs: dict) -> tuple:
     return tuple(sorted(attrs.items()))
 
@@ -98,11 +106,12 @@ class Graph:
         """Display name of every Var id: graph inputs by name, the rest as %n."""
         names = {v.id: n for v, n in zip(self.inputs, self.input_names)}
         for node in self.nodes:
-            names[node.out.id] = f"%{node.out.id}"
+            for v in defined_vars(node):
+                names[v.id] = f"%{v.id}"
         return names
 
     def producers(self) -> dict:
-        return {n.out.id: n for n in self.nodes}
+        return {v.id: n for n in self.nodes for v in defined_vars(n)}
 
     def users(self) -> dict:
         """Var id -> number of uses by nodes and outputs."""
@@ -143,7 +152,8 @@ class Graph:
             elif node.attrs:
                 attrs = "[" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in node.attrs) + "]"
             args = ", ".join(ref(x) for x in node.inputs)
-            line = f"  {names[node.out.id]}: {node.out.type} = {node.op}{attrs}"
+            binders = ", ".join(f"{names[v.id]}: {v.type}" for v in defined_vars(node))
+            line = f"  {binders} = {node.op}{attrs}"
             if args:
                 line += " " + args
             if locs and node.loc:
@@ -187,9 +197,10 @@ class Graph:
         for v in self.inputs:
             h.update(f"in {v.type} {v.device};".encode())
         for node in self.nodes:
-            renumber[node.out.id] = len(renumber)
             args = ",".join(f"%{renumber[x.id]}" if isinstance(x, Var) else _scalar_key(x)
                             for x in node.inputs)
+            for v in defined_vars(node):
+                renumber[v.id] = len(renumber)
             h.update(f"{node.op}[{_attr_key(node.attrs)}]({args})->{node.out.type};".encode())
         outs = ",".join(f"%{renumber[x.id]}" if isinstance(x, Var) else _scalar_key(x)
                         for x in self.outputs)

@@ -67,6 +67,41 @@ def test_ten_op_chain_is_one_kernel():
     assert len(ks[0].attr_dict["body"].nodes) >= 10
 
 
+def _lstm_cell(gates, c):
+    i, f, g, o = gates.chunk(4, -1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    c2 = f * c + i * g
+    return o * c2.tanh(), c2, i, f, g, o  # the gates are what a backward pass reads
+
+
+def test_values_needed_outside_are_extra_outputs_of_one_kernel():
+    gates, c = tj.randn(4, 20), tj.randn(4, 5)
+    f = check(_lstm_cell, gates, c)
+    graph = f.graph(gates, c)
+    (k,) = kernels(f, gates, c)
+    assert len(k.attr_dict["outputs"]) == 5  # h2 is the root; c2 and the four gates are extra
+    assert all(n.op in ("fused", "getitem") for n in graph.nodes)
+    src = f.source(gates, c)
+    assert "out5[i0, i1] = " in src and "-> out: f32[n,n], out1: f32[n,n]" in src
+    # the fused graph still runs on the reference interpreter, and prints every binder
+    from tracejit.runtime.interpret import interpret
+    got = interpret(graph, [gates.numpy(), c.numpy()])
+    for g, w in zip(got, _lstm_cell(gates, c)):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-6)
+    assert ", %" in str(graph).split("fused")[0].splitlines()[-1]
+
+
+def test_a_value_used_before_the_kernel_runs_is_not_exported():
+    def fn(x):
+        a = x.exp()
+        b = a.sum()  # uses a before the elementwise tail below runs: a stays its own kernel
+        return (a * 2 + b).tanh()
+
+    x = tj.randn(6, 7)
+    f = check(fn, x, rtol=1e-5)
+    assert not any("outputs" in k.attr_dict for k in kernels(f, x))
+
+
 @pytest.mark.parametrize("fn, max_kernels", [
     (lambda x: x.softmax(-1), 1),
     (lambda x: x.log_softmax(-1), 1),

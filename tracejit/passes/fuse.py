@@ -7,8 +7,11 @@ Its nodes are elementwise ops over ``F`` (vectors), elementwise ops over the out
 logsumexp, layer_norm or an MSE reduce to one kernel per row block: the kernel walks each row a
 few times but never materialises an intermediate array.
 
-A producer joins its consumer's group only when every use of its value is inside that group
-(groups have one output), it is not a graph output, and it fits the group's domain. Views and
+A producer joins its consumer's group when every use of its value is inside that group, it is
+not a graph output, and it fits the group's domain. A value also needed outside (an activation
+a training graph's backward pass reads, or a result) still joins a plain elementwise group as
+one more output of the kernel, when every outside use comes after the group: an LSTM cell's four
+gates, its new state and output are then one loop that writes each of them once. Views and
 library ops (matmul, indexing, windows) stay outside groups.
 
 >>> print(fuse(graph))                                                 # doctest: +SKIP
@@ -24,6 +27,9 @@ from ..ops import ELEMENTWISE, OPS
 
 # reductions a group can hold (argmax/argmin/cumsum are kernels of their own elsewhere)
 FUSIBLE_REDUCTIONS = ("sum", "prod", "amax", "amin")
+MAX_EXTRA_OUTPUTS = 8  # results a kernel writes besides its root
+
+
 def is_fusible(node: Node) -> bool:
     op = OPS.get(node.op)
     if op is None:
@@ -40,6 +46,7 @@ class _Group:
     def __init__(self, root: Node):
         self.nodes = [root]
         self.ids = {root.out.id}
+        self.extras: list = []  # members also used outside: more outputs of the kernel
         if root.op in FUSIBLE_REDUCTIONS:
             self.full = root.inputs[0].shape
             self.row_dims = tuple(root.attr_dict["dims"])
@@ -58,6 +65,8 @@ class _Group:
     def fits(self, node: Node) -> bool:
         """Can ``node`` (a producer of some member) be computed inside this group?"""
         shape = node.out.shape
+        if self.extras and (node.op in FUSIBLE_REDUCTIONS or shape != self.full):
+            return False  # a kernel with several outputs stays a plain elementwise loop nest
         if node.op in FUSIBLE_REDUCTIONS:
             d = node.attr_dict
             x = node.inputs[0]
@@ -78,6 +87,11 @@ class _Group:
             # none is a row scalar, and fixes the row dims
             return shape == self.full or bool(_ones_against(shape, self.full))
         return shape == self.full or self.is_row_scalar(shape)
+
+    def can_export(self, node: Node) -> bool:
+        """Can ``node`` join as one more output (it is used outside the group too)?"""
+        return (not self.row_dims and node.op not in FUSIBLE_REDUCTIONS and
+                node.out.shape == self.full and len(self.extras) < MAX_EXTRA_OUTPUTS)
 
     def add(self, node: Node):
         if node.op in FUSIBLE_REDUCTIONS and not self.row_dims:
@@ -107,6 +121,7 @@ def fuse(graph: Graph) -> Graph:
                 users.setdefault(x.id, []).append(n.out.id)
     outputs = {x.id for x in graph.outputs if isinstance(x, Var)}
 
+    position = {n.out.id: k for k, n in enumerate(graph.nodes)}
     assigned: dict = {}  # node id -> group
     groups = []
     for node in reversed(graph.nodes):
@@ -119,11 +134,16 @@ def fuse(graph: Graph) -> Graph:
         while stack:
             v = stack.pop()
             p = producers.get(v.id)
-            if p is None or p.out.id in assigned or not is_fusible(p) or p.out.id in outputs:
+            if p is None or p.out.id in assigned or not is_fusible(p) or not group.fits(p):
                 continue
-            # every use must already be inside: a value needed elsewhere must be materialised
-            if any(u not in group.ids for u in users.get(p.out.id, ())) or not group.fits(p):
-                continue
+            outside = [u for u in users.get(p.out.id, ()) if u not in group.ids]
+            if outside or p.out.id in outputs:
+                # needed elsewhere too: the kernel writes it, if no outside use comes before
+                # the group runs (it runs where its root was)
+                if not group.can_export(p) or \
+                        any(position[u] < position[node.out.id] for u in outside):
+                    continue
+                group.extras.append(p.out)
             group.add(p)
             assigned[p.out.id] = group
             stack.extend(x for x in p.inputs if isinstance(x, Var))
@@ -159,8 +179,10 @@ def _group_node(group: _Group, index: int) -> Node:
     for n in members:
         ins = [mapping[x.id] if isinstance(x, Var) else x for x in n.inputs]
         mapping[n.out.id] = b.add_node(n.op, ins, n.attr_dict, n.out.shape, n.out.dtype, n.loc)
-    body = b.build([mapping[root.out.id]])
+    body = b.build([mapping[root.out.id]] + [mapping[v.id] for v in group.extras])
     name = f"k{index}_" + "_".join(dict.fromkeys(n.op for n in members))
     attrs = (("body", body), ("full", group.full), ("kernel", name),
              ("row_dims", group.row_dims))
+    if group.extras:  # see ir.defined_vars: the other Vars this node defines
+        attrs += (("outputs", tuple(group.extras)),)
     return Node(root.out, "fused", tuple(ext), attrs, root.loc)
