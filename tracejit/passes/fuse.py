@@ -125,7 +125,8 @@ def fuse(graph: Graph) -> Graph:
     assigned: dict = {}  # node id -> group
     groups = []
     for node in reversed(graph.nodes):
-        if node.out.id in assigned or not is_fusible(node):
+        # a detach on its own is a view, not a kernel that copies (inside a group it is free)
+        if node.out.id in assigned or not is_fusible(node) or node.op == "detach":
             continue
         group = _Group(node)
         assigned[node.out.id] = group
