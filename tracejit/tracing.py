@@ -266,6 +266,7 @@ class Tracer:
         self.initial_grads: dict = {}  # var id of a graph input -> its .grad when traced
         self.ran_backward = False  # backward() ran inside: gradients are part of the graph
         self.guards: list = []  # (fetch, value, description): Python state the graph relies on
+        self.guard_keys: set = set()
 
     # -- values
     def bind(self, t, var: Var) -> None:
@@ -285,9 +286,14 @@ class Tracer:
             self.vars[id(t)] = (entry, t._version[0])
             self.keep.append(t)
 
-    def guard(self, fetch, what: str) -> None:
+    def guard(self, fetch, what: str, key=None) -> None:
         """Library code read a Python value (a learning rate, a module's ``training`` flag):
-        the graph is valid only while ``fetch()`` keeps returning what it returns now."""
+        the graph is valid only while ``fetch()`` keeps returning what it returns now. Guards
+        with the same ``key`` (a module called at every step of a loop) are checked once."""
+        if key is not None:
+            if key in self.guard_keys:
+                return
+            self.guard_keys.add(key)
         self.guards.append((fetch, fetch(), what))
 
     def note_backward(self) -> None:

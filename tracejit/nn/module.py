@@ -166,7 +166,8 @@ class Module:
         if tracer is not None:
             # a traced graph bakes in the Python values forward() reads (training, p, eps,
             # stride...): it is only valid while they keep the values it was traced with
-            tracer.guard(self._python_state, f"{type(self).__name__} attributes")
+            tracer.guard(self._python_state, f"{type(self).__name__} attributes",
+                         key=("module", id(self)))
         return self.forward(*args, **kwargs)
 
     def _python_state(self) -> tuple:
