@@ -27,6 +27,7 @@ from tracejit.ir import Graph, Node, Var, defined_vars
 
 from . import cpu_nodes
 
+MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see lower())
 PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
 
@@ -419,7 +420,10 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
     sizes = _Sizes()
     names = {v.id: f"in{i}" for i, v in enumerate(graph.inputs)}
     kernels, body_lines, consts, fallbacks, buffers = [], [], [], [], []
-    jit_entry = True
+    # NOTE: numba's compile time grows faster than linearly with a function's length: an
+    # unrolled LSTM step as one @njit entry took 74 s to compile against 19 s as a Python entry
+    # calling the same compiled kernels (~1 us per call, next to a 130 ms step)
+    jit_entry = len(graph.nodes) <= MAX_JIT_ENTRY_NODES
     kernel_names: dict = {}  # kernel source without its name and comments -> name
 
     # which values may be held in reusable buffers: not outputs, nor anything an output views
@@ -504,6 +508,11 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             allocate(node.out, t)
             operands = [_matmul_operand(x, names, producer, library) for x in node.inputs]
             body_lines += _batch_loops(node, t, operands)
+            continue
+        put = _index_put(node, arg, t) if node.op == "index_put" else None
+        if put is not None:
+            body_lines.append(note)
+            body_lines += put
             continue
         lowered = _library(node, arg, sizes)
         if lowered is None:
@@ -623,17 +632,45 @@ def _library(node: Node, arg, sizes: _Sizes):
     if op == "expand":
         return f"np.broadcast_to({x}, {sizes.shape(node.out.shape)})"
     if op == "getitem":
-        basic, adv = attrs["spec"]
         # NOTE: numba gives a scalar, not a 0-d array, for a full integer index
-        if adv is None and node.out.shape and all(
-                b is not None and b is not Ellipsis for b in basic):
-            parts = [":".join("" if v is None else str(v) for v in b) if isinstance(b, tuple)
-                     else str(b) for b in basic]
-            return f"{x}[{', '.join(parts) or '...'}]"
+        index = _basic_index(attrs["spec"])
+        return f"{x}[{index}]" if index is not None and node.out.shape else None
+    if op == "cat":
+        if len({v.dtype for v in node.inputs}) == 1:  # numpy's promotion is not numba's
+            return f"np.concatenate(({', '.join(arg)},), axis={attrs['dim']})"
         return None
     if op == "detach":
         return x
     return None
+
+
+def _basic_index(spec) -> str | None:
+    """Source of a basic index (ints and slices; no None, Ellipsis or tensor indices)."""
+    basic, adv = spec
+    if adv is not None or any(b is None or b is Ellipsis for b in basic):
+        return None
+    parts = [":".join("" if v is None else str(v) for v in b) if isinstance(b, tuple)
+             else str(b) for b in basic]
+    return ", ".join(parts) or "..."
+
+
+def _index_put(node: Node, arg, t: str) -> list | None:
+    """Entry statements for ``x[basic] = v`` (or ``+=``) on a copy of x, when the value has
+    the slice's exact shape and x's dtype (numba does not broadcast or cast here), else None."""
+    attrs = node.attr_dict
+    index = _basic_index(attrs["spec"])
+    x, v = node.inputs[:2]
+    if index is None or len(node.inputs) != 2:
+        return None
+    target = np.broadcast_to(np.empty((), bool), x.shape)[ops._basic(attrs["spec"][0])].shape
+    if isinstance(v, Var):
+        if v.dtype != x.dtype or v.shape != target or not target:
+            return None
+        value = arg[1]
+    else:
+        value = literal(v, x.dtype)
+    op = "+=" if attrs["accumulate"] else "="
+    return [f"    {t} = {arg[0]}.copy()", f"    {t}[{index}] {op} {value}"]
 
 
 def _fallback(node: Node):

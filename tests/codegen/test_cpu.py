@@ -179,6 +179,32 @@ def test_ops_without_kernels_run_through_numpy():
     assert "_fallback[" in f.source(x, w, idx)
 
 
+def test_cat_and_basic_index_put_run_in_the_njit_entry():
+    def fn(x, y, z):
+        a = tj.cat([x, y], 1)
+        b = tj.zeros(4, 6)
+        b[:, 1:3] = z  # index_put into a constant
+        c = b * 1
+        c[:, -1] = 2.0
+        return a * 2, c
+
+    x, y, z = tj.randn(4, 3), tj.randn(4, 2), tj.randn(4, 2)
+    f = check(fn, x, y, z)
+    src = f.source(x, y, z)
+    assert "np.concatenate((in0, in1,), axis=1)" in src and "_fallback" not in src
+    assert "@numba.njit(cache=True, error_model='numpy')\ndef entry" in src
+
+
+def test_very_large_graphs_get_a_python_entry(monkeypatch):
+    import tracejit.codegen.cpu as cpu
+    monkeypatch.setattr(cpu, "MAX_JIT_ENTRY_NODES", 2)
+    x = tj.randn(8, 8)
+    f = check(lambda x: (x @ x).relu() @ x + 1, x)
+    src = f.source(x)
+    assert "\ndef entry(" in src and "@numba.njit(cache=True, error_model='numpy')\ndef entry" \
+        not in src
+
+
 def test_new_batch_size_reuses_machine_code():
     f = compiled(lambda x, b: (x * 2 + b).tanh().sum(-1))
     b = tj.randn(10)
