@@ -482,3 +482,29 @@ def test_python_numbers_from_closures_and_globals_are_guarded():
     assert f.cache_info().misses == 3
     f(x)
     assert f.cache_info().misses == 3  # unchanged values: the graph is found again
+
+
+def test_reading_grad_keeps_the_grad_is_none_guard():
+    w = tj.ones(3, requires_grad=True)
+
+    @tj.trace(backend="interpret")
+    def step():
+        with tj.no_grad():
+            if w.grad is not None:  # a Python branch on whether gradients exist
+                w.sub_(0.5 * w.grad)
+        return w.detach() * 1
+
+    assert_close(step(), np.ones(3, np.float32))  # no gradient yet: nothing happens
+    (w * w).sum().backward()
+    assert_close(step(), np.zeros(3, np.float32))  # traced again: 1 - 0.5 * 2
+    assert step.cache_info().misses == 2
+
+
+def test_not_reading_grad_drops_the_grad_is_none_guard():
+    w = tj.ones(3, requires_grad=True)
+    f = tj.trace(lambda x: x * w, backend="interpret")
+    x = tj.ones(3)
+    f(x).sum().backward()
+    f(x).sum().backward()  # .grad is set now; the graph never looked at it
+    assert f.cache_info().misses == 1
+    assert_close(w.grad, np.full(3, 2.0, np.float32))

@@ -105,7 +105,7 @@ def _req(x) -> bool:
 class Tensor:
     """An n-dimensional array with autograd, backed by a numpy array."""
 
-    __slots__ = ("_data", "requires_grad", "grad", "_grad_fn", "_version", "_base", "_hooks",
+    __slots__ = ("_data", "requires_grad", "_grad", "_grad_fn", "_version", "_base", "_hooks",
                  "__weakref__")
     __array_priority__ = 1000  # numpy defers to our operators (ndarray + Tensor -> Tensor)
 
@@ -118,7 +118,7 @@ class Tensor:
     def _init(self, arr):
         self._data = arr
         self.requires_grad = False
-        self.grad = None
+        self._grad = None
         self._grad_fn = None
         self._version = [0]
         self._base = None
@@ -129,7 +129,7 @@ class Tensor:
         t = object.__new__(cls)
         t._data = arr
         t.requires_grad = False
-        t.grad = None
+        t._grad = None
         t._grad_fn = None
         t._version = [0]
         t._base = None
@@ -137,6 +137,18 @@ class Tensor:
         return t
 
     # ------------------------------------------------------------------ metadata
+    @property
+    def grad(self):
+        """The gradient accumulated by ``backward()`` (None until then)."""
+        tracer = ops.state.tracer
+        if tracer is not None:  # the graph depends on whether gradients exist (see tracing)
+            tracer.grad_read = True
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
+
     @property
     def shape(self) -> tuple:
         return self._data.shape

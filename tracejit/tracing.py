@@ -248,7 +248,7 @@ class Captured:
     source: Source | None  # how to fetch it again; None: the very same object is reused
     tensor: object  # the object seen while tracing
     requires_grad: bool = False  # guarded, with whether .grad was None, at every call
-    grad_none: bool = True
+    grad_none: bool | None = True  # None: the function never reads .grad, so no guard
 
 
 class Tracer:
@@ -267,6 +267,7 @@ class Tracer:
         self.ran_backward = False  # backward() ran inside: gradients are part of the graph
         self.guards: list = []  # (fetch, value, description): Python state the graph relies on
         self.guard_keys: set = set()
+        self.grad_read = False  # some tensor's .grad was read: the graph depends on it
 
     # -- values
     def bind(self, t, var: Var) -> None:
@@ -304,7 +305,7 @@ class Tracer:
         self.bind(t, v)
         self.originals[v.id] = t
         # a parameter first used after zero_grad() had its .grad reset inside the function
-        self.initial_grads[v.id] = self.entry_grads.get(id(t), t.grad)
+        self.initial_grads[v.id] = self.entry_grads.get(id(t), t._grad)
         return v
 
     def var_of(self, t) -> Var:
@@ -380,12 +381,12 @@ class Tracer:
             if var.id != vid and self.originals.get(var.id) is not t:
                 mutated.append((position[vid], len(out_refs)))
                 out_refs.append(var)
-            if t.grad is not self.initial_grads[vid]:  # backward() or zero_grad() ran inside
-                if t.grad is None:
+            if t._grad is not self.initial_grads[vid]:  # backward() or zero_grad() ran inside
+                if t._grad is None:
                     grads.append((position[vid], None))
                 else:
                     grads.append((position[vid], len(out_refs)))
-                    out_refs.append(self.var_of(t.grad))
+                    out_refs.append(self.var_of(t._grad))
         return self.builder.build(out_refs), mutated, grads
 
 
@@ -753,7 +754,8 @@ class TracedFunction:
                 except Exception:
                     return None
             if not isinstance(t, Tensor) or t.shape != c.var.shape or t.dtype != c.var.dtype \
-                    or t.requires_grad != c.requires_grad or (t.grad is None) != c.grad_none:
+                    or t.requires_grad != c.requires_grad or (
+                        c.grad_none is not None and (t._grad is None) != c.grad_none):
                 return None
             fresh.append(t)
         return fresh
@@ -784,7 +786,8 @@ class TracedFunction:
             for what, old, new in (("shape", c.var.shape, t.shape),
                                    ("dtype", c.var.dtype.name, t.dtype.name),
                                    ("requires_grad", c.requires_grad, t.requires_grad),
-                                   ("whether .grad is None", c.grad_none, t.grad is None)):
+                                   ("whether .grad is None", c.grad_none,
+                                    t._grad is None if c.grad_none is not None else None)):
                 if old != new:
                     return f"{name}: {what} changed from {old} to {new}"
         return "a captured tensor changed"
@@ -811,6 +814,11 @@ class TracedFunction:
             raw, mutated, grad_writes = tracer.finish(out_leaves)
         finally:
             ops.state.tracer = prev
+        if not (tracer.grad_read or tracer.ran_backward or grad_writes):
+            # the graph is the same whether or not gradients exist: a model traced for eager
+            # training is not traced again once backward() has filled its .grad
+            for c in tracer.captured:
+                c.grad_none = None
         if debug_enabled("graph"):
             _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
         graph = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))

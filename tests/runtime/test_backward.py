@@ -47,7 +47,9 @@ def test_traced_model_in_eager_training_matches_eager(backend):
     assert cg is not None, "the later calls ran the partitioned graphs, not an eager replay"
     assert "uniform" in cg.forward.op_counts() and "uniform" not in cg.backward.op_counts()
     assert out.grad_fn.name() == "CompiledSequentialBackward0"
-    assert traced.cache_info().misses == 2  # first call, then .grad stopped being None
+    # traced once: the graph does not read .grad, so backward() filling it is no reason to
+    # trace again
+    assert traced.cache_info().misses == 1
 
 
 def test_partition_saves_activations_not_views():
