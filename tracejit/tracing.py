@@ -163,12 +163,8 @@ def _code_names(code, out: set) -> set:
     return out
 
 
-def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000,
-                     entry_grads: dict | None = None) -> dict:
-    """Map id(tensor) -> Source for every tensor reachable from fn's closure, globals, bound
-    self, and non-tensor arguments (objects holding parameters). ``entry_grads``, if given,
-    receives each such tensor's ``.grad`` as it is before the function runs."""
-    found: dict = {}
+def _free_roots(fn) -> list:
+    """``(name, root, key, value)`` of what ``fn`` reads from its closure and globals."""
     roots = []
     code = getattr(fn, "__code__", None)
     if code is not None:
@@ -181,6 +177,16 @@ def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000,
         for name in sorted(_code_names(code, set())):
             if name in g:
                 roots.append((name, "global", name, g[name]))
+    return roots
+
+
+def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000,
+                     entry_grads: dict | None = None) -> dict:
+    """Map id(tensor) -> Source for every tensor reachable from fn's closure, globals, bound
+    self, and non-tensor arguments (objects holding parameters). ``entry_grads``, if given,
+    receives each such tensor's ``.grad`` as it is before the function runs."""
+    found: dict = {}
+    roots = _free_roots(fn)
     if getattr(fn, "__self__", None) is not None:
         roots.append(("self", "self", None, fn.__self__))
     for i, (name, a) in enumerate(zip(arg_names, flat_args)):
@@ -220,21 +226,10 @@ _PLAIN_VALUES = (bool, int, float, str)
 def guard_python_values(fn, tracer) -> None:
     """Guard the Python numbers and strings ``fn`` reads from its closure and globals (a
     learning rate, a flag): the graph bakes them in, so a new value must trace again."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return
-    for i, name in enumerate(code.co_freevars):
-        cell = fn.__closure__[i]
-        try:
-            value = cell.cell_contents
-        except ValueError:  # empty cell
-            continue
+    for name, root, key, value in _free_roots(fn):
         if type(value) in _PLAIN_VALUES:
-            tracer.guard(lambda cell=cell: cell.cell_contents, f"closure variable {name!r}")
-    g = getattr(fn, "__globals__", {})
-    for name in sorted(_code_names(code, set())):
-        if type(g.get(name)) in _PLAIN_VALUES:
-            tracer.guard(lambda name=name: g[name], f"global {name!r}")
+            source = Source(name, root, key, ())
+            tracer.guard(lambda source=source: source.fetch(fn, ()), f"{root} {name!r}")
 
 
 # ----------------------------------------------------------------------------------------------
