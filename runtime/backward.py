@@ -98,6 +98,8 @@ def _robust(graph: Graph, compile_graph):
 def _joint(graph: Graph, inputs: list):
     from tracejit.tracing import Tracer
 
+    from .executor import replay
+
     tracer = Tracer(None, {})
     xs = []
     for name, t in zip(graph.input_names, inputs):
@@ -108,7 +110,7 @@ def _joint(graph: Graph, inputs: list):
     prev, ops.state.tracer = ops.state.tracer, tracer
     try:
         with enable_grad():
-            outs = _replay(graph, xs, tracer)
+            outs = replay(graph, xs)
             diff = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
             cots = []
             for k in diff:
@@ -125,18 +127,6 @@ def _joint(graph: Graph, inputs: list):
     finally:
         ops.state.tracer = prev
     return joint, len(outs), diff, wrt, len(cots)
-
-
-def _replay(graph: Graph, xs: list, tracer) -> list:
-    """Run ``graph``'s nodes through ``ops.apply`` (recorded by the tracer, seen by autograd)."""
-    env = {v.id: x for v, x in zip(graph.inputs, xs)}
-    for node in graph.nodes:
-        if node.op == "const":
-            env[node.out.id] = tracer.constant(Tensor._make(node.attr_dict["value"].array))
-            continue
-        args = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
-        env[node.out.id] = ops.apply(ops.OPS[node.op], *args, **node.attr_dict)
-    return [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
 
 
 _FREE_VIEWS = ("reshape", "permute", "expand", "detach")

@@ -21,15 +21,18 @@ from .interpret import GraphRuntimeError, interpret
 
 
 def replay(graph, inputs: list) -> list:
-    """Run ``graph`` op by op on Tensors through ``ops.eager`` (records autograd)."""
+    """Run ``graph`` op by op on Tensors through ``ops.apply``: autograd records it, and so
+    does a tracer, if one is active (a graph replayed inside a traced function)."""
+    tracer = ops.state.tracer
     env = {v.id: t for v, t in zip(graph.inputs, inputs)}
     for node in graph.nodes:
         if node.op == "const":
-            env[node.out.id] = Tensor._make(np.array(node.attr_dict["value"].array))
+            t = Tensor._make(np.array(node.attr_dict["value"].array))
+            env[node.out.id] = t if tracer is None else tracer.constant(t)
             continue
         args = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
         try:
-            env[node.out.id] = ops.eager(ops.OPS[node.op], args, node.attr_dict)
+            env[node.out.id] = ops.apply(ops.OPS[node.op], *args, **node.attr_dict)
         except Exception as e:
             where = f"\n  created at {node.loc}" if node.loc else ""
             raise GraphRuntimeError(f"node %{node.out.id} ({node.op}) failed: {e}{where}") from e
