@@ -118,7 +118,8 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(d))
     for name in ("TRACEJIT_DISABLE", "TRACEJIT_BACKEND"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(cache, "_fallback", {})
+    monkeypatch.setattr(cache, "_dirs", {})
+    monkeypatch.setattr(cache, "_warned", set())
     rcompile.forget()
     yield d
     rcompile.forget()
