@@ -539,11 +539,12 @@ def generated_module():
     ~/.cache/numba, make directories there, and fail outright where none is writable):
     ``protect`` installs the verified one right after."""
     _patch_enable_caching()
+    before = getattr(_generating, "active", False)
     _generating.active = True
     try:
         yield
     finally:
-        _generating.active = False
+        _generating.active = before
 
 
 @lru_cache(maxsize=None)
