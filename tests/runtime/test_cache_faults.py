@@ -205,39 +205,36 @@ def test_unverified_machine_code_is_not_loaded(warm_cache, suffix, damage, says)
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. NUMBA_CACHE_DIR, 3. the helpers' machine code
+# 2. NUMBA_CACHE_DIR and 3. the helpers' machine code
 
 
-def test_numba_cache_dir_does_not_move_machine_code_out_of_reach(warm_cache, tmp_path):
+def test_numba_cache_dir_and_helpers_stay_under_verification(warm_cache, tmp_path):
+    """With NUMBA_CACHE_DIR set, numba used to write there and the repair looked beside the
+    module; the float32 helpers kept their own unverified cache beside the installed package.
+    Both now live, verified, in tracejit's cache directory."""
     numba_dir = tmp_path / "numba-cache"
     numba_dir.mkdir()
     damaged = machine_code(warm_cache)
     for p in damaged:
         flip(p)
-    out = child(warm_cache, EXPR, OTHER, env={"NUMBA_CACHE_DIR": str(numba_dir)})
-    assert_runs_correct(out, (EXPR, OTHER))
-    assert all(any(str(p) in w for w in out["warnings"]) for p in damaged), out["warnings"]
-    assert not [p for p in numba_dir.rglob("*")]  # numba wrote nothing there, made no dirs
-    other = Path(out["runs"][1]["file"]).stem
-    assert machine_code(warm_cache, other)  # the new graph's code sits in tracejit's dir
-
-
-def test_helper_machine_code_is_verified_and_kept_in_the_cache_dir(warm_cache):
     helpers = machine_code(warm_cache, cache.HELPERS) + machine_code(warm_cache, cache.HELPERS,
                                                                      ".nbi")
     for p in helpers:
         p.write_bytes(b"\x80\x05garbage" * 50)
     package_cache = ROOT / "codegen" / "__pycache__"
-    before = {p.name: p.stat().st_mtime_ns for p in package_cache.glob("*.nb*")} \
-        if package_cache.is_dir() else {}
-    out = child(warm_cache, OTHER)  # a new graph: compiling it calls the helpers
-    assert_runs_correct(out, (OTHER,))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in package_cache.glob("*.nb*"))
+
+    # EXPR loads (repairing its damaged code), OTHER compiles and so calls the helpers
+    out = child(warm_cache, EXPR, OTHER, env={"NUMBA_CACHE_DIR": str(numba_dir)})
+    assert_runs_correct(out, (EXPR, OTHER))
+    for p in damaged:
+        assert any(str(p) in w and "SHA-256" in w for w in out["warnings"]), out["warnings"]
     assert any(cache.HELPERS in w and "no tracejit checksum" in w for w in out["warnings"])
     for p in machine_code(warm_cache, cache.HELPERS):
         assert cache.read_verified(p) is not None  # rewritten, verified
-    after = {p.name: p.stat().st_mtime_ns for p in package_cache.glob("*.nb*")} \
-        if package_cache.is_dir() else {}
-    assert after == before  # nothing written beside the installed package
+    assert machine_code(warm_cache, Path(out["runs"][1]["file"]).stem)  # the new graph's code
+    assert not list(numba_dir.rglob("*"))  # numba wrote nothing there, made no directories
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in package_cache.glob("*.nb*")) == before
 
 
 # ----------------------------------------------------------------------------------------------
