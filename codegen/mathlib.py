@@ -111,8 +111,11 @@ __all__ = [
 FASTMATH = frozenset({"contract"})
 
 # NOTE: compiled lazily, on first use from a kernel: a kernel loaded from numba's cache then
-# needs none of them compiled or loaded (an eager signature cost ~40 ms at every start-up)
-_jit = numba.njit(fastmath=set(FASTMATH), error_model="numpy", cache=True)
+# needs none of them compiled or loaded (an eager signature cost ~40 ms at every start-up).
+# Not numba's cache=True (which would keep the machine code beside this file or in
+# NUMBA_CACHE_DIR, unverified): tracejit.runtime.cache.bind_helpers() gives these dispatchers
+# its verified cache in tracejit's cache directory before any generated kernel can call them.
+_jit = numba.njit(fastmath=set(FASTMATH), error_model="numpy")
 
 _F = np.float32
 _I = np.int32

@@ -57,7 +57,7 @@ def _define_transcendental(name, libm, fast_ok=True, precise=False):
     return stub
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(inline="always")  # cached by tracejit.runtime.cache.bind_helpers
 def _sigmoid64(x):
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))

@@ -1,9 +1,11 @@
 """Turn generated source into callables: the module is written to the cache directory and
 imported from there, so numba's ``cache=True`` keeps its machine code beside it, a second
-process loads that instead of compiling again, and tracebacks show the real generated lines."""
+process loads that instead of compiling again, and tracebacks show the real generated lines.
+The machine code is read and written by ``cache.VerifiedCache`` (checksummed files)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 import threading
@@ -17,24 +19,29 @@ _modules: dict = {}  # module name -> module (this process)
 _lock = threading.Lock()
 
 
-def load_module(source: str, *, reload: bool = False):
-    """Import the module holding ``source``: once per process (the in-memory cache, keyed by a
-    hash of the source, which spells out the graph and its input signature), or again with
-    ``reload=True`` (fresh numba dispatchers, e.g. after dropping damaged machine code)."""
+def load_module(source: str):
+    """Import the module holding ``source``, once per process (the in-memory cache, keyed by a
+    hash of the source, which spells out the graph and its input signature). Its numba
+    dispatchers get tracejit's verified cache before anything can run, so machine code is
+    only ever loaded from files whose checksum matches (``cache.VerifiedCache``)."""
     name = cache.entry_name(source)
-    mod = None if reload else _modules.get(name)
+    mod = _modules.get(name)
     if mod is not None:
         return mod
     with _lock:
-        mod = None if reload else _modules.get(name)
+        mod = _modules.get(name)
         if mod is None:
+            cache.bind_helpers()  # kernels compiled now call mathlib/prelude: verify them too
             path = cache.module_file(source)
             spec = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[name] = mod  # numba's cache locates functions through their module
             # NOTE: run the text we generated, not whatever the file holds by now, and write
             # no .pyc (a bytecode file is checked by mtime and size only, so it could go stale)
-            exec(compile(source, str(path), "exec"), mod.__dict__)
+            with cache.generated_module():
+                exec(compile(source, str(path), "exec"), mod.__dict__)
+            # the machine code must match the text that runs: its hash is numba's source stamp
+            cache.protect(mod, name, hashlib.sha256(source.encode()).hexdigest())
             _modules[name] = mod
     return mod
 
@@ -93,17 +100,13 @@ class Runner:
                 bufs[k] = memory.allocator.empty(shape, dtype)
         if self.compiled:
             return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
-        # the first call compiles, or loads machine code from numba's cache
+        # the first call compiles, or loads machine code from the cache (a damaged file is
+        # dropped there and compiled again). NOTE: an exception raised by running the code
+        # (an index out of range...) propagates unchanged and never touches the cache.
         try:
             out = self._first_call(arrays, bufs)
-        except Exception:
-            # NOTE: numba reads its cache files with pickle and raises on a truncated or garbage
-            # .nbi/.nbc (UnpicklingError, ValueError, EOFError...): drop them, compile afresh.
-            if not cache.drop_machine_code(self.module.__file__):
-                raise
-            self.module = load_module(self.source, reload=True)
-            self.entry = getattr(self.module, self.entry_name)
-            out = self._first_call(arrays, bufs)
+        finally:
+            cache.enforce_limit_if_needed()
         self.compiled = True
         return out
 

@@ -1,5 +1,7 @@
 """``python -m tracejit demo``: the classic fit of y = sin(x) by a cubic (numpy, eager autograd,
-compiled), then a compiled MLP training run with eager-vs-compiled step times."""
+compiled), then a compiled MLP training run with eager-vs-compiled step times.
+
+``python -m tracejit cache info`` / ``cache clear``: the on-disk compile cache."""
 
 from __future__ import annotations
 
@@ -160,16 +162,59 @@ def demo(steps: int = 2000, mlp_steps: int = 200) -> None:
           f"({t_e / t_c:.1f}x)")
 
 
-def main(argv=None) -> None:
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def cache_command(action: str) -> int:
+    """``cache info``: where the compile cache is, what it holds, its limit; ``cache clear``:
+    delete tracejit's files in it."""
+    import datetime
+    import os
+
+    from tracejit.runtime import cache
+
+    if action == "info":
+        i = cache.info()
+        source = "TRACEJIT_CACHE_DIR" if os.environ.get("TRACEJIT_CACHE_DIR") else "default"
+        state = ""
+        if not i["exists"]:
+            state = "  (not created yet)"
+        elif not i["writable"]:
+            state = "  (read-only: used as it is, new code goes to a temporary directory)"
+        print(f"location: {i['location']} ({source}){state}")
+        print(f"entries:  {i['entries']} compiled graphs, {i['files']} files")
+        limit = ("unlimited" if i["limit_bytes"] is None else _mb(i["limit_bytes"]))
+        print(f"size:     {_mb(i['bytes'])} (helpers {_mb(i['helpers_bytes'])}), "
+              f"limit {limit} (TRACEJIT_CACHE_MAX_MB)")
+        if i["oldest_use"] is not None:
+            when = datetime.datetime.fromtimestamp(i["oldest_use"]).isoformat(" ", "seconds")
+            print(f"oldest:   last used {when} (evicted first when over the limit)")
+        return 0
+    n, size, failed = cache.clear()
+    print(f"deleted {n} files ({_mb(size)}) from {cache.cache_dir()}")
+    if failed:
+        print(f"could not delete {failed} files (read-only?)")
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracejit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train the polyfit example and print timings")
     p.add_argument("--steps", type=int, default=2000, help="polyfit steps")
     p.add_argument("--mlp-steps", type=int, default=200, help="MLP training steps")
+    p = sub.add_parser("cache", help="show or clear the on-disk compile cache")
+    p.add_argument("action", choices=["info", "clear"],
+                   help="info: location, entries, size and limit; clear: delete compiled code")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.steps, args.mlp_steps)
+    elif args.command == "cache":
+        return cache_command(args.action)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
