@@ -154,3 +154,15 @@ def test_interpreted_graph_errors_name_the_node_and_line():
                        ) as e:
         f(x, tj.tensor([5, 0]))
     _assert_names_line(e.value, pick_rows, "x[idx] + 1")
+
+
+def test_graph_errors_pickle_as_their_type():
+    import pickle
+
+    from tracejit.errors import graph_error
+
+    e = graph_error("node %3 (gather) failed: ...", IndexError("index 7"))
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is type(e) and isinstance(back, IndexError)
+    assert str(back) == str(e)
+    assert type(graph_error("x", KeyboardInterrupt())) is GraphRuntimeError

@@ -38,28 +38,43 @@ class GraphRuntimeError(RuntimeError):
     user line that created it. Raised as a subclass that is also the original error's type, so
     ``except IndexError`` catches an out-of-range index in compiled code as it does eagerly."""
 
+    _base = None  # the original error's type, for the subclasses graph_error makes
 
-_graph_error_types: dict = {GraphRuntimeError: GraphRuntimeError}
+    def __reduce__(self):  # the subclasses are made at run time: pickle them by their base
+        return _rebuild_graph_error, (self._base, self.args)
+
+
+_graph_error_types: dict = {}
+
+
+def graph_error_type(base: type | None) -> type:
+    """``GraphIndexError`` for IndexError: a GraphRuntimeError that is also a ``base``; plain
+    GraphRuntimeError where no such class can exist (a base with its own constructor)."""
+    if base is None or not issubclass(base, Exception):
+        return GraphRuntimeError
+    if issubclass(base, GraphRuntimeError):
+        return base
+    cls = _graph_error_types.get(base)
+    if cls is None:
+        try:
+            cls = type(f"Graph{base.__name__}", (GraphRuntimeError, base),
+                       {"__module__": __name__, "__doc__": GraphRuntimeError.__doc__,
+                        "_base": base})
+            cls("probe")
+        except Exception:
+            cls = GraphRuntimeError
+        _graph_error_types[base] = cls
+    return cls
+
+
+def _rebuild_graph_error(base, args):
+    return graph_error_type(base)(*args)
 
 
 def graph_error(message: str, cause: BaseException) -> GraphRuntimeError:
-    """A GraphRuntimeError that is also an instance of ``type(cause)`` where that is possible
-    (``GraphIndexError`` is a GraphRuntimeError and an IndexError)."""
-    base = type(cause)
-    cls = _graph_error_types.get(base)
-    if cls is None:
-        cls = GraphRuntimeError
-        if isinstance(cause, Exception) and not issubclass(base, GraphRuntimeError):
-            try:
-                cls = type(f"Graph{base.__name__}", (GraphRuntimeError, base),
-                           {"__module__": __name__, "__doc__": GraphRuntimeError.__doc__})
-                cls(message)  # a base with its own constructor or layout: plain instead
-            except Exception:
-                cls = GraphRuntimeError
-        elif issubclass(base, GraphRuntimeError):
-            cls = base
-        _graph_error_types[base] = cls
-    return cls(message)
+    """A GraphRuntimeError with ``message`` that is also an instance of ``type(cause)`` where
+    that is possible (see ``graph_error_type``)."""
+    return graph_error_type(type(cause))(message)
 
 
 def _is_own(filename: str) -> bool:
