@@ -140,6 +140,10 @@ MISTAKES = [  # (name, function of x = ones(2, 3), exception type, pattern)
     ("cross_entropy target range", lambda x: F.cross_entropy(x, tj.tensor([0, 3])), IndexError,
      r"(nll_loss: target 3 is out of bounds for 3 classes|cross_entropy: gather: index 3)"),
     ("mean of ints", lambda x: x.long().mean(), tj.DTypeError, r"mean\(\).*int64"),
+    ("t() of 3-d", lambda x: x.reshape(1, 2, 3).t(), tj.ShapeError, r"got 3 \(shape \(1, 2, 3\)"),
+    ("flatten dims", lambda x: x.flatten(1, 0), ValueError, r"start_dim .*\(1 > 0, shape"),
+    ("negative pad", lambda x: F.pad(x, (-1, 0)), NotImplementedError, r"pad: negative"),
+    ("clamp bounds", lambda x: x.clamp(), ValueError, r"clamp: at least one of min and max"),
     ("max_pool2d window", lambda x: F.max_pool2d(x.reshape(1, 1, 2, 3), 4), tj.ShapeError,
      r"max_pool2d: unfold: .*too small for kernel \(4, 4\)"),
 ]

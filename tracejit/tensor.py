@@ -263,7 +263,8 @@ class Tensor:
     def __index__(self):
         self._guard_data("using a tensor as an index (t.__index__)")
         if self.dtype.kind not in "iu":
-            raise TypeError("only integer tensors of a single element can be converted to an index")
+            raise TypeError(f"only integer tensors of a single element can be converted to an "
+                            f"index (got {self.dtype}, shape {tuple(self.shape)}){user_frame()}")
         return int(self.item())
 
     def __bool__(self):
@@ -275,12 +276,12 @@ class Tensor:
 
     def __len__(self):
         if self.ndim == 0:
-            raise TypeError("len() of a 0-d tensor")
+            raise TypeError(f"len() of a 0-d tensor{user_frame()}")
         return self._data.shape[0]
 
     def __iter__(self):
         if self.ndim == 0:
-            raise TypeError("iteration over a 0-d tensor")
+            raise TypeError(f"iteration over a 0-d tensor{user_frame()}")
         return (self[i] for i in range(self._data.shape[0]))
 
     __hash__ = object.__hash__
@@ -537,7 +538,7 @@ class Tensor:
             q = self // other
             return where((q < 0) & (q * other != self), q + 1, q)
         raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
-                         f"{rounding_mode!r}")
+                         f"{rounding_mode!r}{user_frame()}")
 
     def trunc(self):
         return where(self < 0, self.ceil(), self.floor())
@@ -626,7 +627,8 @@ class Tensor:
             return 0.5 * self * (1 + inner.tanh())
         if approximate == "none":
             return 0.5 * self * (1 + (self * (1 / math.sqrt(2))).erf())
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"
+                         f"{user_frame()}")
 
     def silu(self):
         return self * self.sigmoid()
@@ -641,7 +643,7 @@ class Tensor:
 
     def clamp(self, min=None, max=None):
         if min is None and max is None:
-            raise ValueError("clamp: at least one of min and max must be given")
+            raise ValueError(f"clamp: at least one of min and max must be given{user_frame()}")
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             # where, not maximum/minimum: torch's gradient is 1 on the (inclusive) boundary
             r = self
@@ -863,7 +865,8 @@ class Tensor:
             return self.reshape(1)
         s, e = norm_dim("flatten", start_dim, self.shape), norm_dim("flatten", end_dim, self.shape)
         if s > e:
-            raise ValueError("flatten: start_dim cannot come after end_dim")
+            raise ValueError(f"flatten: start_dim cannot come after end_dim ({s} > {e}, shape "
+                             f"{tuple(self.shape)}){user_frame()}")
         shape = self.shape[:s] + (math.prod(self.shape[s:e + 1]),) + self.shape[e + 1:]
         return self.reshape(shape)
 
@@ -905,7 +908,8 @@ class Tensor:
 
     def t(self):
         if self.ndim > 2:
-            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim} (shape "
+                             f"{tuple(self.shape)}){user_frame()}")
         return self.transpose(0, -1) if self.ndim == 2 else self
 
     @property
@@ -915,7 +919,8 @@ class Tensor:
     @property
     def mT(self):
         if self.ndim < 2:
-            raise ShapeError(f"mT needs at least 2 dims, got shape {tuple(self.shape)}")
+            raise ShapeError(f"mT needs at least 2 dims, got shape {tuple(self.shape)}"
+                             f"{user_frame()}")
         return self.transpose(-2, -1)
 
     def expand(self, *sizes):
@@ -1045,8 +1050,8 @@ class Tensor:
     def pad(self, pad, value=0.0):
         pad = tuple(int(p) for p in pad)
         if any(p < 0 for p in pad):
-            raise NotImplementedError("pad: negative padding (cropping) is not supported; slice "
-                                      "the tensor instead")
+            raise NotImplementedError(f"pad: negative padding {tuple(pad)} (cropping) is not "
+                                      f"supported; slice the tensor instead{user_frame()}")
         return apply(ops.PAD, self, pad=pad, value=value)
 
     def matmul(self, other):
@@ -1133,7 +1138,7 @@ class Tensor:
 
     def clamp_(self, min=None, max=None):
         if min is None and max is None:
-            raise ValueError("clamp_: at least one of min and max must be given")
+            raise ValueError(f"clamp_: at least one of min and max must be given{user_frame()}")
         return self._inplace(ops.CLAMP, min=min, max=max)
 
     def copy_(self, src):
@@ -1385,7 +1390,7 @@ def zeros(shape, dtype=None) -> Tensor:
 def cat(tensors, dim=0) -> Tensor:
     tensors = [_t(t) for t in tensors]
     if not tensors:
-        raise ValueError("cat: expected a non-empty list of tensors")
+        raise ValueError(f"cat: expected a non-empty list of tensors{user_frame()}")
     # torch skips 1-d empty tensors in cat (legacy behaviour users rely on), but they still
     # take part in dtype promotion: cat([tensor([]), tensor([1, 2])]) is float32
     dtype = D.result_type(*((t.dtype, 2) for t in tensors))
@@ -1407,7 +1412,7 @@ def cat(tensors, dim=0) -> Tensor:
 def stack(tensors, dim=0) -> Tensor:
     tensors = [_t(t) for t in tensors]
     if not tensors:
-        raise ValueError("stack: expected a non-empty list of tensors")
+        raise ValueError(f"stack: expected a non-empty list of tensors{user_frame()}")
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
         raise ShapeError(f"stack: expects each tensor to be equal size, got "
