@@ -166,3 +166,20 @@ def test_graph_errors_pickle_as_their_type():
     assert type(back) is type(e) and isinstance(back, IndexError)
     assert str(back) == str(e)
     assert type(graph_error("x", KeyboardInterrupt())) is GraphRuntimeError
+
+
+def weighted_pick(w, idx):
+    return (w * 2).gather(1, idx).sum()  # the failing line
+
+
+@pytest.mark.slow  # compiles a forward and a backward graph (~8 s)
+def test_compiled_forward_of_a_differentiable_call_names_the_line():
+    f = tj.trace(weighted_pick)
+    w = tj.ones(2, 3, requires_grad=True)
+    for _ in range(3):  # traced with w.grad None, then not None, then compiled
+        f(w, tj.tensor([[0], [1]])).backward()
+    assert any(s.compiled_grad is not None for s in f.specs())
+    with pytest.raises(IndexError, match=r"(?s)node %\d+ \(gather\).*index 4 is out of bounds "
+                       r"for dimension 1 with size 3") as e:
+        f(w, tj.tensor([[0], [4]]))
+    _assert_names_line(e.value, weighted_pick, "(w * 2).gather(1, idx).sum()")
