@@ -22,7 +22,7 @@ import numpy as np
 
 from tracejit import creation, ops
 from tracejit.autograd import grad_mode
-from tracejit.errors import at_node
+from tracejit.errors import enter_node, exit_node
 from tracejit.ir import Var
 from tracejit.tensor import Tensor
 
@@ -44,12 +44,14 @@ def replay(graph, inputs: list) -> list:
             env[node.out.id] = t if tracer is None else tracer.constant(t)
             continue
         args = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
+        # errors, and nodes a tracer records from here, point at the node's own line
+        token = enter_node(node.loc)
         try:
-            # errors, and nodes a tracer records from here, point at the node's own line
-            with at_node(node.loc):
-                env[node.out.id] = ops.apply(ops.OPS[node.op], *args, **node.attr_dict)
+            env[node.out.id] = ops.apply(ops.OPS[node.op], *args, **node.attr_dict)
         except Exception as e:
             raise node_error(node, e) from e
+        finally:
+            exit_node(token)
     return [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
 
 

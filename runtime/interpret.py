@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from tracejit import ops
-from tracejit.errors import GraphRuntimeError, at_node, graph_error
+from tracejit.errors import GraphRuntimeError, enter_node, exit_node, graph_error
 from tracejit.ir import Graph, Var, defined_vars
 
 __all__ = ["GraphRuntimeError", "interpret", "node_error", "run_node"]
@@ -31,11 +31,13 @@ def run_node(node, values: list) -> np.ndarray:
     if node.op == "const":
         return node.attr_dict["value"].array
     op = ops.OPS[node.op]
+    token = enter_node(node.loc)  # op errors point at the line that created the node
     try:
-        with at_node(node.loc):  # op errors point at the line that created the node
-            out = ops.compute(op, values, node.attr_dict)
+        out = ops.compute(op, values, node.attr_dict)
     except Exception as e:
         raise node_error(node, e) from e
+    finally:
+        exit_node(token)
     if out.shape != node.out.shape or out.dtype != node.out.dtype:
         raise GraphRuntimeError(
             f"node %{node.out.id} ({node.op}) produced {out.dtype}{list(out.shape)} but the graph "

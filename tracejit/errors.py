@@ -3,13 +3,12 @@
 Every error a user can meet names the op, the operand shapes and the user's line
 (``user_frame()``). The user's line is the innermost frame outside tracejit's own packages and
 outside generated modules (``tj_<hash>`` in the compile cache); while a graph runs node by node
-(``at_node``) it is the line that created the node instead, since the Python frames then only
+(``enter_node``) it is the line that created the node instead, since the Python frames then only
 show where the traced function was called.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import linecache
 import os
@@ -86,18 +85,18 @@ def _skipped(f) -> bool:
     return _is_own(f.f_code.co_filename) or bool(_GENERATED.match(f.f_globals.get("__name__", "")))
 
 
-# "file:line" of the graph node running now (see at_node); per thread, as the tracer slot
+# "file:line" of the graph node running now (see enter_node); per thread, as the tracer slot
 _NODE_LOC: contextvars.ContextVar = contextvars.ContextVar("tracejit.node_loc", default=None)
 
 
-@contextlib.contextmanager
-def at_node(loc: str | None):
-    """While a graph node runs, errors point at the line that created it (``node.loc``)."""
-    token = _NODE_LOC.set(loc or None)
-    try:
-        yield
-    finally:
-        _NODE_LOC.reset(token)
+def enter_node(loc: str | None):
+    """While a graph node runs, errors point at the line that created it (``node.loc``):
+    ``token = enter_node(node.loc)``, run the node, then ``exit_node(token)`` (in a finally).
+    Two calls rather than a ``with`` block: graphs replayed op by op pay it once per node."""
+    return _NODE_LOC.set(loc or None)
+
+
+exit_node = _NODE_LOC.reset
 
 
 def _split_loc(loc: str):
@@ -132,7 +131,7 @@ def format_location(filename: str, lineno: int, prefix: str = "at") -> str:
 
 def user_frame(skip: int = 1) -> str:
     """``"\\n  at file.py:12: source"`` for the innermost frame outside tracejit, or ''.
-    While a graph node runs (``at_node``): ``"\\n  created at file.py:12: source"``, the line
+    While a graph node runs (``enter_node``): ``"\\n  created at file.py:12: source"``, the line
     that created the node."""
     node_loc = _NODE_LOC.get()
     if node_loc is not None:
