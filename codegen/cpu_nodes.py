@@ -242,9 +242,17 @@ def _argmax(node: Node, parallel: bool, describe) -> NodeKernel | None:
 
 
 def _bounds_check(op: str, dim: int) -> list:
+    """Statements refusing an index outside ``[0, m)``. The exception carries the bad index and
+    the size as arguments: numba raises with runtime values, but formatting them into the text
+    (``str(int)`` inside @njit) costs about 2 s more compile time per kernel. The executor gives
+    the user the reference interpreter's message instead (see ``runtime.executor``)."""
     # NOTE: a raise inside a prange loop makes numba run it serially: check the indices first
-    return ["if index.size and (index.min() < 0 or index.max() >= m):",
-            f"    raise IndexError('{op}: index out of bounds for dimension {dim}')"]
+    return ["if index.size:",
+            "    lo = index.min()",
+            "    hi = index.max()",
+            "    if lo < 0 or hi >= m:",
+            f"        raise IndexError('{op}: index out of bounds for dimension {dim} "
+            f"(index, size):', lo if lo < 0 else hi, m)"]
 
 
 def _gather(node: Node, parallel: bool, describe) -> NodeKernel | None:

@@ -2,7 +2,17 @@
 else the reference interpreter. When the outputs need a ``grad_fn`` (inputs require grad and the
 function runs no backward itself), the specialization's forward and backward graphs run
 instead (``runtime/backward.py``); a function that also sets ``.grad`` or updates in place an
-input that requires grad is replayed op by op through eager autograd."""
+input that requires grad is replayed op by op through eager autograd.
+
+When compiled code raises (an index out of range, say), the error the user gets is the
+reference interpreter's: the executor runs the unfused graph through ``interpret`` on the same
+inputs, and the first node that fails raises, naming the node (``%3 gather``), the op, the
+operand shapes and the user line that created the node. Re-running is sound because a compiled
+graph never writes to its inputs: in-place updates are extra graph outputs, copied into the
+inputs only after a call succeeded (``tracing.write_back``), so a failed call has changed
+nothing the re-run reads. The re-run draws no random numbers either: the generator is put
+back afterwards. It costs one interpreted run, only on the failing call.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +20,17 @@ import warnings
 
 import numpy as np
 
-from tracejit import ops
+from tracejit import creation, ops
 from tracejit.autograd import grad_mode
+from tracejit.errors import enter_node, exit_node
 from tracejit.ir import Var
 from tracejit.tensor import Tensor
 
 from . import backward
 from .compile import CompileError
-from .interpret import GraphRuntimeError, interpret
+from .interpret import GraphRuntimeError, interpret, node_error
+
+__all__ = ["GraphRuntimeError", "execute", "replay"]
 
 
 def replay(graph, inputs: list) -> list:
@@ -31,11 +44,14 @@ def replay(graph, inputs: list) -> list:
             env[node.out.id] = t if tracer is None else tracer.constant(t)
             continue
         args = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
+        # errors, and nodes a tracer records from here, point at the node's own line
+        token = enter_node(node.loc)
         try:
             env[node.out.id] = ops.apply(ops.OPS[node.op], *args, **node.attr_dict)
         except Exception as e:
-            where = f"\n  created at {node.loc}" if node.loc else ""
-            raise GraphRuntimeError(f"node %{node.out.id} ({node.op}) failed: {e}{where}") from e
+            raise node_error(node, e) from e
+        finally:
+            exit_node(token)
     return [env[x.id] if isinstance(x, Var) else x for x in graph.outputs]
 
 
@@ -52,7 +68,13 @@ def execute(spec, inputs: list) -> list:
             spec.compiled_grad = backward.build(spec.optimized, inputs, spec.compile_graph,
                                                 spec.name)
         if not any(i in spec.compiled_grad.reads for i, _ in spec.mutated):
-            return backward.call(spec.compiled_grad, inputs)
+            try:
+                return backward.call(spec.compiled_grad, inputs)
+            except CompileError:
+                raise
+            except Exception as e:
+                _explain_failure(spec, inputs, e)  # raises the failing node's error
+                raise  # the interpreter ran the forward graph without error: a tracejit bug
         return replay(spec.optimized, inputs)  # the backward reads an input updated in place
     arrays = None
     if spec.runner is not None:
@@ -62,6 +84,29 @@ def execute(spec, inputs: list) -> list:
             warnings.warn(f"tracejit: compiling a graph failed, it runs on the reference "
                           f"interpreter instead: {e}", RuntimeWarning, stacklevel=4)
             spec.runner = None
+        except Exception as e:
+            arrays = _explain_failure(spec, inputs, e)  # raises the failing node's error
+            warnings.warn(f"tracejit: compiled code for {spec.name or 'a traced function'} "
+                          f"raised {type(e).__name__}: {e}, but the reference interpreter runs "
+                          f"the graph without error; its results are used (please report this "
+                          f"tracejit bug)", RuntimeWarning, stacklevel=4)
+            if len(arrays) != len(graph.outputs):
+                raise
     if arrays is None:
         arrays = interpret(graph, [t._data for t in inputs])
     return [Tensor._make(a) if isinstance(x, Var) else x for a, x in zip(arrays, graph.outputs)]
+
+
+def _explain_failure(spec, inputs: list, exc: Exception) -> list:
+    """Compiled code raised ``exc``: run the unfused graph through the reference interpreter,
+    which raises the failing node's error (see the module docstring). Returns the interpreter's
+    results should it succeed: then the compiled code is wrong (a tracejit bug)."""
+    graph = spec.optimized if spec.optimized is not None else spec.graph
+    rng = creation._rng().bit_generator
+    state = rng.state
+    try:
+        return interpret(graph, [t._data for t in inputs])
+    except GraphRuntimeError as e:
+        raise e.with_traceback(None) from exc
+    finally:
+        rng.state = state

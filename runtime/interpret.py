@@ -11,22 +11,33 @@ from __future__ import annotations
 import numpy as np
 
 from tracejit import ops
+from tracejit.errors import GraphRuntimeError, enter_node, exit_node, graph_error
 from tracejit.ir import Graph, Var, defined_vars
 
+__all__ = ["GraphRuntimeError", "interpret", "node_error", "run_node"]
 
-class GraphRuntimeError(RuntimeError):
-    """An op failed while running a graph; names the node and the user line that created it."""
+
+def node_error(node, exc: BaseException) -> GraphRuntimeError:
+    """The error of a graph node that failed: names the node (``%3 gather``), and the user line
+    that created it (``node.loc``); of ``exc``'s type as well (see ``errors.graph_error``)."""
+    if isinstance(exc, GraphRuntimeError):
+        return exc
+    msg = str(exc)
+    where = f"\n  created at {node.loc}" if node.loc and node.loc not in msg else ""
+    return graph_error(f"node %{node.out.id} ({node.op}) failed: {msg}{where}", exc)
 
 
 def run_node(node, values: list) -> np.ndarray:
     if node.op == "const":
         return node.attr_dict["value"].array
     op = ops.OPS[node.op]
+    token = enter_node(node.loc)  # op errors point at the line that created the node
     try:
         out = ops.compute(op, values, node.attr_dict)
     except Exception as e:
-        where = f"\n  created at {node.loc}" if node.loc else ""
-        raise GraphRuntimeError(f"node %{node.out.id} ({node.op}) failed: {e}{where}") from e
+        raise node_error(node, e) from e
+    finally:
+        exit_node(token)
     if out.shape != node.out.shape or out.dtype != node.out.dtype:
         raise GraphRuntimeError(
             f"node %{node.out.id} ({node.op}) produced {out.dtype}{list(out.shape)} but the graph "

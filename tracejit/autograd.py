@@ -16,6 +16,8 @@ import weakref
 
 import numpy as np
 
+from .errors import user_frame
+
 
 class _GradMode(threading.local):
     enabled = True
@@ -118,6 +120,22 @@ _SECOND_BACKWARD = (
     "through the graph a second time.")
 
 
+def _modified_message(node: Node, counter, seen) -> str:
+    """Which saved value of ``node`` an in-place update changed, with its shape."""
+    what = "a saved value"
+    if node.op.saves_out and counter is node.versions[0][0]:
+        what = f"its output of shape {tuple(node.out_data.shape)}"
+    else:
+        for k, x in enumerate(node.inputs):
+            if getattr(x, "_version", None) is counter:
+                what = f"its input {k} of shape {tuple(x.shape)}"
+                break
+    return (f"one of the variables needed for gradient computation has been modified by an "
+            f"inplace operation: {what}, saved by {node.op.name} ({node.name()}), is at version "
+            f"{counter[0]}, expected version {seen}. Fix: clone() the tensor before the in-place "
+            f"update, use the out-of-place op, or do the update after backward()")
+
+
 def _topo_order(roots):
     """Nodes reachable from ``roots``, each before the nodes it feeds into (reverse postorder)."""
     order, seen = [], set()
@@ -179,18 +197,21 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
     for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
         if not out.requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have a "
-                               f"grad_fn")
+                               f"grad_fn (an output of shape {tuple(out.shape)}; did you create "
+                               f"its inputs with requires_grad=True, outside no_grad()?)"
+                               f"{user_frame()}")
         if g is None:
             if out.numel() != 1:
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs (got an output of "
-                    f"shape {tuple(out.shape)}; pass gradient= of the same shape)")
+                    f"shape {tuple(out.shape)}; reduce it first, e.g. .sum() or .mean(), or pass "
+                    f"gradient= of the same shape){user_frame()}")
             g = ones(out.shape, dtype=out.dtype)
         elif not isinstance(g, Tensor):
             g = tensor(g, dtype=out.dtype)
         if tuple(g.shape) != tuple(out.shape):
             raise RuntimeError(f"backward: gradient of shape {tuple(g.shape)} does not match the "
-                               f"output's shape {tuple(out.shape)}")
+                               f"output's shape {tuple(out.shape)}{user_frame()}")
         if out._grad_fn is None:  # a leaf: its gradient is the given one
             _deliver_leaf(out, g, inputs, leaf_grads, create_graph)
         else:
@@ -221,13 +242,11 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                 if t is not None:
                     _store_grad(t, g, create_graph)
             if node.inputs is None:
-                raise RuntimeError(_SECOND_BACKWARD)
+                raise RuntimeError(f"{_SECOND_BACKWARD} ({node.name()} was already freed)"
+                                   f"{user_frame()}")
             for counter, seen in node.versions:
                 if counter[0] != seen:
-                    raise RuntimeError(
-                        f"one of the variables needed for gradient computation has been modified "
-                        f"by an inplace operation: the {node.op.name} op's operand or output is at "
-                        f"version {counter[0]}, expected version {seen}")
+                    raise RuntimeError(_modified_message(node, counter, seen) + user_frame())
             out = Tensor._make(node.out_data)
             if ops.state.tracer is not None:  # the vjp reads the output's traced value
                 ops.state.tracer.bind_array(out)
@@ -261,7 +280,7 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
             raise RuntimeError(
                 f"One of the differentiated Tensors (input {k}, shape {tuple(t.shape)}) appears "
                 f"to not have been used in the graph. Set allow_unused=True if this is the "
-                f"desired behavior.")
+                f"desired behavior.{user_frame()}")
         result.append(g)
     return tuple(result)
 
@@ -295,7 +314,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs = [grad_outputs]
     for k, t in enumerate(inputs):
         if not t.requires_grad:
-            raise RuntimeError(f"input {k} of autograd.grad does not require grad")
+            raise RuntimeError(f"input {k} of autograd.grad (shape {tuple(t.shape)}) does not "
+                               f"require grad{user_frame()}")
     return run_backward(outputs, list(grad_outputs), inputs, retain_graph, create_graph,
                         allow_unused)
 

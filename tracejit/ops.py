@@ -16,6 +16,7 @@ live in ``tensor.py`` / ``functional.py``.
 from __future__ import annotations
 
 import dis
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import dtypes as D
 from .autograd import Node, grad_mode
-from .errors import DTypeError, ShapeError, user_frame
+from .errors import DTypeError, ShapeError, called_as, with_location
 
 Tensor: Any = None  # bound by tracejit.tensor once the class exists (breaks the import cycle)
 
@@ -138,7 +139,12 @@ def compute(op: OpDef, args: list, attrs: dict) -> np.ndarray:
     if op.dtype_rule is not None:
         keys = tuple([_key(a) for a in args])
         plan = op._plans.get(keys)
-        cast = elementwise_plan(op, keys)[0] if plan is None else plan[0]
+        if plan is None:
+            try:
+                plan = elementwise_plan(op, keys)
+            except DTypeError as e:  # name the operand shapes and the user's line too
+                raise op_error(op, orig, attrs, e) from None
+        cast = plan[0]
         args = [a.astype(c) if isinstance(a, np.ndarray) and a.dtype != c else a
                 for a, c in zip(args, cast)]
     try:
@@ -177,20 +183,46 @@ def op_error(op: OpDef, inputs, attrs, exc: Exception) -> Exception:
     """The clearest error for a failed op: the shape rule's own message when it objects,
     otherwise numpy's, in both cases naming the op, the operand shapes and the user's line."""
     avals = [(x.shape, x.dtype) if isinstance(x, (Tensor, np.ndarray)) else x for x in inputs]
-    try:
-        op.infer(avals, **attrs)
-    except (ShapeError, DTypeError) as rule_error:
-        rule_error.args = (rule_error.args[0] + user_frame(),)
+    shapes = operand_text(avals)
+    if isinstance(exc, (ShapeError, DTypeError)):  # a dtype rule's (see compute)
+        rule_error = exc
+    else:
+        try:
+            op.infer(avals, **attrs)
+            rule_error = None
+        except (ShapeError, DTypeError) as e:
+            rule_error = e
+        except Exception:
+            rule_error = None
+    if rule_error is not None:
+        msg = str(rule_error)
+        if msg.startswith(op.name + ":"):
+            msg = called_as(op.name) + msg[len(op.name):]
+        if not _SHAPE_TEXT.search(msg.partition("\n")[0]):  # the rule named no shapes
+            msg = _before_location(msg, f" (operands {shapes})")
+        rule_error.args = (with_location(msg),)
         return rule_error
-    except Exception:
-        pass
-    shapes = ", ".join(
-        f"{tuple(a[0])}:{a[1]}" if isinstance(a, tuple) else repr(a) for a in avals)
     cls = type(exc) if isinstance(exc, (IndexError, TypeError, ValueError)) else RuntimeError
+    msg = with_location(f"{called_as(op.name)}: {exc} (operands {shapes})")
     try:
-        return cls(f"{op.name}: {exc} (operands {shapes}){user_frame()}")
+        return cls(msg)
     except Exception:
-        return RuntimeError(f"{op.name}: {exc} (operands {shapes}){user_frame()}")
+        return RuntimeError(msg)
+
+
+_SHAPE_TEXT = re.compile(r"\(\d+(, \d+)*,?\)")  # (3,), (2, 3)
+
+
+def operand_text(avals) -> str:
+    """``(2, 3):float32, (4,):int64, 1.0``: operand shapes and dtypes for messages."""
+    return ", ".join(
+        f"{tuple(a[0])}:{a[1]}" if isinstance(a, tuple) else repr(a) for a in avals)
+
+
+def _before_location(msg: str, extra: str) -> str:
+    """``extra`` inserted at the end of the message's first paragraph (before its location)."""
+    head, sep, tail = msg.partition("\n")
+    return head + extra + sep + tail
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,27 +249,37 @@ def broadcast_shapes(op: str, *shapes) -> tuple:
     return tuple(out)
 
 
-def norm_dim(op: str, dim: int, ndim: int) -> int:
+def norm_dim(op: str, dim: int, ndim) -> int:
+    """``dim`` as a non-negative axis of a tensor of ``ndim`` dims, or of shape ``ndim`` (a
+    tuple: the error then names it, ``sum: dimension 5 out of range for a tensor of shape
+    (2, 3) ...``)."""
+    shape = None
+    if not isinstance(ndim, (int, np.integer)):
+        shape, ndim = tuple(ndim), len(ndim)
     lim = max(ndim, 1)
     if not -lim <= dim < lim:
-        raise IndexError(
-            f"{op}: dimension {dim} out of range for a {ndim}-d tensor "
-            f"(expected to be in [{-lim}, {lim - 1}])")
+        what = f"a {ndim}-d tensor" if shape is None else f"a tensor of shape {shape}"
+        raise IndexError(with_location(
+            f"{called_as(op)}: dimension {dim} out of range for {what} "
+            f"(expected to be in [{-lim}, {lim - 1}])"))
     return dim % lim
 
 
-def norm_dims(op: str, dim, ndim: int) -> tuple:
-    """Normalise ``dim`` (None, int or sequence) to a sorted tuple of non-negative axes."""
+def norm_dims(op: str, dim, ndim) -> tuple:
+    """Normalise ``dim`` (None, int or sequence) to a sorted tuple of non-negative axes of a
+    tensor of ``ndim`` dims or of shape ``ndim`` (see ``norm_dim``)."""
+    rank = ndim if isinstance(ndim, (int, np.integer)) else len(ndim)
     if dim is None:
-        return tuple(range(ndim))
+        return tuple(range(rank))
     if isinstance(dim, (int, np.integer)):
         dim = (dim,)
     normed = [norm_dim(op, int(d), ndim) for d in dim]
     dims = tuple(sorted(set(normed)))
     if len(dims) != len(normed):  # torch refuses, rather than reducing a dim once
         dup = next(d for d in normed if normed.count(d) > 1)
-        raise ShapeError(f"{op}: dim {dup} appears multiple times in the list of dims {dim}")
-    if ndim == 0:
+        raise ShapeError(with_location(
+            f"{called_as(op)}: dim {dup} appears multiple times in the list of dims {dim}"))
+    if rank == 0:
         return ()
     return dims
 
@@ -524,7 +566,7 @@ def _reduce_infer(name, dtype_fn):
     def infer(avals, dims, keepdim):
         (shape, dtype), = avals
         for d in dims:
-            norm_dim(name, d, len(shape))
+            norm_dim(name, d, shape)
         if keepdim:
             out = tuple(1 if i in dims else n for i, n in enumerate(shape))
         else:
@@ -601,7 +643,7 @@ def _arg_infer(name):
         (shape, _), = avals
         if dim is None:
             return ((1,) * len(shape) if keepdim else ()), D.int64
-        dim = norm_dim(name, dim, len(shape))
+        dim = norm_dim(name, dim, shape)
         if shape and shape[dim] == 0:
             raise ShapeError(f"{name}: cannot reduce over a zero-size dimension {dim} of {shape}")
         out = tuple(1 if i == dim else n for i, n in enumerate(shape)) if keepdim else \
@@ -616,7 +658,7 @@ ARGMIN = register(OpDef("argmin", REDUCE, _arg_impl(np.argmin), _arg_infer("argm
 
 def _cumsum_infer(avals, dim):
     (shape, dtype), = avals
-    norm_dim("cumsum", dim, len(shape))
+    norm_dim("cumsum", dim, shape)
     return shape, _acc_dtype(dtype)
 
 
@@ -673,7 +715,7 @@ EXPAND = register(OpDef("expand", SHAPE, lambda x, shape: np.broadcast_to(x, sha
 def _cat_infer(avals, dim):
     shapes = [a[0] for a in avals]
     ref = shapes[0]
-    d = norm_dim("cat", dim, len(ref))
+    d = norm_dim("cat", dim, ref)
     for s in shapes[1:]:
         if len(s) != len(ref) or any(a != b for i, (a, b) in enumerate(zip(s, ref)) if i != d):
             raise ShapeError(f"cat: shapes {', '.join(str(tuple(s)) for s in shapes)} must match "
@@ -872,7 +914,7 @@ def _gather_infer(avals, dim):
 def _check_index_aval(name, shape, ishape, idtype, dim):
     if idtype.kind not in "iu":
         raise DTypeError(f"{name}: index must be an integer tensor (int64 or int32), got {idtype}")
-    d = norm_dim(name, dim, len(shape))
+    d = norm_dim(name, dim, shape)
     if len(ishape) != len(shape) or any(
             i != d and a > b for i, (a, b) in enumerate(zip(ishape, shape))):
         raise ShapeError(f"{name}: index of shape {tuple(ishape)} does not fit input of shape "

@@ -34,7 +34,7 @@ class device:
             spec, index = spec.type, spec.index
         kind, _, num = str(spec).partition(":")
         if kind not in ("cpu", "cuda"):
-            raise ValueError(f"unknown device {spec!r}; expected 'cpu' or 'cuda'")
+            raise ValueError(f"unknown device {spec!r}; expected 'cpu' or 'cuda'{user_frame()}")
         self.type = kind
         self.index = int(num) if num else index
 
@@ -77,7 +77,8 @@ def _check_device(dev):
     if d.type != "cpu":
         raise NotImplementedError(
             f"device {d}: eager tensors live on the CPU; CUDA runs through compiled "
-            f"@tracejit.trace functions (target='cuda') in a later release. Use device='cpu'.")
+            f"@tracejit.trace functions (target='cuda') in a later release. Use device='cpu'."
+            f"{user_frame()}")
     return d
 
 
@@ -171,7 +172,7 @@ class Tensor:
     def size(self, dim: int | None = None):
         if dim is None:
             return self._data.shape
-        return self._data.shape[norm_dim("size", dim, self.ndim)]
+        return self._data.shape[norm_dim("size", dim, self.shape)]
 
     def numel(self) -> int:
         return self._data.size
@@ -185,7 +186,7 @@ class Tensor:
 
     def stride(self, dim: int | None = None):
         s = tuple(b // self._data.itemsize for b in self._data.strides)
-        return s if dim is None else s[norm_dim("stride", dim, self.ndim)]
+        return s if dim is None else s[norm_dim("stride", dim, self.shape)]
 
     def is_contiguous(self) -> bool:
         return self._data.flags.c_contiguous
@@ -217,8 +218,9 @@ class Tensor:
         """The underlying array (no copy). Like torch, refuses tensors that require grad."""
         self._guard_data("t.numpy()")
         if self.requires_grad and not force:
-            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
-                               "Use tensor.detach().numpy() instead.")
+            raise RuntimeError(f"Can't call numpy() on Tensor that requires grad (shape "
+                               f"{tuple(self.shape)}). Use tensor.detach().numpy() instead."
+                               f"{user_frame()}")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
@@ -261,7 +263,8 @@ class Tensor:
     def __index__(self):
         self._guard_data("using a tensor as an index (t.__index__)")
         if self.dtype.kind not in "iu":
-            raise TypeError("only integer tensors of a single element can be converted to an index")
+            raise TypeError(f"only integer tensors of a single element can be converted to an "
+                            f"index (got {self.dtype}, shape {tuple(self.shape)}){user_frame()}")
         return int(self.item())
 
     def __bool__(self):
@@ -273,12 +276,12 @@ class Tensor:
 
     def __len__(self):
         if self.ndim == 0:
-            raise TypeError("len() of a 0-d tensor")
+            raise TypeError(f"len() of a 0-d tensor{user_frame()}")
         return self._data.shape[0]
 
     def __iter__(self):
         if self.ndim == 0:
-            raise TypeError("iteration over a 0-d tensor")
+            raise TypeError(f"iteration over a 0-d tensor{user_frame()}")
         return (self[i] for i in range(self._data.shape[0]))
 
     __hash__ = object.__hash__
@@ -295,10 +298,12 @@ class Tensor:
     # ------------------------------------------------------------------ autograd
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         if self._grad_fn is not None:
-            raise RuntimeError("you can only change requires_grad flags of leaf variables")
+            raise RuntimeError(f"you can only change requires_grad flags of leaf variables (this "
+                               f"tensor of shape {tuple(self.shape)} was computed by "
+                               f"{self._grad_fn.name()}); use .detach(){user_frame()}")
         if requires_grad and self.dtype.kind != "f":
             raise RuntimeError(f"only Tensors of floating point dtype can require gradients "
-                               f"(got {self.dtype})")
+                               f"(got {self.dtype}, shape {tuple(self.shape)}){user_frame()}")
         self.requires_grad = bool(requires_grad)
         return self
 
@@ -470,9 +475,10 @@ class Tensor:
                 if isinstance(x, Tensor) or not isinstance(x, bool):
                     raise NotImplementedError(
                         f"{sym} on {x.dtype if isinstance(x, Tensor) else type(x).__name__} "
-                        f"operands: tracejit's {sym} is logical (bool tensors only); bitwise "
+                        f"operands (shapes {tuple(self.shape)} and {tuple(getattr(o, 'shape', ()))}"
+                        f"): tracejit's {sym} is logical (bool tensors only); bitwise "
                         f"integer ops are not supported. Use tracejit.logical_and/or/xor on "
-                        f"bool tensors.")
+                        f"bool tensors.{user_frame()}")
         return apply(op, self, o)
 
     def __and__(self, o):
@@ -492,8 +498,9 @@ class Tensor:
 
     def __invert__(self):
         if self.dtype != D.bool_:
-            raise NotImplementedError(f"~ on a {self.dtype} tensor: only bool tensors (logical "
-                                      f"not) are supported")
+            raise NotImplementedError(f"~ on a {self.dtype} tensor of shape {tuple(self.shape)}: "
+                                      f"only bool tensors (logical not) are supported"
+                                      f"{user_frame()}")
         return apply(ops.LOGICAL_NOT, self)
 
     # in-place operators are torch's in-place ops
@@ -531,7 +538,7 @@ class Tensor:
             q = self // other
             return where((q < 0) & (q * other != self), q + 1, q)
         raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
-                         f"{rounding_mode!r}")
+                         f"{rounding_mode!r}{user_frame()}")
 
     def trunc(self):
         return where(self < 0, self.ceil(), self.floor())
@@ -620,7 +627,8 @@ class Tensor:
             return 0.5 * self * (1 + inner.tanh())
         if approximate == "none":
             return 0.5 * self * (1 + (self * (1 / math.sqrt(2))).erf())
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}"
+                         f"{user_frame()}")
 
     def silu(self):
         return self * self.sigmoid()
@@ -635,7 +643,7 @@ class Tensor:
 
     def clamp(self, min=None, max=None):
         if min is None and max is None:
-            raise ValueError("clamp: at least one of min and max must be given")
+            raise ValueError(f"clamp: at least one of min and max must be given{user_frame()}")
         if isinstance(min, Tensor) or isinstance(max, Tensor):
             # where, not maximum/minimum: torch's gradient is 1 on the (inclusive) boundary
             r = self
@@ -721,7 +729,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ reductions
     def sum(self, dim=None, keepdim=False, dtype=None):
-        r = apply(ops.SUM, self, dims=norm_dims("sum", dim, self.ndim), keepdim=keepdim)
+        r = apply(ops.SUM, self, dims=norm_dims("sum", dim, self.shape), keepdim=keepdim)
         return r if dtype is None else r.to(dtype)
 
     def mean(self, dim=None, keepdim=False, dtype=None):
@@ -730,21 +738,21 @@ class Tensor:
             raise DTypeError(
                 f"mean(): could not infer output dtype. Input dtype must be a floating point "
                 f"dtype, got {x.dtype} (use .float() first or pass dtype=){user_frame()}")
-        dims = norm_dims("mean", dim, x.ndim)
+        dims = norm_dims("mean", dim, x.shape)
         n = math.prod(x.shape[d] for d in dims)
         # keepdim, divide, then drop the dims: the division fuses into the reduction's kernel
         return _drop_dims(apply(ops.SUM, x, dims=dims, keepdim=True) / n, dims, keepdim)
 
     def prod(self, dim=None, keepdim=False, dtype=None):
-        r = apply(ops.PROD, self, dims=norm_dims("prod", dim, self.ndim), keepdim=keepdim)
+        r = apply(ops.PROD, self, dims=norm_dims("prod", dim, self.shape), keepdim=keepdim)
         return r if dtype is None else r.to(dtype)
 
     def amax(self, dim=(), keepdim=False):
-        dims = norm_dims("amax", None if dim == () else dim, self.ndim)
+        dims = norm_dims("amax", None if dim == () else dim, self.shape)
         return apply(ops.AMAX, self, dims=dims, keepdim=keepdim)
 
     def amin(self, dim=(), keepdim=False):
-        dims = norm_dims("amin", None if dim == () else dim, self.ndim)
+        dims = norm_dims("amin", None if dim == () else dim, self.shape)
         return apply(ops.AMIN, self, dims=dims, keepdim=keepdim)
 
     def _extreme(self, dim, keepdim, argfn, fullfn, name):
@@ -753,7 +761,7 @@ class Tensor:
         if isinstance(dim, Tensor):  # torch.max(a, b) is maximum
             return maximum(self, dim) if name == "max" else minimum(self, dim)
         indices = argfn(dim, keepdim=True)
-        values = self.gather(norm_dim(name, dim, self.ndim) if self.ndim else 0, indices) \
+        values = self.gather(norm_dim(name, dim, self.shape) if self.ndim else 0, indices) \
             if self.ndim else self.clone()
         if not keepdim and self.ndim:
             values, indices = values.squeeze(dim), indices.squeeze(dim)
@@ -767,12 +775,12 @@ class Tensor:
 
     def argmax(self, dim=None, keepdim=False):
         if dim is not None:
-            dim = norm_dim("argmax", dim, self.ndim) if self.ndim else None
+            dim = norm_dim("argmax", dim, self.shape) if self.ndim else None
         return apply(ops.ARGMAX, self, dim=dim, keepdim=keepdim)
 
     def argmin(self, dim=None, keepdim=False):
         if dim is not None:
-            dim = norm_dim("argmin", dim, self.ndim) if self.ndim else None
+            dim = norm_dim("argmin", dim, self.shape) if self.ndim else None
         return apply(ops.ARGMIN, self, dim=dim, keepdim=keepdim)
 
     def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -780,7 +788,7 @@ class Tensor:
             raise ValueError("var: pass either unbiased or correction, not both")
         if correction is None:
             correction = 1 if unbiased is None or unbiased else 0
-        dims = norm_dims("var", dim, self.ndim)
+        dims = norm_dims("var", dim, self.shape)
         n = math.prod(self.shape[d] for d in dims)
         d = self - self.mean(dims, keepdim=True)
         return _drop_dims((d * d).sum(dims, keepdim=True) / max(n - correction, 0), dims,
@@ -790,7 +798,7 @@ class Tensor:
         return self.var(dim, unbiased, keepdim, correction=correction).sqrt()
 
     def logsumexp(self, dim, keepdim=False):
-        dims = norm_dims("logsumexp", dim, self.ndim)
+        dims = norm_dims("logsumexp", dim, self.shape)
         if self.numel() == 0:  # no max to shift by (amax would raise); log(0) = -inf, as torch
             r = self.exp().sum(dims, keepdim=True).log()
             return r if keepdim else r.squeeze(dims)
@@ -808,7 +816,7 @@ class Tensor:
         return self - self.logsumexp(dim, keepdim=True)
 
     def cumsum(self, dim):
-        return apply(ops.CUMSUM, self, dim=norm_dim("cumsum", dim, self.ndim) if self.ndim else 0)
+        return apply(ops.CUMSUM, self, dim=norm_dim("cumsum", dim, self.shape) if self.ndim else 0)
 
     def all(self, dim=None, keepdim=False):
         return self.bool().logical_not().sum(dim, keepdim) == 0
@@ -855,14 +863,15 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = norm_dim("flatten", start_dim, self.ndim), norm_dim("flatten", end_dim, self.ndim)
+        s, e = norm_dim("flatten", start_dim, self.shape), norm_dim("flatten", end_dim, self.shape)
         if s > e:
-            raise ValueError("flatten: start_dim cannot come after end_dim")
+            raise ValueError(f"flatten: start_dim cannot come after end_dim ({s} > {e}, shape "
+                             f"{tuple(self.shape)}){user_frame()}")
         shape = self.shape[:s] + (math.prod(self.shape[s:e + 1]),) + self.shape[e + 1:]
         return self.reshape(shape)
 
     def unflatten(self, dim, sizes):
-        d = norm_dim("unflatten", dim, self.ndim)
+        d = norm_dim("unflatten", dim, self.shape)
         sizes = _infer_size(tuple(sizes), self.shape[d], self.shape)
         return self.reshape(self.shape[:d] + sizes + self.shape[d + 1:])
 
@@ -870,7 +879,7 @@ class Tensor:
         if dim is None:
             dims = tuple(i for i, n in enumerate(self.shape) if n == 1)
         else:
-            dims = norm_dims("squeeze", dim, self.ndim)
+            dims = norm_dims("squeeze", dim, self.shape)
         shape = tuple(n for i, n in enumerate(self.shape) if not (i in dims and n == 1))
         return self.reshape(shape) if shape != self.shape else self
 
@@ -879,7 +888,7 @@ class Tensor:
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def permute(self, *dims):
-        perm = tuple(norm_dim("permute", d, self.ndim) for d in _shape_arg(dims))
+        perm = tuple(norm_dim("permute", d, self.shape) for d in _shape_arg(dims))
         if len(perm) != self.ndim or sorted(perm) != list(range(self.ndim)):
             raise ShapeError(f"permute: {perm} is not a permutation of the dims of a tensor of "
                              f"shape {tuple(self.shape)}{user_frame()}")
@@ -890,7 +899,7 @@ class Tensor:
     def transpose(self, dim0, dim1):
         if self.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
             return self
-        a, b = norm_dim("transpose", dim0, self.ndim), norm_dim("transpose", dim1, self.ndim)
+        a, b = norm_dim("transpose", dim0, self.shape), norm_dim("transpose", dim1, self.shape)
         perm = list(range(self.ndim))
         perm[a], perm[b] = perm[b], perm[a]
         return self.permute(perm)
@@ -899,7 +908,8 @@ class Tensor:
 
     def t(self):
         if self.ndim > 2:
-            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
+            raise ShapeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim} (shape "
+                             f"{tuple(self.shape)}){user_frame()}")
         return self.transpose(0, -1) if self.ndim == 2 else self
 
     @property
@@ -909,7 +919,8 @@ class Tensor:
     @property
     def mT(self):
         if self.ndim < 2:
-            raise ShapeError(f"mT needs at least 2 dims, got shape {tuple(self.shape)}")
+            raise ShapeError(f"mT needs at least 2 dims, got shape {tuple(self.shape)}"
+                             f"{user_frame()}")
         return self.transpose(-2, -1)
 
     def expand(self, *sizes):
@@ -945,7 +956,7 @@ class Tensor:
         return r.clone() if r._base is not None else r
 
     def split(self, split_size_or_sections, dim=0):
-        d = norm_dim("split", dim, self.ndim)
+        d = norm_dim("split", dim, self.shape)
         n = self.shape[d]
         if isinstance(split_size_or_sections, int):
             step = split_size_or_sections
@@ -964,15 +975,15 @@ class Tensor:
         return tuple(out)
 
     def chunk(self, chunks, dim=0):
-        n = self.shape[norm_dim("chunk", dim, self.ndim)]
+        n = self.shape[norm_dim("chunk", dim, self.shape)]
         return self.split(max(1, -(-n // chunks)), dim)
 
     def unbind(self, dim=0):
-        d = norm_dim("unbind", dim, self.ndim)
+        d = norm_dim("unbind", dim, self.shape)
         return tuple(self[(slice(None),) * d + (i,)] for i in range(self.shape[d]))
 
     def flip(self, dims):
-        dims = norm_dims("flip", dims, self.ndim)
+        dims = norm_dims("flip", dims, self.shape)
         return self[tuple(slice(None, None, -1) if i in dims else slice(None)
                           for i in range(self.ndim))]
 
@@ -996,10 +1007,14 @@ class Tensor:
                 self.requires_grad or _req(value))):
             basic, adv = spec
             v = value._data if isinstance(value, Tensor) else value
-            if adv is None:
-                self._data[ops._basic(basic)] = v
-            else:
-                self._data[ops._basic(basic)][ops._adv(adv, [i._data for i in idx])] = v
+            try:
+                if adv is None:
+                    self._data[ops._basic(basic)] = v
+                else:
+                    self._data[ops._basic(basic)][ops._adv(adv, [i._data for i in idx])] = v
+            except (IndexError, ValueError, TypeError) as e:  # name the op, shapes and line
+                raise ops.op_error(ops.INDEX_PUT, [self._data, v] + [i._data for i in idx],
+                                   dict(spec=spec, accumulate=False), e) from e
             self._version[0] += 1
             return
         self._inplace(ops.INDEX_PUT, value, *idx, spec=spec, accumulate=False)
@@ -1012,7 +1027,7 @@ class Tensor:
         if index.dtype.kind not in "iu":  # t[idx] would take a bool mask; torch refuses it here
             raise DTypeError(f"index_select: index must be an integer tensor (int64 or int32), "
                              f"got {index.dtype}{user_frame()}")
-        d = norm_dim("index_select", dim, self.ndim)
+        d = norm_dim("index_select", dim, self.shape)
         n = self.shape[d] if self.ndim else 1
         if ops.state.tracer is None and index.numel() and not (
                 0 <= index._data.min() <= index._data.max() < n):  # no negative wrap, as torch
@@ -1022,11 +1037,11 @@ class Tensor:
         return self[(slice(None),) * d + (index.reshape(-1),)]
 
     def gather(self, dim, index):
-        return apply(ops.GATHER, self, _wrap(index), dim=norm_dim("gather", dim, self.ndim))
+        return apply(ops.GATHER, self, _wrap(index), dim=norm_dim("gather", dim, self.shape))
 
     def scatter_add(self, dim, index, src):
         return apply(ops.SCATTER_ADD, self, _wrap(index), _wrap(src),
-                     dim=norm_dim("scatter_add", dim, self.ndim))
+                     dim=norm_dim("scatter_add", dim, self.shape))
 
     def index_put(self, indices, values, accumulate=False):
         spec, idx = _parse_index("index_put", tuple(indices), self.shape)
@@ -1035,8 +1050,8 @@ class Tensor:
     def pad(self, pad, value=0.0):
         pad = tuple(int(p) for p in pad)
         if any(p < 0 for p in pad):
-            raise NotImplementedError("pad: negative padding (cropping) is not supported; slice "
-                                      "the tensor instead")
+            raise NotImplementedError(f"pad: negative padding {tuple(pad)} (cropping) is not "
+                                      f"supported; slice the tensor instead{user_frame()}")
         return apply(ops.PAD, self, pad=pad, value=value)
 
     def matmul(self, other):
@@ -1123,7 +1138,7 @@ class Tensor:
 
     def clamp_(self, min=None, max=None):
         if min is None and max is None:
-            raise ValueError("clamp_: at least one of min and max must be given")
+            raise ValueError(f"clamp_: at least one of min and max must be given{user_frame()}")
         return self._inplace(ops.CLAMP, min=min, max=max)
 
     def copy_(self, src):
@@ -1375,7 +1390,7 @@ def zeros(shape, dtype=None) -> Tensor:
 def cat(tensors, dim=0) -> Tensor:
     tensors = [_t(t) for t in tensors]
     if not tensors:
-        raise ValueError("cat: expected a non-empty list of tensors")
+        raise ValueError(f"cat: expected a non-empty list of tensors{user_frame()}")
     # torch skips 1-d empty tensors in cat (legacy behaviour users rely on), but they still
     # take part in dtype promotion: cat([tensor([]), tensor([1, 2])]) is float32
     dtype = D.result_type(*((t.dtype, 2) for t in tensors))
@@ -1385,19 +1400,19 @@ def cat(tensors, dim=0) -> Tensor:
     if ref.ndim == 0:
         raise ShapeError("cat: zero-dimensional tensors cannot be concatenated; use stack")
     if len(nonempty) == 1:
-        norm_dim("cat", dim, ref.ndim)
+        norm_dim("cat", dim, ref.shape)
         return ref.clone()
     for t in nonempty[1:]:
         if t.ndim != ref.ndim:
             raise ShapeError(f"cat: tensors must have the same number of dimensions: got "
                              f"{', '.join(str(tuple(t.shape)) for t in nonempty)}{user_frame()}")
-    return apply(ops.CAT, *nonempty, dim=norm_dim("cat", dim, ref.ndim))
+    return apply(ops.CAT, *nonempty, dim=norm_dim("cat", dim, ref.shape))
 
 
 def stack(tensors, dim=0) -> Tensor:
     tensors = [_t(t) for t in tensors]
     if not tensors:
-        raise ValueError("stack: expected a non-empty list of tensors")
+        raise ValueError(f"stack: expected a non-empty list of tensors{user_frame()}")
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
         raise ShapeError(f"stack: expects each tensor to be equal size, got "

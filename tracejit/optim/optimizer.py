@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from .. import autograd, ops
 from ..creation import tensor
 from ..dtypes import get_default_dtype
+from ..errors import user_frame
 from ..tensor import Tensor
 
 
@@ -99,7 +100,9 @@ class Optimizer:
                 raise TypeError("optimizer can only optimize Tensors, but one of the params is "
                                 + _typename(param))
             if not param.is_leaf:
-                raise ValueError("can't optimize a non-leaf Tensor")
+                raise ValueError(f"can't optimize a non-leaf Tensor (a tensor of shape "
+                                 f"{tuple(param.shape)} computed by {param.grad_fn.name()}); "
+                                 f"pass the leaf parameters themselves{user_frame()}")
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
                 raise ValueError(f"parameter group didn't specify a value of required "
