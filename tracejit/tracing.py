@@ -12,8 +12,10 @@ signature, then run the graph on later calls.
 While tracing, every op runs eagerly (so the first call returns real values) and is also
 appended to the graph. Tensors the function reaches that are not arguments — parameters in
 closures, globals, ``self`` or other objects — become extra graph inputs read afresh on each
-call, never constants. Python that depends on tensor values (``if t > 0``, ``t.item()``) cannot
-be captured and raises ``TraceError``.
+call, never constants. Python that depends on tensor values (``if t > 0``, ``t.item()``,
+``print(t)``) or on state the graph cannot see (``random``, numpy's global generator, clocks,
+files) cannot be captured and raises ``TraceError`` (docs/tracing.md, "What tracing refuses").
+Tracing is per thread: the tracer slot is a ``contextvars.ContextVar`` (``ops.current_tracer``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import linecache
 import os
 import random
 import sys
+import sysconfig
 import threading
 import types
 import warnings
@@ -472,14 +475,16 @@ def _init_watch() -> None:
     _SKIP_FILES = (linecache.__file__, tokenize.__file__)
 
 
-_STDLIB = os.path.dirname(os.__file__) + os.sep
+# frames of the stdlib and installed libraries (np.load's open()) are not the user's line
+_LIBRARY_DIRS = tuple({os.path.dirname(os.__file__) + os.sep, "<frozen"} | {
+    sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
 
 
 def _site(frame) -> str:
-    """``"\n  at file:line: source"`` of the innermost frame outside tracejit and the stdlib."""
+    """``"\n  at file:line: source"`` of the innermost frame outside tracejit and libraries."""
     f = frame
     while f is not None and (_is_own(f.f_code.co_filename) or f.f_code.co_filename.startswith(
-            (_STDLIB, "<frozen"))):
+            _LIBRARY_DIRS)):
         f = f.f_back
     f = f or frame
     line = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
