@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import linecache
+import logging
 import pickle
 import random
 import sys
@@ -212,19 +213,29 @@ def test_clock_and_open_raise(tmp_path):
         assert what in str(e.value) and "fix:" in str(e.value)
 
 
-def test_tracejit_randomness_and_warnings_are_fine(capsys):
+def test_tracejit_randomness_and_warnings_are_fine(capsys, tmp_path):
     @tj.trace(backend="interpret")
     def f(x):
         # warnings and stack formatting read source files (linecache): not the user's open()
         warnings.warn("a warning while tracing", UserWarning, stacklevel=1)
         assert "test_tracing_safety.py" in "".join(traceback.format_stack())
+        log.info("logging reads the clock and may open its file")
         noise = tj.rand(3) + tj.randn(3) + tj.randint(0, 3, (3,))
         return x + tj.nn.functional.dropout(noise, 0.5, training=True)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        linecache.clearcache()
-        a = f(tj.ones(3))
+    log = logging.getLogger("tracejit.test_safety")
+    handler = logging.FileHandler(tmp_path / "log.txt", delay=True)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            linecache.clearcache()
+            a = f(tj.ones(3))
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert "logging reads" in (tmp_path / "log.txt").read_text()
     assert "a warning while tracing" in capsys.readouterr().err
     b = f(tj.ones(3))
     assert not np.array_equal(a.numpy(), b.numpy())  # fresh draws on every call

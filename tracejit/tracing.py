@@ -461,6 +461,7 @@ _SKIP_FILES: tuple = ()
 
 def _init_watch() -> None:
     import builtins
+    import logging
     import time
     import tokenize
     global _SKIP_FILES
@@ -471,8 +472,9 @@ def _init_watch() -> None:
         if f is not None:
             _WATCHED[f] = (f"time.{name}()", "time")
     _WATCHED[builtins.open] = ("open() (reading or writing a file)", "open")
-    # NOTE: warnings read source lines through linecache/tokenize: not the user's file access
-    _SKIP_FILES = (linecache.__file__, tokenize.__file__)
+    # NOTE: warnings and tracebacks read source lines through linecache/tokenize, a logging
+    # FileHandler opens its file on first use: not the user's file access
+    _SKIP_FILES = (linecache.__file__, tokenize.__file__, logging.__file__)
 
 
 # frames of the stdlib and installed libraries (np.load's open()) are not the user's line
@@ -511,6 +513,8 @@ def _watch(frame, event, arg):
     filename = frame.f_code.co_filename
     if _is_own(filename) or filename in _SKIP_FILES:
         return
+    if hit[1] == "time" and filename.startswith(_LIBRARY_DIRS):
+        return  # a library's own clock (logging's timestamps, tqdm): not a value of the graph
     raise _untraceable_state(hit[0], hit[1], _site(frame))
 
 
