@@ -80,6 +80,8 @@ def from_numpy(array: np.ndarray) -> Tensor:
 
 def from_dlpack(obj) -> Tensor:
     """A tensor sharing memory with any DLPack producer (numpy arrays, torch CPU tensors...)."""
+    if isinstance(obj, Tensor):  # as torch.from_dlpack(t): shares t's memory, no gradient
+        return obj.detach()  # (traced: the same value, never the tracing call's array)
     return from_numpy(np.from_dlpack(obj))
 
 

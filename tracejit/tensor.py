@@ -21,6 +21,10 @@ from .autograd import grad_mode
 from .errors import DTypeError, ShapeError, user_frame
 from .ops import apply, norm_dim, norm_dims
 
+_PRINT_FIX = ("print outside the traced function (return the value), or, to debug, run it op "
+              "by op: `with tracejit.eager(): f(...)`, tracejit.set_mode('eager') or "
+              "TRACEJIT_DISABLE=1")
+
 MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
 
 
@@ -230,16 +234,17 @@ class Tensor:
         return self._data.copy() if copy else self._data
 
     def __dlpack__(self, *args, **kwargs):
+        self._guard_data("exporting a tensor through DLPack (t.__dlpack__())")
         return self._data.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
         return self._data.__dlpack_device__()
 
-    def _guard_data(self, what):
+    def _guard_data(self, what, fix=None):
         """Inside a traced function, reading a traced tensor's values is untraceable."""
-        tracer = ops.state.tracer
+        tracer = ops.current_tracer()
         if tracer is not None:
-            tracer.check_data_access(self, what)
+            tracer.check_data_access(self, what, fix)
 
     def item(self):
         self._guard_data("t.item()")
@@ -287,13 +292,42 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __format__(self, spec):
+        self._guard_data("formatting a tensor (f\"{t}\", format(t), print(t))", _PRINT_FIX)
         if self.ndim == 0 and spec:
             return format(self.item(), spec)
         return format(repr(self), spec)
 
     def __repr__(self):
+        self._guard_data("printing a tensor (print(t), str(t), repr(t))", _PRINT_FIX)
         from .printing import tensor_repr
         return tensor_repr(self)
+
+    # NOTE: copy.copy and copy.deepcopy are traced (an alias of the same value, a clone); with
+    # the default protocol the copy would be a new object the tracer never saw, so the graph
+    # would reuse the tracing call's copy, values and all, on every later call
+    def __copy__(self):
+        import copy
+        new = copy._reconstruct(self, None, *object.__reduce_ex__(self, 4))
+        tracer = ops.current_tracer()
+        if tracer is not None:
+            tracer.alias(new, self)  # the same array and version counter: the same value
+        return new
+
+    def __deepcopy__(self, memo):
+        tracer = ops.current_tracer()
+        if tracer is None:
+            import copy
+            return copy._reconstruct(self, memo, *object.__reduce_ex__(self, 4))
+        new = self.detach().clone()  # torch: a deep copy is a new leaf, cut from the graph
+        if self.requires_grad and self.is_leaf:
+            new.requires_grad_(True)
+        memo[id(self)] = new
+        return new
+
+    def __reduce_ex__(self, protocol):
+        self._guard_data("pickling a tensor", "pickle or save tensors outside the traced "
+                         "function (or run it eagerly: tracejit.eager() / TRACEJIT_DISABLE=1)")
+        return object.__reduce_ex__(self, protocol)
 
     # ------------------------------------------------------------------ autograd
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":

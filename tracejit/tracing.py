@@ -12,17 +12,24 @@ signature, then run the graph on later calls.
 While tracing, every op runs eagerly (so the first call returns real values) and is also
 appended to the graph. Tensors the function reaches that are not arguments — parameters in
 closures, globals, ``self`` or other objects — become extra graph inputs read afresh on each
-call, never constants. Python that depends on tensor values (``if t > 0``, ``t.item()``) cannot
-be captured and raises ``TraceError``.
+call, never constants. Python that depends on tensor values (``if t > 0``, ``t.item()``,
+``print(t)``) or on state the graph cannot see (``random``, numpy's global generator, clocks,
+files) cannot be captured and raises ``TraceError`` (docs/tracing.md, "What tracing refuses").
+Tracing is per thread: the tracer slot is a ``contextvars.ContextVar`` (``ops.current_tracer``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import inspect
+import linecache
 import os
+import random
 import sys
+import sysconfig
+import threading
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -32,35 +39,42 @@ import numpy as np
 from . import dtypes as D
 from . import ops
 from .autograd import grad_mode
-from .errors import TraceError, user_location
+from .errors import TraceError, _is_own, user_location
 from .ir import Const, Graph, GraphBuilder, Var
 from .tensor import Tensor
 
 # ----------------------------------------------------------------------------------------------
 # modes and debug switches
 
-_MODE = {"mode": "trace"}
+_MODE = {"mode": "trace"}  # set_mode: process-wide on purpose (a debugging switch)
+# ``with tracejit.eager():`` is per thread / asyncio task: one thread debugging op by op does
+# not turn another thread's traced functions eager
+_EAGER: contextvars.ContextVar = contextvars.ContextVar("tracejit.eager", default=False)
 
 
 def set_mode(mode: str) -> None:
-    """``"eager"`` runs every traced function op by op (for print/pdb); ``"trace"`` restores."""
+    """``"eager"`` runs every traced function op by op (for print/pdb), in every thread;
+    ``"trace"`` restores."""
     if mode not in ("eager", "trace"):
         raise ValueError(f"set_mode: mode must be 'eager' or 'trace', got {mode!r}")
     _MODE["mode"] = mode
 
 
 def get_mode() -> str:
-    return _MODE["mode"]
+    """``"eager"`` under ``set_mode("eager")`` or inside ``with tracejit.eager():`` here."""
+    return "eager" if _EAGER.get() else _MODE["mode"]
 
 
 class eager:
-    """``with tracejit.eager():`` runs traced functions op by op inside the block."""
+    """``with tracejit.eager():`` runs traced functions op by op inside the block (in this
+    thread or asyncio task only; ``set_mode("eager")`` is process-wide)."""
     def __enter__(self):
-        self.prev = _MODE["mode"]
-        _MODE["mode"] = "eager"
+        tokens = self.__dict__.setdefault("_tokens", [])
+        tokens.append(_EAGER.set(True))
+        return self
 
     def __exit__(self, *exc):
-        _MODE["mode"] = self.prev
+        _EAGER.reset(self._tokens.pop())
 
 
 _ENVIRON = getattr(os.environ, "_data", None)  # NOTE: os.environ's backing dict: a fast read
@@ -68,7 +82,7 @@ _DISABLE_KEY = os.environ.encodekey("TRACEJIT_DISABLE") if _ENVIRON is not None 
 
 
 def _eager_now() -> bool:
-    if _MODE["mode"] == "eager":
+    if _MODE["mode"] == "eager" or _EAGER.get():
         return True
     if _ENVIRON is not None:  # os.environ.get costs ~1 us per call: too much on the hot path
         flag = _ENVIRON.get(_DISABLE_KEY)
@@ -325,7 +339,14 @@ class Tracer:
     def record(self, op, inputs, attrs):
         args = [self.var_of(x) if isinstance(x, Tensor) else x for x in inputs]
         out = ops.eager(op, inputs, attrs)
-        v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, _loc())
+        loc = _loc()
+        v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, loc)
+        if not grad_mode.enabled and not self.ran_backward and any(
+                isinstance(x, Tensor) and x.requires_grad for x in inputs):
+            # no_grad() cut a gradient path: keep the cut in the graph, or the compiled
+            # backward (runtime/backward.py) would differentiate through it on later calls.
+            # (After a backward() inside, e.g. an optimizer step, no grad_fn is ever built.)
+            v = self.builder.add_node("detach", [v], {}, out.shape, out.dtype, loc)
         self.bind(out, v)
         self.array_vars[id(out._data)] = v
         return out
@@ -348,19 +369,20 @@ class Tracer:
         var = self.var_of(result)
         self.vars[id(target)] = (var, target._version[0])
 
-    def data_dependent(self, what: str):
+    def data_dependent(self, what: str, fix: str | None = None):
         raise TraceError(
             f"{what} inside a traced function depends on tensor values, which tracing cannot "
             f"capture (the graph would silently keep this call's branch or value){_where()}\n"
-            f"  fix: use tracejit.where(...) for data-dependent choices, pass the value as a Python"
-            f" argument, or run this function eagerly (tracejit.eager() / TRACEJIT_DISABLE=1)")
+            f"  fix: " + (fix or "use tracejit.where(...) for data-dependent choices, pass the "
+                          "value as a Python argument, or run this function eagerly "
+                          "(tracejit.eager() / TRACEJIT_DISABLE=1)"))
 
-    def check_data_access(self, t, what: str):
+    def check_data_access(self, t, what: str, fix: str | None = None):
         entry = self.vars.get(id(t))
         if entry is not None and entry[0].id in self.const_ids:
             return  # made from Python data inside the function: its value is known
         if entry is not None or id(t) in self.sources:
-            self.data_dependent(what)
+            self.data_dependent(what, fix)
 
     # -- result
     def finish(self, outputs: list):
@@ -396,6 +418,129 @@ def _where() -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Python state the graph cannot see: random draws, clocks, files (see docs/tracing.md)
+
+_STATE_FIX = {
+    "random": "draw tensors with tracejit.rand/randn/randint (traced: fresh values every call), "
+              "pass the draw as an argument (n = random.randint(0, 3); f(x, n): one graph per "
+              "value), or keep this function eager (do not decorate it, or call it inside "
+              "`with tracejit.eager():`)",
+    "time": "read the clock outside the traced function (pass the value as an argument if the "
+            "computation needs it), or keep this function eager",
+    "open": "read the file outside the traced function and pass its data as a tensor argument "
+            "(tensors in globals and closures are read afresh on each call), or keep this "
+            "function eager",
+}
+
+
+def _untraceable_state(what: str, kind: str, where: str) -> TraceError:
+    return TraceError(
+        f"{what} inside a traced function runs only on the tracing call: the graph would "
+        f"silently keep that call's value (a draw, a timestamp, a file's contents) on every "
+        f"later call{where}\n  fix: {_STATE_FIX[kind]}")
+
+
+def _rng_states():
+    """The global Python and numpy (legacy ``np.random.*``) generator states, to compare."""
+    st = np.random.mtrand._rand.get_state()
+    return random.getstate(), (st[1], st[2], st[3], st[4])
+
+
+def _rng_changed(before) -> str | None:
+    (py0, (key0, pos0, hg0, g0)), (py1, (key1, pos1, hg1, g1)) = before, _rng_states()
+    if py0 != py1:
+        return "Python's random module (random.random, randint, choice, shuffle...)"
+    if pos0 != pos1 or hg0 != hg1 or g0 != g1 or not np.array_equal(key0, key1):
+        return "numpy's global random generator (np.random.rand, randn, randint, seed...)"
+    return None
+
+
+_WATCHED: dict = {}  # C function -> (description, kind): calls caught while tracing
+_SKIP_FILES: tuple = ()
+
+
+def _init_watch() -> None:
+    import builtins
+    import logging
+    import time
+    import tokenize
+    global _SKIP_FILES
+    for name in ("time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic",
+                 "monotonic_ns", "process_time", "process_time_ns", "thread_time",
+                 "thread_time_ns"):
+        f = getattr(time, name, None)
+        if f is not None:
+            _WATCHED[f] = (f"time.{name}()", "time")
+    _WATCHED[builtins.open] = ("open() (reading or writing a file)", "open")
+    # NOTE: warnings and tracebacks read source lines through linecache/tokenize, a logging
+    # FileHandler opens its file on first use: not the user's file access
+    _SKIP_FILES = (linecache.__file__, tokenize.__file__, logging.__file__)
+
+
+# frames of the stdlib and installed libraries (np.load's open()) are not the user's line
+_LIBRARY_DIRS = tuple({os.path.dirname(os.__file__) + os.sep, "<frozen"} | {
+    sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
+
+
+def _site(frame) -> str:
+    """``"\n  at file:line: source"`` of the innermost frame outside tracejit and libraries."""
+    f = frame
+    while f is not None and (_is_own(f.f_code.co_filename) or f.f_code.co_filename.startswith(
+            _LIBRARY_DIRS)):
+        f = f.f_back
+    f = f or frame
+    line = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
+    return f"\n  at {f.f_code.co_filename}:{f.f_lineno}: {line}"
+
+
+def _watch(frame, event, arg):
+    """A profile function (this thread, while the traced function runs): a call of a clock,
+    ``open`` or a global random generator raises at the caller's line."""
+    if event != "c_call":
+        return
+    hit = _WATCHED.get(arg)
+    if hit is None:
+        owner = getattr(arg, "__self__", None)
+        if owner is random._inst:
+            name, f = arg.__name__, frame
+            while f is not None and f.f_code.co_filename == random.__file__:
+                name, f = f.f_code.co_name, f.f_back  # randint, not the getrandbits under it
+            hit = (f"random.{name}()", "random")
+        elif owner is np.random.mtrand._rand:
+            hit = (f"np.random.{arg.__name__}()", "random")
+        else:
+            return
+    filename = frame.f_code.co_filename
+    if _is_own(filename) or filename in _SKIP_FILES:
+        return
+    if hit[1] == "time" and filename.startswith(_LIBRARY_DIRS):
+        return  # a library's own clock (logging's timestamps, tqdm): not a value of the graph
+    raise _untraceable_state(hit[0], hit[1], _site(frame))
+
+
+def _call_watched(fn, args, kwargs):
+    """Run the function being traced; refuse Python state the graph cannot capture."""
+    if not _WATCHED:
+        _init_watch()
+    before = _rng_states()
+    watching = sys.getprofile() is None  # NOTE: never replace a profiler the user runs
+    if watching:
+        sys.setprofile(_watch)
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        if watching:
+            sys.setprofile(None)
+    changed = _rng_changed(before)
+    if changed is not None:
+        code = getattr(fn, "__code__", None)
+        where = f"\n  in {getattr(fn, '__qualname__', fn)} at {code.co_filename}:" \
+            f"{code.co_firstlineno}" if code is not None else ""
+        raise _untraceable_state(f"a draw from {changed}", "random", where)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
 # specializations and the traced function
 
 
@@ -419,12 +564,22 @@ class Specialization:
     compile_graph: object = None  # optimised Graph -> callable on arrays (the backend's)
     compiled_grad: object = None  # forward and backward graphs, built on the first call that
     # needs a grad_fn (see runtime/backward.py)
+    passthrough: tuple = ()  # (result position, graph input position): an input returned as
+    # is; later calls return that very tensor too, as the tracing call did
 
     @property
     def single_tensor_result(self) -> bool:
-        return self.out_tree == _LEAF and isinstance(self.graph.outputs[0], Var)
+        return self.out_tree == _LEAF and isinstance(self.graph.outputs[0], Var) and \
+            not self.passthrough
     checked: bool = False
     calls: int = 0
+
+
+def _passthrough(raw: Graph, n_results: int) -> tuple:
+    """(result position, input position) of each result that is a graph input returned as is."""
+    position = {v.id: i for i, v in enumerate(raw.inputs)}
+    return tuple((k, position[v.id]) for k, v in enumerate(raw.outputs[:n_results])
+                 if isinstance(v, Var) and v.id in position)
 
 
 def write_back(spec, inputs, outs) -> None:
@@ -499,6 +654,9 @@ class TracedFunction:
         self.module = None  # the object, when tracing a module-like callable
         self._fast: dict = {}  # simple call key -> its specializations (see _fast_call)
         self._last_names: list = []
+        # NOTE: held while one thread traces and compiles a new specialization; lookups and
+        # compiled calls never take it (another thread meanwhile runs the function eagerly)
+        self._trace_lock = threading.RLock()
         functools.update_wrapper(self, fn, updated=())
 
     # -- binding as a method
@@ -591,10 +749,15 @@ class TracedFunction:
             return Tensor._make(outs[0])
         results = [Tensor._make(o) if isinstance(x, Var) else x
                    for o, x in zip(outs[:spec.n_results], spec.graph.outputs)]
+        if spec.passthrough:
+            inputs = [a for a in args if type(a) is Tensor] + fresh
+            for pos, inp in spec.passthrough:
+                results[pos] = inputs[inp]
         return unflatten(spec.out_tree, results)
 
     def __call__(self, *args, **kwargs):
-        if not kwargs and ops.state.tracer is None and self._fast:
+        tracer = ops.current_tracer()
+        if not kwargs and tracer is None and self._fast:
             key = self._simple_key(args)
             specs = self._fast.get(key) if key is not None else None
             if specs and not _eager_now():
@@ -602,21 +765,21 @@ class TracedFunction:
                     out = self._fast_call(spec, args)
                     if out is not _MISS:
                         return out
-        if _eager_now() or ops.state.tracer is not None:
+        if tracer is not None or _eager_now():
             # eager mode, or called from inside another traced function: inline the Python
-            if ops.state.tracer is None:
+            if tracer is None:
                 self.stats.eager_calls += 1
             return self.fn(*args, **kwargs)
         spec, result = self._lookup(args, kwargs, run=True)
-        if spec is None:  # over the specialization limit
+        if spec is None:  # over the specialization limit, or another thread is tracing
             self.stats.eager_calls += 1
             return self.fn(*args, **kwargs)
         if not kwargs and spec.runner is not None and not self._needs_grad_fn(spec, args):
             key = self._simple_key(args)
-            if key is not None:
-                specs = self._fast.setdefault(key, [])
-                if spec not in specs:
-                    specs.insert(0, spec)
+            specs = self._fast.get(key, ()) if key is not None else None
+            if specs is not None and spec not in specs:
+                # copy on write: another thread may be iterating the old list
+                self._fast[key] = [spec, *specs]
         return result
 
     # -- internals
@@ -662,23 +825,51 @@ class TracedFunction:
         return (tree, tuple(_leaf_key(x) for x in leaves), grad_mode.enabled,
                 D.get_default_dtype().str, aliasing)
 
+    def _find(self, key, leaves):
+        """(specialization, its current captured tensors) matching this call, or None."""
+        variants = self.specializations.get(key)
+        for spec in tuple(variants or ()):  # a snapshot: other threads may reorder the list
+            fresh = self._fetch_captured(spec, leaves)
+            if fresh is None:
+                continue
+            if spec is not variants[0]:
+                try:  # NOTE: lock-free LRU order; a racing thread's remove may win
+                    variants.remove(spec)
+                    variants.insert(0, spec)
+                except ValueError:
+                    pass
+            try:
+                self.specializations.move_to_end(key)
+            except KeyError:
+                pass
+            return spec, fresh
+        return None
+
     def _lookup(self, args, kwargs, run: bool):
         tree, leaves = self._flat(args, kwargs)
         key = self._key(tree, leaves)
+        found = self._find(key, leaves)
+        if found is None:
+            # graph()/source() wait for a trace in progress; calls run eagerly meanwhile (never
+            # blocking: the tracing thread may itself wait on this one, e.g. at a barrier)
+            if not self._trace_lock.acquire(blocking=not run):
+                return None, None
+            try:
+                found = self._find(key, leaves)  # traced by another thread while we waited
+                if found is None:
+                    return self._trace_new(key, tree, leaves, args, kwargs)
+            finally:
+                self._trace_lock.release()
+        spec, fresh = found
+        self.stats.hits += 1
+        if not run:
+            return spec, None
+        return spec, self._run(spec, leaves, fresh, args, kwargs)
+
+    def _trace_new(self, key, tree, leaves, args, kwargs):
+        """Trace a new specialization for this call (under ``_trace_lock``)."""
         variants = self.specializations.get(key)
         if variants:
-            for spec in variants:
-                fresh = self._fetch_captured(spec, leaves)
-                if fresh is None:
-                    continue
-                if spec is not variants[0]:
-                    variants.remove(spec)
-                    variants.insert(0, spec)
-                self.specializations.move_to_end(key)
-                self.stats.hits += 1
-                if not run:
-                    return spec, None
-                return spec, self._run(spec, leaves, fresh, args, kwargs)
             reason = self._captured_reason(variants[0], leaves)
         else:
             reason = self._recompile_reason(key)
@@ -695,7 +886,8 @@ class TracedFunction:
         if reason and debug_enabled("recompiles"):
             _debug_print(f"tracejit: recompiling {self.name}: {reason}")
         spec, result = self._trace(key, tree, leaves, args, kwargs)
-        self.specializations.setdefault(key, []).insert(0, spec)
+        variants = self.specializations.get(key, [])
+        self.specializations[key] = [spec, *variants]  # copy on write (see _find)
         self.specializations.move_to_end(key)
         return spec, result
 
@@ -801,14 +993,14 @@ class TracedFunction:
             if isinstance(x, Tensor):
                 tracer.add_argument(name, x)
                 arg_positions.append(i)
-        prev, ops.state.tracer = ops.state.tracer, tracer
+        token = ops._TRACER.set(tracer)
         try:
-            result = self.fn(*args, **kwargs)
+            result = _call_watched(self.fn, args, kwargs)
             out_leaves: list = []
             out_tree = flatten(result, out_leaves)
             raw, mutated, grad_writes = tracer.finish(out_leaves)
         finally:
-            ops.state.tracer = prev
+            ops._TRACER.reset(token)
         if not (tracer.grad_read or tracer.ran_backward or grad_writes):
             # the graph is the same whether or not gradients exist: a model traced for eager
             # training is not traced again once backward() has filled its .grad
@@ -821,9 +1013,15 @@ class TracedFunction:
                               tracer.captured, arg_positions, optimized=graph,
                               grad_writes=grad_writes, ran_backward=tracer.ran_backward,
                               guards=tracer.guards, name=self.name,
-                              compile_graph=self._graph_runner)
+                              compile_graph=self._graph_runner,
+                              passthrough=_passthrough(raw, len(out_leaves)))
         if self.backend == "cpu":
             spec.graph, spec.lowered, spec.runner = self._compile(spec.graph)
+        if tracer.ran_backward:
+            # later calls return plain values (the gradients were computed inside, the graph
+            # keeps no tape): so does this call, or the kinds of results would change
+            result = unflatten(out_tree, [o.detach() if isinstance(o, Tensor) else o
+                                          for o in out_leaves])
         return spec, result
 
     def _compile(self, graph):
@@ -868,7 +1066,12 @@ class TracedFunction:
         else:
             write_back(spec, inputs, [o._data if isinstance(o, Tensor) else o for o in outs])
         spec.calls += 1
-        return unflatten(spec.out_tree, outs[:spec.n_results])
+        results = outs[:spec.n_results]
+        if spec.passthrough:
+            results = list(results)
+            for pos, inp in spec.passthrough:
+                results[pos] = inputs[inp]
+        return unflatten(spec.out_tree, results)
 
     def _check(self, spec, inputs, outs, args, kwargs):
         """check_trace: run the function eagerly too and compare everything it produced."""
