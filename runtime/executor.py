@@ -80,21 +80,31 @@ def execute(spec, inputs: list) -> list:
     if spec.runner is not None:
         try:
             arrays = spec.runner(*[t._data for t in inputs])
-        except CompileError as e:  # our bug, never the user's: fall back, loudly, never wrong
-            warnings.warn(f"tracejit: compiling a graph failed, it runs on the reference "
-                          f"interpreter instead: {e}", RuntimeWarning, stacklevel=4)
-            spec.runner = None
         except Exception as e:
-            arrays = _explain_failure(spec, inputs, e)  # raises the failing node's error
-            warnings.warn(f"tracejit: compiled code for {spec.name or 'a traced function'} "
-                          f"raised {type(e).__name__}: {e}, but the reference interpreter runs "
-                          f"the graph without error; its results are used (please report this "
-                          f"tracejit bug)", RuntimeWarning, stacklevel=4)
-            if len(arrays) != len(graph.outputs):
-                raise
+            arrays = recover(spec, inputs, e)
     if arrays is None:
         arrays = interpret(graph, [t._data for t in inputs])
     return [Tensor._make(a) if isinstance(x, Var) else x for a, x in zip(arrays, graph.outputs)]
+
+
+def recover(spec, inputs: list, exc: Exception) -> list | None:
+    """``spec.runner`` raised ``exc`` on ``inputs``: raise the failing node's error. A compile
+    failure (our bug, never the user's) falls back, loudly, to the interpreter: None, and
+    ``spec.runner`` is cleared. Should the interpreter run the graph without error, the compiled
+    code is wrong: its results are returned, with a warning."""
+    if isinstance(exc, CompileError):
+        warnings.warn(f"tracejit: compiling a graph failed, it runs on the reference "
+                      f"interpreter instead: {exc}", RuntimeWarning, stacklevel=5)
+        spec.runner = None
+        return None
+    arrays = _explain_failure(spec, inputs, exc)  # raises the failing node's error
+    warnings.warn(f"tracejit: compiled code for {spec.name or 'a traced function'} "
+                  f"raised {type(exc).__name__}: {exc}, but the reference interpreter runs "
+                  f"the graph without error; its results are used (please report this "
+                  f"tracejit bug)", RuntimeWarning, stacklevel=5)
+    if len(arrays) != len(spec.graph.outputs):
+        raise exc
+    return arrays
 
 
 def _explain_failure(spec, inputs: list, exc: Exception) -> list:

@@ -739,8 +739,11 @@ class TracedFunction:
             return _MISS
         try:
             outs = runner(*arrays)
-        except Exception:
-            return _MISS  # the full path reports errors (or falls back) properly
+        except Exception as e:  # never run it twice: raise the failing node's error from here
+            from .runtime import executor
+            outs = executor.recover(spec, [a for a in args if type(a) is Tensor] + fresh, e)
+            if outs is None:
+                return _MISS  # it failed to compile: the full path runs the interpreter
         self.stats.hits += 1
         spec.calls += 1
         if spec.mutated or spec.grad_writes:
