@@ -183,3 +183,21 @@ def test_compiled_forward_of_a_differentiable_call_names_the_line():
                        r"for dimension 1 with size 3") as e:
         f(w, tj.tensor([[0], [4]]))
     _assert_names_line(e.value, weighted_pick, "(w * 2).gather(1, idx).sum()")
+
+
+def test_a_failing_call_runs_the_compiled_code_once():
+    f = tj.trace(gather_twice)
+    x = tj.ones(2, 3)
+    f(x, tj.tensor([[0], [2]]))
+    spec = f.specs()[0]
+    runs = []
+    compiled = spec.runner
+
+    def counting(*arrays):
+        runs.append(1)
+        return compiled(*arrays)
+
+    spec.runner = counting
+    with pytest.raises(IndexError, match="index 5 is out of bounds"):
+        f(x, tj.tensor([[0], [5]]))
+    assert len(runs) == 1  # the error comes from the first run, not from running it again
