@@ -508,3 +508,27 @@ def test_not_reading_grad_drops_the_grad_is_none_guard():
     f(x).sum().backward()  # .grad is set now; the graph never looked at it
     assert f.cache_info().misses == 1
     assert_close(w.grad, np.full(3, 2.0, np.float32))
+
+
+def test_a_compiled_call_leaves_no_reference_cycle():
+    import gc
+
+    @tj.trace
+    def f(x, y):
+        return (x * y + 1).relu(), {"a": [x.sum()]}
+
+    x = tj.ones(8)
+    for _ in range(3):
+        f(x, x)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        y = f(x, x)
+        del y
+        gc.collect()
+        assert gc.garbage == []  # results are freed when the last reference goes
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()

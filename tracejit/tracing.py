@@ -123,20 +123,21 @@ def flatten(obj, leaves: list):
 
 
 def unflatten(tree, leaves):
-    it = iter(leaves)
+    return _build(tree, iter(leaves))
 
-    def build(t):
-        if t == _LEAF:
-            return next(it)
-        kind = t[0]
-        if kind == "namedtuple":
-            return t[1](*(build(c) for c in t[2]))
-        if kind == "dict":
-            return {k: build(c) for k, c in t[1]}
-        items = [build(c) for c in t[1]]
-        return tuple(items) if kind == "tuple" else items
 
-    return build(tree)
+def _build(t, it):
+    # NOTE: a module-level function, not a recursive closure: a closure that calls itself is a
+    # reference cycle, which kept every call's results alive until the cyclic GC ran
+    if t == _LEAF:
+        return next(it)
+    kind = t[0]
+    if kind == "namedtuple":
+        return t[1](*[_build(c, it) for c in t[2]])
+    if kind == "dict":
+        return {k: _build(c, it) for k, c in t[1]}
+    items = [_build(c, it) for c in t[1]]
+    return tuple(items) if kind == "tuple" else items
 
 
 # ----------------------------------------------------------------------------------------------

@@ -449,8 +449,6 @@ def test_thousands_of_calls_do_not_grow_memory(fresh_cache):
                 for _ in range(calls):
                     y = f(x, x)
                 del y
-                # NOTE: collect first: a call currently leaves a reference cycle holding its
-                # result (tracing.unflatten's recursive closure), freed by the cyclic GC
                 gc.collect()
                 traced.append(tracemalloc.get_traced_memory()[0])
         finally:
