@@ -40,7 +40,7 @@ from .creation import (
                        zeros_like,
 )
 from .dtypes import bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype
-from .errors import DTypeError, ShapeError, TraceError
+from .errors import DTypeError, GraphRuntimeError, ShapeError, TraceError
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
 from .runtime.cache import clear_cache
@@ -63,7 +63,8 @@ __all__ = [
     "zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like",
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
-    "ShapeError", "DTypeError", "TraceError", "autograd", "dtypes", "ops", "nn", "optim",
+    "ShapeError", "DTypeError", "TraceError", "GraphRuntimeError", "autograd", "dtypes", "ops",
+    "nn", "optim",
     "trace", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
     "clear_cache",
     *_function_names,
