@@ -332,6 +332,28 @@ def test_training_step_returns_the_same_kind_every_call(backend):
         loss.backward()  # its gradients were computed inside already
 
 
+
+def test_a_step_over_the_specialization_limit_returns_the_same_kind():
+    # past max_specializations a call runs eagerly: its results still come back as the
+    # traced calls' do (detached: the step computed its own gradients)
+    model = tj.nn.Linear(4, 2)
+    opt = tj.optim.SGD(model.parameters(), lr=0.1)
+
+    @tj.trace(backend="interpret", max_specializations=1)
+    def step(x):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    traced = step(tj.randn(8, 4))
+    with pytest.warns(RuntimeWarning, match="limit of 1 specializations"):
+        eager = step(tj.randn(3, 4))  # a second shape: over the limit
+    assert step.cache_info().eager_calls == 1
+    assert _kind(traced)[:3] == _kind(eager)[:3] == ("tensor", False, True)
+
+
 def _no_grad_part(x, w):
     with tj.no_grad():
         scale = (x @ w).sum()

@@ -163,6 +163,15 @@ def _accumulate(table, key, g):
     table[key] = g if prev is None else prev + g
 
 
+_stores = threading.local()  # .count: gradients stored into .grad by this thread, eagerly
+
+
+def grads_stored() -> int:
+    """How many gradients this thread has stored into ``.grad`` eagerly (tracing.py: did a
+    traced function that ran eagerly call ``backward()``?)."""
+    return getattr(_stores, "count", 0)
+
+
 def _store_grad(t, g, create_graph):
     """Accumulate ``g`` into ``t.grad`` the way torch does."""
     from . import ops
@@ -172,6 +181,7 @@ def _store_grad(t, g, create_graph):
         ops.state.tracer.note_backward()
         t.grad = g.clone() if t.grad is None else t.grad + g
         return
+    _stores.count = getattr(_stores, "count", 0) + 1
     if t.grad is None:
         t.grad = g if create_graph else Tensor._make(np.array(g._data, dtype=t.dtype))
     elif create_graph or not t.grad._data.flags.writeable:

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import autograd, ops
 from . import dtypes as D
-from . import ops
 from .autograd import grad_mode
 from .errors import TraceError, _is_own, user_location
 from .ir import Const, Graph, GraphBuilder, Var
@@ -120,6 +120,14 @@ def flatten(obj, leaves: list):
         return ("dict", tuple((k, flatten(v, leaves)) for k, v in obj.items()))
     leaves.append(obj)
     return _LEAF
+
+
+def _detached(result):
+    """``result`` with every Tensor leaf detached (a function that ran ``backward()`` inside
+    returns plain values, traced or not)."""
+    leaves: list = []
+    tree = flatten(result, leaves)
+    return unflatten(tree, [x.detach() if isinstance(x, Tensor) else x for x in leaves])
 
 
 def unflatten(tree, leaves):
@@ -777,7 +785,11 @@ class TracedFunction:
         spec, result = self._lookup(args, kwargs, run=True)
         if spec is None:  # over the specialization limit, or another thread is tracing
             self.stats.eager_calls += 1
-            return self.fn(*args, **kwargs)
+            stored = autograd.grads_stored()
+            result = self.fn(*args, **kwargs)
+            if autograd.grads_stored() != stored:
+                result = _detached(result)  # as its traced calls give (see _trace)
+            return result
         if not kwargs and spec.runner is not None and not self._needs_grad_fn(spec, args):
             key = self._simple_key(args)
             specs = self._fast.get(key, ()) if key is not None else None
@@ -1024,8 +1036,7 @@ class TracedFunction:
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
-            result = unflatten(out_tree, [o.detach() if isinstance(o, Tensor) else o
-                                          for o in out_leaves])
+            result = _detached(result)
         return spec, result
 
     def _compile(self, graph):
