@@ -397,11 +397,12 @@ class _Kernel:
             lines.append(" " * ipad + f"for i{d} in {rng}(n{d}):")
             ipad += 4
         rng = "numba.prange" if parallel and len(self.row_dims) == 1 else "range"
+        # NOTE: unsigned bounds: inside a numba.prange body a signed index computed from the
+        # block number keeps numba's negative-index wraparound, and LLVM does not vectorise
+        lo, hi = f"b{k} * {SUM_BLOCK}", f"min(b{k} * {SUM_BLOCK} + {SUM_BLOCK}, n{k})"
         lines += [" " * ipad + f"for b{k} in {rng}((n{k} + {SUM_BLOCK - 1}) // {SUM_BLOCK}):",
                   " " * (ipad + 4) + f"{part} = np.float32(0)",
-                  " " * (ipad + 4) +
-                  f"for j{k} in range(min({SUM_BLOCK}, n{k} - b{k} * {SUM_BLOCK})):",
-                  " " * (ipad + 8) + f"i{k} = b{k} * {SUM_BLOCK} + j{k}"]
+                  " " * (ipad + 4) + f"for i{k} in range(np.uint64({lo}), np.uint64({hi})):"]
         body_pad = ipad + 8
         lines += self._vector_statements(x, body_pad, set())
         if stash is not None:
