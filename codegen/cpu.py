@@ -344,7 +344,8 @@ class _Kernel:
             stack.extend(i for i in n.inputs if isinstance(i, Var))
         return None
 
-    def _reduction(self, node: Node, pad: int, parallel: bool, stash=None) -> list:
+    def _reduction(self, node: Node, pad: int, parallel: bool, stash=None,
+                   short: bool = False) -> list:
         acc = f"r{node.out.id}"
         dt = node.out.dtype
         x = node.inputs[0]
@@ -357,8 +358,13 @@ class _Kernel:
             else:
                 info = np.iinfo(dt)
                 init = info.min if node.op == "amax" else info.max
-        if node.op == "sum" and dt == np.float32:
-            return self._blocked_sum(node, pad, parallel, stash)
+        if node.op == "sum" and dt == np.float32 and not short:
+            # a row of one block sums in float32 as below, bit for bit the blocked result
+            length = " * ".join(f"n{d}" for d in self.row_dims)
+            return ([" " * pad + f"if {length} <= {SUM_BLOCK}:"] +
+                    self._reduction(node, pad + 4, parallel, stash, short=True) +
+                    [" " * pad + "else:"] +
+                    self._blocked_sum(node, pad + 4, parallel, stash))
         lines = [" " * pad + f"{acc} = {literal(init, dt)}  # {node.op} over dims "
                               f"{self.row_dims}"]
         inner, ipad = self._inner(pad, parallel)
@@ -385,7 +391,8 @@ class _Kernel:
         block totals are added in float64. One float32 running total over a long row loses
         digits as it grows (relative error ~1e-4 at 1M elements where nothing vectorises, a
         strided or column sum); blocks bound that by the block length, as numpy's pairwise
-        sum does. A short row (softmax, layer_norm) is one block: a float64 add per row."""
+        sum does. Rows of one block (softmax, layer_norm) take the plain loop (_reduction): the
+        block loop's bookkeeping made layer_norm over rows of 64 1.5x slower."""
         k = self.row_dims[-1]
         x = node.inputs[0]
         total, part = f"s{node.out.id}", f"p{node.out.id}"
