@@ -92,6 +92,49 @@ def test_unrenderable_group_still_defines_every_output(monkeypatch):
     _same(got, want)
 
 
+_UNARY = [lambda x: x.exp(), lambda x: x * 0.7, lambda x: x.sum(), lambda x: x.amax(-1),
+          lambda x: x.sum(-1, keepdim=True), lambda x: x.mean(0), lambda x: x.softmax(-1),
+          lambda x: x - x.amax(-1, keepdim=True), lambda x: F.log_softmax(x, -1),
+          lambda x: (x > 0).sum(), lambda x: x.prod(), lambda x: x.sum(0, keepdim=True),
+          lambda x: x.var(-1), lambda x: x.tanh().sum(), lambda x: x.long().sum()]
+
+
+@pytest.mark.parametrize("passes", [None, []])
+def test_random_graphs_have_no_unrenderable_group(passes, monkeypatch):
+    """Random chains of elementwise ops and reductions over 2-d, 1-d and 0-d values, some
+    intermediates returned: every fused group renders as a kernel (source only: no numba)."""
+    import random
+
+    from tracejit.passes.fuse import fuse
+
+    refused = []
+    source = cpu._Kernel.source
+
+    def watch(self):
+        try:
+            return source(self)
+        except cpu.Unsupported as e:
+            refused.append((self.name, e))
+            raise
+
+    monkeypatch.setattr(cpu._Kernel, "source", watch)
+    args = tj.randn(4, 5), tj.randn(5), tj.randn(())
+    for seed in range(120):
+        def fn(*vals, seed=seed):
+            r, vals, outs = random.Random(seed), list(vals), []
+            for _ in range(r.randint(2, 7)):
+                a, b = r.choice(vals), r.choice(vals)
+                v = r.choice(_UNARY)(a) if r.random() < 0.6 or a.ndim != b.ndim else a * b + a
+                vals.append(v.float())
+                if r.random() < 0.3:
+                    outs.append(vals[-1])
+            return tuple(outs) + (vals[-1],)
+
+        graph = tj.trace(fn, backend="interpret", passes=passes).graph(*args)
+        cpu.lower(fuse(graph))
+        assert not refused, (seed, refused, fuse(graph))
+
+
 # ---------------------------------------------------------------- 2. integer // and % by zero
 
 
