@@ -126,6 +126,22 @@ def layer_norm_tj(x, w, b):
     return TF.layer_norm(x, (x.shape[-1],), w, b)
 
 
+def sum_np(x):
+    return x.sum()
+
+
+def sum_tj(x):
+    return x.sum()
+
+
+def mean_np(x):
+    return x.mean()
+
+
+def mean_tj(x):
+    return x.mean()
+
+
 def mlp_np(x, w1, b1, w2, b2):
     return np.maximum(x @ w1.T + b1, 0) @ w2.T + b2
 
@@ -157,6 +173,8 @@ def torch_fns(torch):
         "layer_norm": lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b),
         "mlp": lambda x, w1, b1, w2, b2: F.linear(torch.relu(F.linear(x, w1, b1)), w2, b2),
         "tiny": lambda x: torch.relu(x * 2 + 1),
+        "sum": lambda x: x.sum(),
+        "mean": lambda x: x.mean(),
     }
 
 
@@ -178,6 +196,8 @@ def jax_fns(jax, jnp):
         "layer_norm": layer_norm,
         "mlp": lambda x, w1, b1, w2, b2: jnp.maximum(x @ w1.T + b1, 0) @ w2.T + b2,
         "tiny": lambda x: jnp.maximum(x * 2 + 1, 0),
+        "sum": lambda x: x.sum(),
+        "mean": lambda x: x.mean(),
     }
 
 
@@ -199,7 +219,7 @@ def _normal(rng, *shape, scale=1.0):
 
 
 def workloads(quick: bool) -> list:
-    n4, n16 = (1 << 16, 1 << 18) if quick else (1 << 22, 1 << 24)
+    n1, n4, n16 = (1 << 14, 1 << 16, 1 << 18) if quick else (1 << 20, 1 << 22, 1 << 24)
     rows, cols = (256, 256) if quick else (4096, 1024)
     batch = 32 if quick else 256
 
@@ -230,6 +250,13 @@ def workloads(quick: bool) -> list:
         Workload(f"layer_norm_{rows}x{cols}", "layer_norm",
                  f"layer_norm over rows of {rows}x{cols}, weight and bias",
                  ln_inputs, layer_norm_np, layer_norm_tj),
+        # float32 reductions: blocks of 1024 summed in float32, the blocks in float64
+        # (codegen/cpu.py _blocked_sum); numpy sums pairwise
+        *(Workload(f"{name}_{label(n)}", name, f"x.{name}() of {n:,} float32 elements",
+                   lambda rng, n=n: [rng.random(n, dtype=np.float32)], np_fn, tj_fn,
+                   rtol=1e-5)
+          for name, np_fn, tj_fn in (("sum", sum_np, sum_tj), ("mean", mean_np, mean_tj))
+          for n in (n1, n16)),
         Workload(f"mlp_b{batch}", "mlp", f"784-256-10 MLP forward (linear, relu, linear), "
                  f"batch {batch}", mlp_inputs, mlp_np, mlp_tj, atol=1e-4),
     ]

@@ -24,11 +24,13 @@ import numpy as np
 
 from tracejit import ops
 from tracejit.ir import Graph, Node, Var, defined_vars
+from tracejit.passes.fuse import reduces
 
 from . import cpu_nodes
 
 MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see lower())
 PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
+SUM_BLOCK = 1024  # float32 sums add blocks this long in float32, then the blocks in float64
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
 
 _NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int32": "np.int32",
@@ -119,6 +121,9 @@ class _Kernel:
         # a multi-output kernel (plain elementwise only) also writes these members
         self.extras = list(body.outputs[1:])
         self.outs = ["out"] + [f"out{k + 1}" for k in range(len(self.extras))]
+        # integer // and % by zero: counted in the loops, raised after them (see _flush)
+        self.zero_ops: list = []
+        self._pending: list = []
 
     # -- operand access
     def _read(self, v: Var, vector: bool) -> str:
@@ -137,7 +142,7 @@ class _Kernel:
     def _is_vector(self, node: Node) -> bool:
         if not self.row_dims:
             return True
-        if node.op in ("sum", "prod", "amax", "amin"):
+        if reduces(node):
             return False
         return node.out.shape == self.full and self.full != self.row_scalar
 
@@ -156,6 +161,8 @@ class _Kernel:
             return operands[0][0]
         if node.op == "cast":
             return _cast(operands[0][0], operands[0][1], attrs["dtype"])
+        if node.op in ("sum", "prod", "amax", "amin") and not reduces(node):
+            return _cast(operands[0][0], operands[0][1], out_dt)  # over no dims: x itself
         if node.op == "clamp":
             src, dt, _ = operands[0]
             t = out_dt
@@ -173,7 +180,14 @@ class _Kernel:
         codes = []
         for (src, dt, _), c in zip(operands, casts):
             codes.append(literal(src, c) if dt is None else _cast(src, dt, c))
-        code = op.expr.format(*codes)
+        expr = op.expr
+        if node.op == "pow" and operands[1][2] < 2:
+            # one exponent for every element: numpy's (and torch's) square root for 0.5
+            expr = "power_scalar({0}, {1})"
+        code = expr.format(*codes)
+        if node.op in ("floordiv", "remainder") and np.dtype(casts[1]).kind in "iu" and \
+                not (operands[1][1] is None and operands[1][0] != 0):
+            self._pending.append((node.op, codes[1]))
         if result != casts[0] and result != np.bool_:
             code = _cast(code, casts[0], result)
         return code
@@ -200,12 +214,19 @@ class _Kernel:
         outer = [k for k in range(self.rank) if k not in self.row_dims]
         total = " * ".join(dims) or "1"
         if self.parallel and (outer or self.row_dims):
-            lines.append(f"    if {total} >= {PARALLEL_MIN}:")
-            lines += self._loops(outer, parallel=True, indent=8)
-            lines.append("    else:")
-            lines += self._loops(outer, parallel=False, indent=8)
+            body = [f"    if {total} >= {PARALLEL_MIN}:"]
+            body += self._loops(outer, parallel=True, indent=8)
+            body.append("    else:")
+            body += self._loops(outer, parallel=False, indent=8)
         else:
-            lines += self._loops(outer, parallel=False, indent=4)
+            body = self._loops(outer, parallel=False, indent=4)
+        for op in self.zero_ops:
+            lines.append(f"    zero_{op} = 0  # integer {op} by zero: counted, raised below")
+        lines += body
+        for op in self.zero_ops:
+            lines.append(f"    if zero_{op}:")
+            lines.append(f"        raise RuntimeError('{op}: ZeroDivisionError: integer "
+                         f"division by zero')")
         return "\n".join(lines) + "\n"
 
     def _loops(self, outer, parallel: bool, indent: int) -> list:
@@ -229,6 +250,20 @@ class _Kernel:
                 lines += self._vector_statements(x, pad, done)
         done.add(target.id)
         lines.append(" " * pad + f"v{node.out.id} = {self._expr(node, True)}  # {node.op}")
+        return lines + self._flush(pad)
+
+    def _flush(self, pad: int) -> list:
+        """Count the zero divisors of the integer // or % just emitted.
+
+        NOTE: an exception raised inside a numba.prange loop is lost (the kernel returns as if
+        nothing happened), so the loops only count, a reduction numba parallelises, and the
+        kernel raises after them, as eager does (ops._int_div_checked)."""
+        lines = []
+        for op, divisor in self._pending:
+            if op not in self.zero_ops:
+                self.zero_ops.append(op)
+            lines.append(" " * pad + f"zero_{op} += {divisor} == 0")
+        self._pending.clear()
         return lines
 
     def _inner(self, pad: int, parallel: bool) -> tuple:
@@ -264,13 +299,14 @@ class _Kernel:
         for node in self.body.nodes:
             if self._is_vector(node):
                 continue
-            if node.op in ("sum", "prod", "amax", "amin"):
+            if reduces(node):
                 lines += self._reduction(node, pad, parallel_reduce and node.op in ("sum",
                                                                                     "prod"),
                                          stash if node.inputs[0] is stash else None)
             else:
                 lines.append(" " * pad + f"r{node.out.id} = {self._expr(node, False)}  "
                                          f"# {node.op}")
+                lines += self._flush(pad)
         if self._is_vector(self.root):
             inner, ipad = self._inner(pad, False)
             lines += inner
@@ -288,7 +324,7 @@ class _Kernel:
         """A vector value both the last reduction and the output need (softmax's exp): the
         reduction's loop writes it into ``out`` and the output loop reads it back instead of
         computing it again. None when there is no such value."""
-        reductions = [n for n in self.body.nodes if n.op in ("sum", "prod", "amax", "amin")]
+        reductions = [n for n in self.body.nodes if reduces(n)]
         if not reductions or not self._is_vector(self.root):
             return None
         x = reductions[-1].inputs[0]
@@ -308,7 +344,8 @@ class _Kernel:
             stack.extend(i for i in n.inputs if isinstance(i, Var))
         return None
 
-    def _reduction(self, node: Node, pad: int, parallel: bool, stash=None) -> list:
+    def _reduction(self, node: Node, pad: int, parallel: bool, stash=None,
+                   short: bool = False) -> list:
         acc = f"r{node.out.id}"
         dt = node.out.dtype
         x = node.inputs[0]
@@ -321,6 +358,13 @@ class _Kernel:
             else:
                 info = np.iinfo(dt)
                 init = info.min if node.op == "amax" else info.max
+        if node.op == "sum" and dt == np.float32 and not short:
+            # a row of one block sums in float32 as below, bit for bit the blocked result
+            length = " * ".join(f"n{d}" for d in self.row_dims)
+            return ([" " * pad + f"if {length} <= {SUM_BLOCK}:"] +
+                    self._reduction(node, pad + 4, parallel, stash, short=True) +
+                    [" " * pad + "else:"] +
+                    self._blocked_sum(node, pad + 4, parallel, stash))
         lines = [" " * pad + f"{acc} = {literal(init, dt)}  # {node.op} over dims "
                               f"{self.row_dims}"]
         inner, ipad = self._inner(pad, parallel)
@@ -339,6 +383,41 @@ class _Kernel:
             # llvm.maximum/minimum, whose reductions LLVM vectorises
             fn = "maximum" if node.op == "amax" else "minimum"
             lines.append(" " * ipad + f"{acc} = {fn}({acc}, {val})")
+        return lines
+
+    def _blocked_sum(self, node: Node, pad: int, parallel: bool, stash=None) -> list:
+        """A float32 sum: the last row dim walks blocks of SUM_BLOCK elements, each summed in
+        float32 (LLVM keeps the block's loop vectorised, several partial sums wide), and the
+        block totals are added in float64. One float32 running total over a long row loses
+        digits as it grows (relative error ~1e-4 at 1M elements where nothing vectorises, a
+        strided or column sum); blocks bound that by the block length, as numpy's pairwise
+        sum does. Rows of one block (softmax, layer_norm) take the plain loop (_reduction): the
+        block loop's bookkeeping made layer_norm over rows of 64 1.5x slower."""
+        k = self.row_dims[-1]
+        x = node.inputs[0]
+        total, part = f"s{node.out.id}", f"p{node.out.id}"
+        lines = [" " * pad + f"{total} = np.float64(0)  # sum over dims {self.row_dims} "
+                              f"(blocks of {SUM_BLOCK} in float32, totals in float64)"]
+        ipad = pad
+        for j, d in enumerate(self.row_dims[:-1]):
+            rng = "numba.prange" if parallel and j == 0 else "range"
+            lines.append(" " * ipad + f"for i{d} in {rng}(n{d}):")
+            ipad += 4
+        rng = "numba.prange" if parallel and len(self.row_dims) == 1 else "range"
+        # NOTE: unsigned bounds: inside a numba.prange body a signed index computed from the
+        # block number keeps numba's negative-index wraparound, and LLVM does not vectorise
+        lo, hi = f"b{k} * {SUM_BLOCK}", f"min(b{k} * {SUM_BLOCK} + {SUM_BLOCK}, n{k})"
+        lines += [" " * ipad + f"for b{k} in {rng}((n{k} + {SUM_BLOCK - 1}) // {SUM_BLOCK}):",
+                  " " * (ipad + 4) + f"{part} = np.float32(0)",
+                  " " * (ipad + 4) + f"for i{k} in range(np.uint64({lo}), np.uint64({hi})):"]
+        body_pad = ipad + 8
+        lines += self._vector_statements(x, body_pad, set())
+        if stash is not None:
+            lines.append(" " * body_pad + f"out[{self._out_index(True)}] = v{x.id}  # kept for "
+                                          f"the output loop")
+        lines.append(" " * body_pad + f"{part} += {_cast(self._read(x, True), x.dtype, 'float32')}")
+        lines.append(" " * (ipad + 4) + f"{total} += np.float64({part})")
+        lines.append(" " * pad + f"r{node.out.id} = np.float32({total})")
         return lines
 
 
@@ -362,7 +441,8 @@ import numba
 import numpy as np
 
 from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
-                                      power, relu, remainder, round, rsqrt, sign)
+                                      power, power_scalar, relu, remainder, round, rsqrt,
+                                      sign)
 from tracejit.codegen.prelude import {mathset} as _math
 
 exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt
@@ -521,7 +601,13 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
             operands = ", ".join(a if a is not None else repr(x)
                                  for a, x in zip(arg, node.inputs))
             body_lines.append(note + " (numpy)")
-            body_lines.append(f"    {t} = _fallback[{len(fallbacks) - 1}]({operands})")
+            # a kernel the generator cannot render still defines every value it exports
+            results = []
+            for v in defined_vars(node):
+                names[v.id] = f"t{v.id}"
+                results.append(f"t{v.id}")
+            target = t if len(results) == 1 else ", ".join(results)
+            body_lines.append(f"    {target} = _fallback[{len(fallbacks) - 1}]({operands})")
         elif lowered == "const":
             names[node.out.id] = f"c{len(consts)}"
             consts.append(node.attr_dict["value"].array)
@@ -676,6 +762,14 @@ def _index_put(node: Node, arg, t: str) -> list | None:
 def _fallback(node: Node):
     op = ops.OPS[node.op]
     attrs = node.attr_dict
+    if len(defined_vars(node)) > 1:  # a fused group with extra outputs: all of its results
+        from tracejit.runtime.interpret import interpret
+
+        def run_group(*args):
+            return tuple(interpret(attrs["body"], list(args)))
+
+        run_group.__name__ = f"numpy_{attrs['kernel']}"
+        return run_group
 
     def run(*args):
         return ops.compute(op, list(args), attrs)

@@ -5,7 +5,8 @@ float64 uses libm, integers and bools get exact integer code. ``PRECISE`` is the
 with libm for float32 too (``trace(precise_math=True)``).
 
 Semantics follow the eager numpy implementations: NaN propagates through maximum, minimum,
-relu and clamp; rounding is half to even; integer // and % floor like Python.
+relu and clamp; rounding is half to even; integer // and % floor like Python (a zero divisor is
+counted by the kernel, which then raises); sign follows torch (sign(nan) is 0).
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ def sign(x):
 def _sign(x):
     if x == types.boolean:
         return lambda x: x
-    one, minus_one = _const(x, 1), _const(x, -1)
-    return lambda x: one if x > 0 else (minus_one if x < 0 else x)  # 0 and NaN stay
+    one, minus_one, zero = _const(x, 1), _const(x, -1), _const(x, 0)
+    # torch: (x > 0) - (x < 0), so sign(nan) and sign(-0.0) are 0 (numpy: nan and -0.0)
+    return lambda x: one if x > 0 else (minus_one if x < 0 else zero)
 
 
 def _rounding(name, fn):
@@ -219,6 +221,9 @@ def floordiv(a, b):
     raise NotImplementedError
 
 
+# NOTE: kernels use error_model='numpy' (1.0 / 0 is inf), under which integer // and % by zero
+# answer 0 here; the generated kernel counts zero divisors and raises after its loops, as eager
+# tracejit and torch do (an exception raised inside a numba.prange loop would be lost).
 @overload(floordiv)
 def _floordiv(a, b):
     if _is_float(a):
@@ -248,7 +253,7 @@ def power(a, b):
 
 @overload(power)
 def _power(a, b):
-    if _is_float(a):
+    if _is_float(a):  # C pow: (-inf) ** 0.5 is inf, as numpy's for an array of exponents
         return lambda a, b: a ** b
 
     one = _const(a, 1)
@@ -265,6 +270,24 @@ def _power(a, b):
             e >>= 1
         return r
     return ipow
+
+
+def power_scalar(a, b):
+    raise NotImplementedError
+
+
+@overload(power_scalar)
+def _power_scalar(a, b):
+    """``a ** b`` for one exponent shared by every element (a Python number or a 0-d tensor):
+    numpy, and torch, take a square root for 0.5, so (-inf) ** 0.5 is nan and (-0.0) ** 0.5 is
+    -0.0 where C pow gives inf and 0.0. The test on b is loop-invariant: LLVM hoists it."""
+    if _is_float(a):
+        def impl(a, b):
+            if b == 0.5:
+                return np.sqrt(a)
+            return a ** b
+        return impl
+    return lambda a, b: power(a, b)
 
 
 def rsqrt(x):

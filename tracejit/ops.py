@@ -439,9 +439,17 @@ ERF = elementwise("erf", _erf, "erf({0})",
                   lambda g, out, x: (g * (2 / np.sqrt(np.pi)) * (-x * x).exp(),), "float")
 RELU = elementwise("relu", lambda x: np.maximum(x, x.dtype.type(0)), "relu({0})",
                    lambda g, out, x: (g * (out > 0),))
-# numpy has no sign for bool; torch's is the identity there
-SIGN = elementwise("sign", lambda x: x.copy() if x.dtype == np.bool_ else np.sign(x), "sign({0})",
-                   lambda g, out, x: (g * 0,))
+def _sign(x):
+    # torch's sign is (x > 0) - (x < 0): sign(nan) and sign(-0.0) are 0 (numpy: nan, -0.0);
+    # numpy has no sign for bool, torch's is the identity there
+    if x.dtype == np.bool_:
+        return x.copy()
+    if x.dtype.kind == "f":
+        return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+    return np.sign(x)
+
+
+SIGN = elementwise("sign", _sign, "sign({0})", lambda g, out, x: (g * 0,))
 FLOOR = elementwise("floor", _rounding(np.floor), "floor({0})", lambda g, out, x: (g * 0,))
 CEIL = elementwise("ceil", _rounding(np.ceil), "ceil({0})", lambda g, out, x: (g * 0,))
 ROUND = elementwise("round", _rounding(np.round), "round({0})", lambda g, out, x: (g * 0,))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dtypes as D
 from .. import ops
 from ..creation import arange, ones, rand
 from ..errors import DTypeError, ShapeError, user_frame
@@ -72,7 +73,20 @@ def softmax(x, dim):
 
 
 def log_softmax(x, dim):
-    return _t(x).log_softmax(dim)
+    """``x - max - log(sum(exp(x - max)))`` over ``dim``, as torch computes it: a row holding
+    +inf is all nan (``x - logsumexp(x)`` would give -inf beside a nan), and so is a row of
+    -inf; a finite row is the same either way.
+
+    >>> log_softmax(tj.tensor([1.0, float("inf")]), -1).tolist()     # doctest: +SKIP
+    [nan, nan]
+    """
+    x = _t(x)
+    if not D.is_floating(x.dtype):  # integers and bools: the default float, as exp gives
+        x = x.to(D.get_default_dtype())
+    dims = ops.norm_dims("log_softmax", dim, x.ndim)
+    shift = x.amax(dims, keepdim=True).detach() if x.numel() else 0.0  # empty: no max
+    shifted = x - shift
+    return shifted - shifted.exp().sum(dims, keepdim=True).log()
 
 
 def pad(x, pad, mode="constant", value=0.0):
@@ -323,7 +337,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     may also hold class probabilities of the input's shape."""
     input, target = _t(input), _t(target)
     class_dim = 1 if input.ndim >= 2 else 0
-    logp = input.log_softmax(class_dim)
+    logp = log_softmax(input, class_dim)
     if target.dtype.kind == "f":
         if tuple(target.shape) != tuple(input.shape):
             raise ShapeError(

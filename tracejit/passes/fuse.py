@@ -30,6 +30,12 @@ FUSIBLE_REDUCTIONS = ("sum", "prod", "amax", "amin")
 MAX_EXTRA_OUTPUTS = 8  # results a kernel writes besides its root
 
 
+def reduces(node: Node) -> bool:
+    """Is ``node`` a reduction a kernel walks rows for? One over no dims (``x.sum()`` of a 0-d
+    x, which simplify normally removes) is elementwise: a cast to its result type."""
+    return node.op in FUSIBLE_REDUCTIONS and bool(node.attr_dict["dims"])
+
+
 def is_fusible(node: Node) -> bool:
     op = OPS.get(node.op)
     if op is None:
@@ -47,7 +53,7 @@ class _Group:
         self.nodes = [root]
         self.ids = {root.out.id}
         self.extras: list = []  # members also used outside: more outputs of the kernel
-        if root.op in FUSIBLE_REDUCTIONS:
+        if reduces(root):
             self.full = root.inputs[0].shape
             self.row_dims = tuple(root.attr_dict["dims"])
         else:
@@ -65,13 +71,11 @@ class _Group:
     def fits(self, node: Node) -> bool:
         """Can ``node`` (a producer of some member) be computed inside this group?"""
         shape = node.out.shape
-        if self.extras and (node.op in FUSIBLE_REDUCTIONS or shape != self.full):
+        if self.extras and (reduces(node) or shape != self.full):
             return False  # a kernel with several outputs stays a plain elementwise loop nest
-        if node.op in FUSIBLE_REDUCTIONS:
+        if reduces(node):
             d = node.attr_dict
             x = node.inputs[0]
-            if not d["dims"]:
-                return False
             if not d["keepdim"]:  # only a reduction to a 0-d value (a loss, a mean) joins
                 everything = tuple(range(len(x.shape)))
                 return tuple(d["dims"]) == everything and shape == self.full == () or (
@@ -90,11 +94,11 @@ class _Group:
 
     def can_export(self, node: Node) -> bool:
         """Can ``node`` join as one more output (it is used outside the group too)?"""
-        return (not self.row_dims and node.op not in FUSIBLE_REDUCTIONS and
+        return (not self.row_dims and not reduces(node) and
                 node.out.shape == self.full and len(self.extras) < MAX_EXTRA_OUTPUTS)
 
     def add(self, node: Node):
-        if node.op in FUSIBLE_REDUCTIONS and not self.row_dims:
+        if reduces(node) and not self.row_dims:
             self.full = node.inputs[0].shape  # unchanged when the members so far are vectors
             self.row_dims = tuple(node.attr_dict["dims"])
         elif not self.row_dims and node.out.shape != self.full:

@@ -1,8 +1,11 @@
 """simplify: algebraic identities that remove work without changing any result.
 
-x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x; x*0 -> 0 for integers only (a float x may be
-inf or nan); neg(neg x) -> x; permute of permute -> one permute (or none); reshape of
-reshape -> one reshape; no-op casts, reshapes, expands and permutes disappear.
+x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x; x**0.5 -> sqrt(x) for floats (numpy and torch
+take a square root there too, so (-inf)**0.5 is nan, not C pow's inf); x*0 -> 0 for integers
+only (a float x may be inf or nan); neg(neg x) -> x; permute of permute -> one permute (or
+none); reshape of reshape -> one reshape; no-op casts, reshapes, expands and permutes disappear;
+a sum/prod/amax/amin over no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast
+where the result type differs (the sum of ints or bools is int64).
 A node is only replaced by a value of exactly its type, and never so that a graph output
 becomes an alias of a graph input.
 """
@@ -36,6 +39,9 @@ def _is(x, value, producers) -> bool:
     return arr is not None and arr.dtype != np.bool_ and arr.size > 0 and bool(np.all(arr == value))
 
 
+_REDUCTIONS = ("sum", "prod", "amax", "amin")
+
+
 def simplify(graph: Graph) -> Graph:
     producers: dict = {}
     mapping: dict = {}  # var id -> replacement Var
@@ -52,6 +58,8 @@ def simplify(graph: Graph) -> Graph:
             if ok and not (node.out.id in output_ids and replacement.id in input_ids):
                 mapping[node.out.id] = replacement
                 continue
+            if ok and node.op in _REDUCTIONS:  # an identity reduction that must stay a value
+                node = Node(node.out, "copy", (replacement,), (), node.loc)
         elif isinstance(replacement, Node):
             node = replacement
         producers[node.out.id] = node
@@ -85,6 +93,15 @@ def _rewrite(node: Node, producers):
         # NOTE: only when x has the result's type: int ** 2.0 is float, int * int is not
         if _is_scalar(ins[1], 2) and isinstance(ins[0], Var) and ins[0].dtype == out.dtype:
             return Node(out, "mul", (ins[0], ins[0]), (), node.loc)
+        if _is_scalar(ins[1], 0.5) and isinstance(ins[0], Var) and ins[0].dtype == out.dtype \
+                and out.dtype.kind == "f":
+            return Node(out, "sqrt", (ins[0],), (), node.loc)
+    elif op in _REDUCTIONS and not attrs["dims"]:
+        # NOTE: a reduction over no dims has no row for a kernel to walk: it is elementwise
+        x = ins[0]
+        if x.dtype == out.dtype:
+            return x
+        return Node(out, "cast", (x,), (("dtype", out.dtype),), node.loc)
     elif op == "neg":
         inner = producers.get(ins[0].id) if isinstance(ins[0], Var) else None
         if inner is not None and inner.op == "neg":

@@ -6,7 +6,8 @@ import numba
 import numpy as np
 
 from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
-                                      power, relu, remainder, round, rsqrt, sign)
+                                      power, power_scalar, relu, remainder, round, rsqrt,
+                                      sign)
 from tracejit.codegen.prelude import FAST as _math
 
 exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt
@@ -24,12 +25,24 @@ def k0_amax_detach_sub_exp_sum_div(a0, out, n0, n1):
         for i1 in range(n1):
             r1 = maximum(r1, a0[i0, i1])
         r2 = r1  # detach
-        r5 = np.float32(0.0)  # sum over dims (1,)
-        for i1 in range(n1):
-            v3 = (a0[i0, i1] - r2)  # sub
-            v4 = exp(v3)  # exp
-            out[i0, i1] = v4  # kept for the output loop
-            r5 += v4
+        if n1 <= 1024:
+            r5 = np.float32(0.0)  # sum over dims (1,)
+            for i1 in range(n1):
+                v3 = (a0[i0, i1] - r2)  # sub
+                v4 = exp(v3)  # exp
+                out[i0, i1] = v4  # kept for the output loop
+                r5 += v4
+        else:
+            s5 = np.float64(0)  # sum over dims (1,) (blocks of 1024 in float32, totals in float64)
+            for b1 in range((n1 + 1023) // 1024):
+                p5 = np.float32(0)
+                for i1 in range(np.uint64(b1 * 1024), np.uint64(min(b1 * 1024 + 1024, n1))):
+                    v3 = (a0[i0, i1] - r2)  # sub
+                    v4 = exp(v3)  # exp
+                    out[i0, i1] = v4  # kept for the output loop
+                    p5 += v4
+                s5 += np.float64(p5)
+            r5 = np.float32(s5)
         for i1 in range(n1):
             v4 = out[i0, i1]
             v6 = (v4 / r5)  # div
