@@ -847,7 +847,13 @@ class Tensor:
         return e / e.sum(dim, keepdim=True)
 
     def log_softmax(self, dim):
-        return self - self.logsumexp(dim, keepdim=True)
+        """``x - max - log(sum(exp(x - max)))`` over ``dim``, as torch computes it: a row holding
+        +inf is all nan (``x - logsumexp(x)`` would give -inf beside a nan), and so is a row of
+        -inf; a finite row is the same either way."""
+        x = self if D.is_floating(self.dtype) else self.to(D.get_default_dtype())  # as exp
+        shift = x.amax(dim, keepdim=True).detach() if x.numel() else 0.0  # empty: no max
+        shifted = x - shift
+        return shifted - shifted.exp().sum(dim, keepdim=True).log()
 
     def cumsum(self, dim):
         return apply(ops.CUMSUM, self, dim=norm_dim("cumsum", dim, self.shape) if self.ndim else 0)

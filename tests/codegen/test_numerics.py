@@ -229,3 +229,10 @@ def test_sign_log_softmax_softmax_at_nan_and_inf():
     np.testing.assert_array_equal(p[[0, 1, 3, 4]], [nan_row] * 4)
     np.testing.assert_allclose(p[2], [0.0, 0.26894143, 0.7310586], rtol=1e-6)
     assert math.isnan(ce_inf) and ce_finite == pytest.approx(0.3132617, rel=1e-6)
+
+
+def test_log_softmax_method_and_function_agree():
+    x = tj.tensor([[1.0, inf, 2.0], [-inf, 0.0, 1.0]])
+    np.testing.assert_array_equal(x.log_softmax(-1).numpy(), F.log_softmax(x, -1).numpy())
+    np.testing.assert_array_equal(tj.tensor([1, 2]).log_softmax(0).numpy(),
+                                  F.log_softmax(tj.tensor([1.0, 2.0]), 0).numpy())

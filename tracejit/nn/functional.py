@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dtypes as D
 from .. import ops
 from ..creation import arange, ones, rand
 from ..errors import DTypeError, ShapeError, user_frame
@@ -73,20 +72,12 @@ def softmax(x, dim):
 
 
 def log_softmax(x, dim):
-    """``x - max - log(sum(exp(x - max)))`` over ``dim``, as torch computes it: a row holding
-    +inf is all nan (``x - logsumexp(x)`` would give -inf beside a nan), and so is a row of
-    -inf; a finite row is the same either way.
+    """Torch's log_softmax (see ``Tensor.log_softmax``): a row holding +inf is all nan.
 
     >>> log_softmax(tj.tensor([1.0, float("inf")]), -1).tolist()     # doctest: +SKIP
     [nan, nan]
     """
-    x = _t(x)
-    if not D.is_floating(x.dtype):  # integers and bools: the default float, as exp gives
-        x = x.to(D.get_default_dtype())
-    dims = ops.norm_dims("log_softmax", dim, x.ndim)
-    shift = x.amax(dims, keepdim=True).detach() if x.numel() else 0.0  # empty: no max
-    shifted = x - shift
-    return shifted - shifted.exp().sum(dims, keepdim=True).log()
+    return _t(x).log_softmax(dim)
 
 
 def pad(x, pad, mode="constant", value=0.0):
