@@ -748,6 +748,12 @@ def _index_put(node: Node, arg, t: str) -> list | None:
     x, v = node.inputs[:2]
     if index is None or len(node.inputs) != 2:
         return None
+    if index == "..." and attrs["accumulate"]:
+        # NOTE: numba reads no array through ``[...]``: ``+=`` on the whole array is spelt with
+        # full slices, and a 0-d x (no slice to spell it with) runs through numpy
+        if not x.shape:
+            return None
+        index = ", ".join([":"] * len(x.shape))
     target = np.broadcast_to(np.empty((), bool), x.shape)[ops._basic(attrs["spec"][0])].shape
     if isinstance(v, Var):
         if v.dtype != x.dtype or v.shape != target or not target:
