@@ -530,3 +530,11 @@ def test_overwriting_with_a_constant_drops_the_old_history():
     z.copy_(x * 2)  # a copy of something that requires grad: its history
     (z.sum()).backward()
     assert_close(x.grad, np.array([2.0, 2.0], np.float32))
+
+
+def test_copy_into_itself_is_a_no_op_eager_and_traced():
+    f = tj.trace(lambda x: x.copy_(x) * 2)
+    x = tj.tensor([1.0, 2.0])
+    for _ in range(2):  # tracing call, then compiled
+        assert f(x).tolist() == [2.0, 4.0]
+    assert x.tolist() == [1.0, 2.0]

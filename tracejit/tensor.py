@@ -1195,7 +1195,9 @@ class Tensor:
         res = src.to(self.dtype).expand(self.shape) if src.shape != self.shape else \
             src.to(self.dtype)
         if res is src:
-            res = src.clone() if grad else src
+            # x.copy_(x) is a no-op in value, but the tracer must see a value distinct from
+            # the tensor being overwritten (its old version)
+            res = src.clone() if grad or src is self else src
         return self._assign(res, "copy", grad)
 
     def fill_(self, value):
