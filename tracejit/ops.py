@@ -369,8 +369,10 @@ SQRT = elementwise("sqrt", np.sqrt, "sqrt({0})", lambda g, out, x: (g * 0.5 / ou
                    "float", True)
 RSQRT = elementwise("rsqrt", lambda x: 1 / np.sqrt(x), "rsqrt({0})",
                     lambda g, out, x: (g * -0.5 * out * out * out,), "float", True)
-SIN = elementwise("sin", np.sin, "sin({0})", lambda g, out, x: (g * x.cos(),), "float")
-COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), "float")
+SIN = elementwise("sin", np.sin, "sin({0})", lambda g, out, x: (g * x.cos(),), "float",
+                  True)  # sin(inf) is nan, silently (numpy warns)
+COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), "float",
+                  True)
 TAN = elementwise("tan", np.tan, "tan({0})", lambda g, out, x: (g * (out * out + 1),),
                   "float", True)
 TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
@@ -947,7 +949,9 @@ def _matmul_vjp(g, out, a, b):
     return ga, gb
 
 
-MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp))
+# noisy: inf * 0 inside a product is nan, silently, as in torch
+MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp,
+                           noisy=True))
 
 
 # ----------------------------------------------------------------------------------------------
