@@ -4,9 +4,13 @@ optimised graph) and compiled (first and second call of a ``tracejit.trace``d fu
 dtypes, shapes and in-place updates of inputs must agree (tolerances: tests/fuzz/executors.py).
 
 The default run is small and deterministic (``derandomize=True``: the same examples every time).
-More examples, random ones::
+More examples, random ones (every fuzz test, N examples each)::
 
-    TRACEJIT_FUZZ_EXAMPLES=3000 pytest tests/fuzz -p no:cacheprovider
+    TRACEJIT_FUZZ_EXAMPLES=3000 pytest tests/fuzz
+
+or the ``slow`` sweep (2000 random programs of up to 10 steps, about 20 minutes here)::
+
+    pytest tests/fuzz -m slow
 
 A failure prints the shrunk program as Python (``P(inputs=[...], steps=[...], outputs=[...])``):
 paste it into tests/fuzz/test_regressions.py as a plain test.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import collections
 
 import pytest
-from hypothesis import given, note
+from hypothesis import given, note, settings
 
 from tracejit import ops
 
@@ -33,9 +37,17 @@ def test_executors_agree(p):
     check_all(p)
 
 
-@fuzz_settings(25)
+@fuzz_settings(20)
 @given(programs(max_steps=10))
 def test_executors_agree_longer_programs(p):
+    note(repr(p))
+    check_all(p)
+
+
+@pytest.mark.slow
+@settings(settings.get_profile("fuzz-slow"), max_examples=2000)
+@given(programs(max_steps=10))
+def test_executors_agree_slow_sweep(p):
     note(repr(p))
     check_all(p)
 

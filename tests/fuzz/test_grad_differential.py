@@ -17,7 +17,7 @@ Run more examples with ``TRACEJIT_FUZZ_EXAMPLES=N`` (see test_differential.py).
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, note
+from hypothesis import given, note, reject
 
 import tracejit as tj
 from tracejit.autograd import gradcheck
@@ -60,7 +60,7 @@ def _close(got, want, what):
         np.testing.assert_allclose(ga, wa, rtol=RTOL, atol=ATOL, err_msg=f"{what}: input {i}")
 
 
-@fuzz_settings(30)
+@fuzz_settings(8)
 @given(programs(grad="any", max_steps=5))
 def test_gradients_agree(p):
     note(repr(p))
@@ -76,7 +76,14 @@ def check_gradients(p):
     loss = _loss(outs, weights)
     if loss is None:
         return
-    want = [w if w is not None else tj.zeros_like(a) for w, a in zip(_grads(loss, args), args)]
+    try:
+        grads = _grads(loss, args)
+    except RuntimeError as e:
+        # a value saved for backward was updated in place: eager refuses, as torch does (and
+        # more often: tracejit checks every saved operand, see test_autograd's strict xfail)
+        assert "modified by an inplace operation" in str(e)
+        reject()
+    want = [w if w is not None else tj.zeros_like(a) for w, a in zip(grads, args)]
 
     f = tj.trace(fn)
     for call in ("first call", "second call"):
@@ -95,7 +102,7 @@ def check_gradients(p):
         _close(got if isinstance(got, tuple) else (got,), want, f"tracejit.grad, {call}")
 
 
-@fuzz_settings(15)
+@fuzz_settings(5)
 @given(programs(grad="smooth", max_steps=4))
 def test_gradients_match_finite_differences(p):
     note(repr(p))
@@ -104,8 +111,19 @@ def test_gradients_match_finite_differences(p):
 
 def check_finite_differences(p):
     fn = p.function()
-    outs = _outs(p, fn(*p.make_args(requires_grad=True)))
+    args = p.make_args(requires_grad=True)
+    outs = _outs(p, fn(*args))
     if not any(isinstance(o, tj.Tensor) and o.requires_grad for o in outs):
         return
-    assert gradcheck(fn, tuple(p.make_args(requires_grad=True)))
-    assert gradcheck(tj.trace(fn), tuple(p.make_args(requires_grad=True)))
+    try:
+        _grads(_loss(outs, _weights(outs)), args)
+    except RuntimeError as e:  # as in check_gradients
+        assert "modified by an inplace operation" in str(e)
+        reject()
+
+    def contiguous():  # gradcheck perturbs inputs in place: it wants them contiguous
+        return tuple(tj.tensor(np.ascontiguousarray(a.detach().numpy()), requires_grad=True)
+                     for a in p.make_args())
+
+    assert gradcheck(fn, contiguous())
+    assert gradcheck(tj.trace(fn), contiguous())
