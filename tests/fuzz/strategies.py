@@ -376,8 +376,15 @@ def _operand(g: Gen, shape, name):
         if draw(st.booleans()):
             return draw(st.sampled_from([0.5, 2.0, -1.5, 3]))
         return g.pick(lambda i: i.dtype == F64 and _broadcastable(shape)(i))
-    if draw(st.integers(0, 3)) == 0:
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
         return _scalar(draw)
+    if choice == 1:  # a fresh constant that broadcasts: a suffix of the shape, some dims 1
+        sub = shape[draw(st.integers(0, len(shape))):]
+        sub = tuple(1 if draw(st.booleans()) else n for n in sub)
+        if draw(st.booleans()) and len(sub) < 3:
+            sub = (draw(st.sampled_from([2, 1])),) + sub  # or one dim more: the result grows
+        return _const(g, sub, draw(st.sampled_from(DTYPES)))
     return g.pick(_broadcastable(shape))
 
 
