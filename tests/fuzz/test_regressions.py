@@ -42,6 +42,17 @@ def test_sin_of_inf_program():
 # owned by other helpers: strict xfails
 
 
+@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason="ops.compute (top of ops.py, not "
+                   "this helper's part): casting an operand to the promoted dtype warns "
+                   "'overflow encountered in cast' (float32[1] + float64 0-d 1e300 is inf, "
+                   "silently in torch)")
+def test_no_warning_when_promotion_overflows():
+    x, y = tj.tensor([1.0]), tj.tensor(np.float64(1e300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (x + y).tolist() == [inf]
+
+
 @pytest.mark.xfail(strict=True, reason="codegen/cpu.py: index_put(accumulate=True) with the "
                    "empty key lowers to x[()] += v, which numba cannot compile "
                    "(NotImplementedError, not a CompileError: no fallback, the call fails)")
