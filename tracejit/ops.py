@@ -580,9 +580,12 @@ def _extreme_impl(fn):
     return impl
 
 
+# noisy: float sums and products overflow to inf (and inf - inf is nan) silently, as in torch
 SUM = register(OpDef("sum", REDUCE, _sum_impl, _reduce_infer("sum", _acc_dtype),
-                     lambda g, out, x, dims, keepdim: (unreduce(g, x.shape, dims, keepdim),)))
-PROD = register(OpDef("prod", REDUCE, _prod_impl, _reduce_infer("prod", _acc_dtype), _prod_vjp))
+                     lambda g, out, x, dims, keepdim: (unreduce(g, x.shape, dims, keepdim),),
+                     noisy=True))
+PROD = register(OpDef("prod", REDUCE, _prod_impl, _reduce_infer("prod", _acc_dtype), _prod_vjp,
+                      noisy=True))
 AMAX = register(OpDef("amax", REDUCE, _extreme_impl(np.amax), _reduce_infer("amax", lambda d: d),
                       _extreme_vjp))
 AMIN = register(OpDef("amin", REDUCE, _extreme_impl(np.amin), _reduce_infer("amin", lambda d: d),
@@ -630,7 +633,8 @@ CUMSUM = register(OpDef(
     "cumsum", REDUCE,
     lambda x, dim: np.cumsum(x, axis=dim, dtype=_acc_dtype(x.dtype)) if x.ndim else x.copy(),
     _cumsum_infer,
-    lambda g, out, x, dim: (_flip(_flip(g, dim).cumsum(dim), dim) if x.ndim else g,)))
+    lambda g, out, x, dim: (_flip(_flip(g, dim).cumsum(dim), dim) if x.ndim else g,),
+    noisy=True))
 
 
 # ----------------------------------------------------------------------------------------------

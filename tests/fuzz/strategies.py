@@ -66,6 +66,9 @@ SKIP_0D_REDUCTIONS = True
 # known (test_regressions.test_index_put_accumulate_empty_key): x.index_put((), v,
 # accumulate=True) does not compile; set False once fixed
 SKIP_EMPTY_KEY_ACCUMULATE = True
+# known (test_regressions.test_inplace_result_wider_than_target): x.mul_(y) whose result dtype
+# is wider than x's (float32 x, float64 y) traces as the wider value; set False once fixed
+SKIP_INPLACE_WIDENING = True
 KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.MATMUL, ops.WINDOW,
                "random", "const", "fused"}
 
@@ -821,6 +824,9 @@ def build_inplace(g: Gen, name: str):
             raise Reject  # c.add_(c): eager autograd refuses it (test_autograd's strict xfail)
         args = [t, other]
         _check_elementwise(g, name[1:-1], args)
+        avals = [(g.infos[a].shape, g.infos[a].dtype) if isinstance(a, V) else a for a in args]
+        if SKIP_INPLACE_WIDENING and ops.OPS[name[1:-1]].infer(avals)[1] != info.dtype:
+            raise Reject
         if g.grad and name == ".div_":
             args[1] = _positive(g, other) if isinstance(other, V) else 2.0
         step = S(name, *args)
