@@ -427,8 +427,10 @@ SQRT = elementwise("sqrt", np.sqrt, "sqrt({0})", lambda g, out, x: (g * 0.5 / ou
                    "float", True)
 RSQRT = elementwise("rsqrt", lambda x: 1 / np.sqrt(x), "rsqrt({0})",
                     lambda g, out, x: (g * -0.5 * out * out * out,), "float", True)
-SIN = elementwise("sin", np.sin, "sin({0})", lambda g, out, x: (g * x.cos(),), "float")
-COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), "float")
+SIN = elementwise("sin", np.sin, "sin({0})", lambda g, out, x: (g * x.cos(),), "float",
+                  True)  # sin(inf) is nan, silently (numpy warns)
+COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), "float",
+                  True)
 TAN = elementwise("tan", np.tan, "tan({0})", lambda g, out, x: (g * (out * out + 1),),
                   "float", True)
 TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
@@ -644,9 +646,12 @@ def _extreme_impl(fn):
     return impl
 
 
+# noisy: float sums and products overflow to inf (and inf - inf is nan) silently, as in torch
 SUM = register(OpDef("sum", REDUCE, _sum_impl, _reduce_infer("sum", _acc_dtype),
-                     lambda g, out, x, dims, keepdim: (unreduce(g, x.shape, dims, keepdim),)))
-PROD = register(OpDef("prod", REDUCE, _prod_impl, _reduce_infer("prod", _acc_dtype), _prod_vjp))
+                     lambda g, out, x, dims, keepdim: (unreduce(g, x.shape, dims, keepdim),),
+                     noisy=True))
+PROD = register(OpDef("prod", REDUCE, _prod_impl, _reduce_infer("prod", _acc_dtype), _prod_vjp,
+                      noisy=True))
 AMAX = register(OpDef("amax", REDUCE, _extreme_impl(np.amax), _reduce_infer("amax", lambda d: d),
                       _extreme_vjp))
 AMIN = register(OpDef("amin", REDUCE, _extreme_impl(np.amin), _reduce_infer("amin", lambda d: d),
@@ -694,7 +699,8 @@ CUMSUM = register(OpDef(
     "cumsum", REDUCE,
     lambda x, dim: np.cumsum(x, axis=dim, dtype=_acc_dtype(x.dtype)) if x.ndim else x.copy(),
     _cumsum_infer,
-    lambda g, out, x, dim: (_flip(_flip(g, dim).cumsum(dim), dim) if x.ndim else g,)))
+    lambda g, out, x, dim: (_flip(_flip(g, dim).cumsum(dim), dim) if x.ndim else g,),
+    noisy=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1013,7 +1019,9 @@ def _matmul_vjp(g, out, a, b):
     return ga, gb
 
 
-MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp))
+# noisy: inf * 0 inside a product is nan, silently, as in torch
+MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp,
+                           noisy=True))
 
 
 # ----------------------------------------------------------------------------------------------

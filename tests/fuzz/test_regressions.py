@@ -1,0 +1,150 @@
+"""Failures the fuzzers found, shrunk, kept as plain tests. Each says what was wrong.
+
+Bugs in files other helpers own are strict xfails (they start passing, and so failing here, once
+fixed: then drop the mark).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+from tracejit.passes import IRError
+
+from .executors import check_all
+from .program import In, P, S, V, inf, nan  # noqa: F401 - names printed programs use
+from .test_grad_differential import check_gradients
+
+# ----------------------------------------------------------------------------------------------
+# fixed here
+
+
+@pytest.mark.parametrize("fn", [lambda x: x.sin(), lambda x: x.cos(),
+                                lambda x: x.reshape(1, 2) @ tj.tensor([[0.0], [1.0]]),
+                                lambda x: tj.tensor([inf, -inf]).sum(),
+                                lambda x: tj.tensor([3e38, 3e38]).sum(),
+                                lambda x: tj.tensor([3e38, 3e38]).prod(),
+                                lambda x: tj.tensor([3e38, 3e38]).cumsum(0)],
+                         ids=["sin", "cos", "matmul", "sum-nan", "sum-overflow", "prod",
+                              "cumsum"])
+def test_no_numpy_warning_on_inf(fn):
+    # sin(inf), cos(inf), inf * 0 inside matmul, inf - inf and overflow inside sum, prod and
+    # cumsum are nan/inf silently in torch; the rows were not marked noisy, so eager calls (and
+    # the interpreter) printed numpy RuntimeWarnings
+    x = tj.tensor([inf, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not np.isfinite(fn(x).numpy()).all()
+
+
+def test_sin_of_inf_program():
+    check_all(P(inputs=[In((2,), 'float32', 'c', [inf, 1.0])], steps=[S('sin', V(0))],
+                outputs=[V(1)]))
+
+
+# ----------------------------------------------------------------------------------------------
+# owned by other helpers: strict xfails
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason="ops.compute (top of ops.py, not "
+                   "this helper's part): casting an operand to the promoted dtype warns "
+                   "'overflow encountered in cast' (float32[1] + float64 0-d 1e300 is inf, "
+                   "silently in torch)")
+def test_no_warning_when_promotion_overflows():
+    x, y = tj.tensor([1.0]), tj.tensor(np.float64(1e300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (x + y).tolist() == [inf]
+
+
+@pytest.mark.xfail(strict=True, reason="codegen/cpu.py: index_put(accumulate=True) with the "
+                   "empty key lowers to x[()] += v, which numba cannot compile "
+                   "(NotImplementedError, not a CompileError: no fallback, the call fails)")
+@pytest.mark.parametrize("shape", [(), (1,), (2, 3)])
+def test_index_put_accumulate_empty_key(shape):
+    # eager: x + 2; compiled: NotImplementedError: No definition for lowering
+    # <built-in function getitem>(Array(int64, 0, 'C', ...), ...)
+    n = int(np.prod(shape))
+    values = np.arange(n).reshape(shape).tolist()
+    check_all(P(inputs=[In(shape, 'int64', 'c', values)],
+                steps=[S('.index_put', V(0), (), 2, accumulate=True)],
+                outputs=[V(1)]))
+
+
+@pytest.mark.xfail(strict=True, raises=NotImplementedError,
+                   reason="as test_index_put_accumulate_empty_key")
+def test_index_put_accumulate_empty_key_minimal():
+    # the same through the plain API: the second call runs the compiled entry
+    # (a Python scalar or a 1-d value fails; a 0-d tensor value happens to compile)
+    f = tj.trace(lambda x: x.index_put((), 2.0, accumulate=True))
+    for _ in range(2):
+        assert f(tj.tensor([1.0])).tolist() == [3.0]
+
+
+@pytest.mark.xfail(strict=True, reason="tracing.py: x.copy_(x) inside a traced function raises "
+                   "TraceError 'modified in place through another view after this view was "
+                   "taken'; eagerly it is a no-op (torch allows it)")
+def test_copy_into_itself():
+    check_all(P(inputs=[In((2,), 'float64', 'c', [1.0, 2.0])],
+                steps=[S('.copy_', V(0), V(0)), S('mul', V(1), 2.0)],
+                outputs=[V(2)]))
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError, reason="codegen/cpu.py lower (line ~478 "
+                   "names[x.id]): KeyError compiling the forward graph of a traced function's "
+                   "compiled backward (runtime/backward.build) when 0-d values that are outputs "
+                   "feed reductions (probably the known multi-output 0-d/sum lowering bug)")
+def test_grad_0d_outputs_feeding_reductions():
+    check_gradients(P(inputs=[In((), 'float64', 'c', -0.5289333558197755)],
+                      steps=[S('sum', V(0), dims=(), keepdim=True),
+                             S('prod', V(1), dims=(), keepdim=True),
+                             S('.clone', V(2)),
+                             S('tensor', value=np.array(1.0, dtype='float64')),
+                             S('.__setitem__', V(3), (), V(4))],
+                      outputs=[V(5), V(2), V(1)]))
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError, reason="codegen/cpu.py lower: a 0-d value that "
+                   "feeds a reduction and another op fails with KeyError (single-output graph "
+                   "too, so wider than the known multi-output 0-d/sum case)")
+def test_0d_value_feeding_sum_and_another_op():
+    # minimal: f(x) = (x + 1).sum() + (x + 1) for a 0-d x; fine for x of shape (1,)
+    f = tj.trace(lambda x: (x + 1).sum() + (x + 1))
+    x = tj.tensor(np.float32(4))
+    assert f(x).item() == 10.0
+    assert f(x).item() == 10.0
+
+
+@pytest.mark.xfail(strict=True, reason="as test_0d_value_feeding_sum_and_another_op")
+def test_0d_value_feeding_sum_program():
+    # the fuzzer's shrunk program (sign -> prod over () -> logical_or): KeyError at the first
+    # call, in the compiler
+    p = P(inputs=[In((), 'int32', 'o', 4), In((), 'int32', 'c', 2)],
+          steps=[S('sign', V(0)), S('prod', V(0), dims=(), keepdim=True),
+                 S('prod', V(2), dims=(), keepdim=False), S('add', V(2), V(2)),
+                 S('sub', V(1), V(3)), S('logical_or', V(4), V(5))],
+          outputs=[V(7)], bare=True)
+    check_all(p)
+
+
+@pytest.mark.xfail(strict=True, reason="tracing.py (Tracer.assign): an in-place op whose result "
+                   "dtype is wider than the target's (float32 x.mul_(float64 tensor), allowed: "
+                   "same category) records the uncast result as x's new value: graph calls "
+                   "return float64 for x, and later ops on x fail verification (IRError)")
+def test_inplace_result_wider_than_target():
+    # the shrunk program: interpret (graph call): output 0: dtype float64 != eager float32
+    check_all(P(inputs=[In((4,), 'float32', 's', [0.0, 0.0, -1.0, 0.0])],
+                steps=[S('tensor', value=np.array([-3.0], dtype='float64')),
+                       S('.mul_', V(0), V(1))],
+                outputs=[V(2)]))
+
+
+@pytest.mark.xfail(strict=True, raises=IRError,
+                   reason="as test_inplace_result_wider_than_target")
+def test_inplace_result_wider_than_target_then_used():
+    f = tj.trace(lambda x: x.mul_(tj.tensor([-3.0], dtype=tj.float64)) + 0)
+    for _ in range(2):
+        assert f(tj.tensor([1.0, 2.0])).dtype == tj.float32
