@@ -161,8 +161,10 @@ def compute(op: OpDef, args: list, attrs: dict) -> np.ndarray:
             except DTypeError as e:  # name the operand shapes and the user's line too
                 raise op_error(op, orig, attrs, e) from None
         cast = plan[0]
-        args = [a.astype(c) if isinstance(a, np.ndarray) and a.dtype != c else a
-                for a, c in zip(args, cast)]
+        if any(isinstance(a, np.ndarray) and a.dtype != c for a, c in zip(args, cast)):
+            with np.errstate(over="ignore", invalid="ignore"):  # 1e300 to float32 is inf, as
+                args = [a.astype(c) if isinstance(a, np.ndarray) and a.dtype != c else a
+                        for a, c in zip(args, cast)]  # torch gives it, without a warning
     try:
         if op.noisy:
             with np.errstate(all="ignore"):

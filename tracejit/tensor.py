@@ -1146,7 +1146,9 @@ class Tensor:
         if not self._data.flags.writeable:
             raise RuntimeError(f"{name}_: this tensor is a broadcast (expanded) view and cannot be "
                                f"written in place; call .clone() first{user_frame(2)}")
-        np.copyto(self._data, res._data, casting="unsafe")
+        if res.dtype != self.dtype:  # float64 into float32: a cast the graph records too
+            res = res.to(self.dtype)
+        np.copyto(self._data, res._data)
         self._version[0] += 1
         if ops.state.tracer is not None:
             ops.state.tracer.assign(self, res)

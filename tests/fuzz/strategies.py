@@ -62,13 +62,13 @@ KINKED_OPS = {"abs", "relu", "maximum", "minimum", "amax", "amin", "clamp"}  # g
 POSITIVE_DOMAIN = {"log", "sqrt", "rsqrt"}  # in gradient programs their operand is x*x + 0.5
 # known, fixed elsewhere (test_regressions.test_0d_value_feeding_sum_and_another_op): a 0-d
 # value that feeds a reduction and anything else fails to lower; set False once fixed
-SKIP_0D_REDUCTIONS = True
+SKIP_0D_REDUCTIONS = False
 # known (test_regressions.test_index_put_accumulate_empty_key): x.index_put((), v,
 # accumulate=True) does not compile; set False once fixed
-SKIP_EMPTY_KEY_ACCUMULATE = True
+SKIP_EMPTY_KEY_ACCUMULATE = False
 # known (test_regressions.test_inplace_result_wider_than_target): x.mul_(y) whose result dtype
 # is wider than x's (float32 x, float64 y) traces as the wider value; set False once fixed
-SKIP_INPLACE_WIDENING = True
+SKIP_INPLACE_WIDENING = False
 KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.MATMUL, ops.WINDOW,
                "random", "const", "fused"}
 

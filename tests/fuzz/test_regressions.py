@@ -1,7 +1,7 @@
 """Failures the fuzzers found, shrunk, kept as plain tests. Each says what was wrong.
 
-Bugs in files other helpers own are strict xfails (they start passing, and so failing here, once
-fixed: then drop the mark).
+A bug found but not yet fixed is kept here as a strict xfail with its diagnosis (it fails once
+the fix lands: then drop the mark, and the strategies' SKIP_ switch if it has one).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit.passes import IRError
 
 from .executors import check_all
 from .program import In, P, S, V, inf, nan  # noqa: F401 - names printed programs use
 from .test_grad_differential import check_gradients
 
 # ----------------------------------------------------------------------------------------------
-# fixed here
+# numpy warnings torch does not give
 
 
 @pytest.mark.parametrize("fn", [lambda x: x.sin(), lambda x: x.cos(),
@@ -46,13 +45,9 @@ def test_sin_of_inf_program():
 
 
 # ----------------------------------------------------------------------------------------------
-# owned by other helpers: strict xfails
+# found while the compiler's and tracer's fixes were in flight; fixed there
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeWarning, reason="ops.compute (top of ops.py, not "
-                   "this helper's part): casting an operand to the promoted dtype warns "
-                   "'overflow encountered in cast' (float32[1] + float64 0-d 1e300 is inf, "
-                   "silently in torch)")
 def test_no_warning_when_promotion_overflows():
     x, y = tj.tensor([1.0]), tj.tensor(np.float64(1e300))
     with warnings.catch_warnings():
@@ -60,9 +55,6 @@ def test_no_warning_when_promotion_overflows():
         assert (x + y).tolist() == [inf]
 
 
-@pytest.mark.xfail(strict=True, reason="codegen/cpu.py: index_put(accumulate=True) with the "
-                   "empty key lowers to x[()] += v, which numba cannot compile "
-                   "(NotImplementedError, not a CompileError: no fallback, the call fails)")
 @pytest.mark.parametrize("shape", [(), (1,), (2, 3)])
 def test_index_put_accumulate_empty_key(shape):
     # eager: x + 2; compiled: NotImplementedError: No definition for lowering
@@ -74,8 +66,6 @@ def test_index_put_accumulate_empty_key(shape):
                 outputs=[V(1)]))
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError,
-                   reason="as test_index_put_accumulate_empty_key")
 def test_index_put_accumulate_empty_key_minimal():
     # the same through the plain API: the second call runs the compiled entry
     # (a Python scalar or a 1-d value fails; a 0-d tensor value happens to compile)
@@ -84,19 +74,12 @@ def test_index_put_accumulate_empty_key_minimal():
         assert f(tj.tensor([1.0])).tolist() == [3.0]
 
 
-@pytest.mark.xfail(strict=True, reason="tracing.py: x.copy_(x) inside a traced function raises "
-                   "TraceError 'modified in place through another view after this view was "
-                   "taken'; eagerly it is a no-op (torch allows it)")
 def test_copy_into_itself():
     check_all(P(inputs=[In((2,), 'float64', 'c', [1.0, 2.0])],
                 steps=[S('.copy_', V(0), V(0)), S('mul', V(1), 2.0)],
                 outputs=[V(2)]))
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="codegen/cpu.py lower (line ~478 "
-                   "names[x.id]): KeyError compiling the forward graph of a traced function's "
-                   "compiled backward (runtime/backward.build) when 0-d values that are outputs "
-                   "feed reductions (probably the known multi-output 0-d/sum lowering bug)")
 def test_grad_0d_outputs_feeding_reductions():
     check_gradients(P(inputs=[In((), 'float64', 'c', -0.5289333558197755)],
                       steps=[S('sum', V(0), dims=(), keepdim=True),
@@ -107,9 +90,6 @@ def test_grad_0d_outputs_feeding_reductions():
                       outputs=[V(5), V(2), V(1)]))
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="codegen/cpu.py lower: a 0-d value that "
-                   "feeds a reduction and another op fails with KeyError (single-output graph "
-                   "too, so wider than the known multi-output 0-d/sum case)")
 def test_0d_value_feeding_sum_and_another_op():
     # minimal: f(x) = (x + 1).sum() + (x + 1) for a 0-d x; fine for x of shape (1,)
     f = tj.trace(lambda x: (x + 1).sum() + (x + 1))
@@ -118,7 +98,6 @@ def test_0d_value_feeding_sum_and_another_op():
     assert f(x).item() == 10.0
 
 
-@pytest.mark.xfail(strict=True, reason="as test_0d_value_feeding_sum_and_another_op")
 def test_0d_value_feeding_sum_program():
     # the fuzzer's shrunk program (sign -> prod over () -> logical_or): KeyError at the first
     # call, in the compiler
@@ -130,10 +109,6 @@ def test_0d_value_feeding_sum_program():
     check_all(p)
 
 
-@pytest.mark.xfail(strict=True, reason="tracing.py (Tracer.assign): an in-place op whose result "
-                   "dtype is wider than the target's (float32 x.mul_(float64 tensor), allowed: "
-                   "same category) records the uncast result as x's new value: graph calls "
-                   "return float64 for x, and later ops on x fail verification (IRError)")
 def test_inplace_result_wider_than_target():
     # the shrunk program: interpret (graph call): output 0: dtype float64 != eager float32
     check_all(P(inputs=[In((4,), 'float32', 's', [0.0, 0.0, -1.0, 0.0])],
@@ -142,8 +117,6 @@ def test_inplace_result_wider_than_target():
                 outputs=[V(2)]))
 
 
-@pytest.mark.xfail(strict=True, raises=IRError,
-                   reason="as test_inplace_result_wider_than_target")
 def test_inplace_result_wider_than_target_then_used():
     f = tj.trace(lambda x: x.mul_(tj.tensor([-3.0], dtype=tj.float64)) + 0)
     for _ in range(2):
