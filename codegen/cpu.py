@@ -32,6 +32,8 @@ MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see lower()
 PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
 SUM_BLOCK = 1024  # float32 sums add blocks this long in float32, then the blocks in float64
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
+# ops LLVM folds in pairs under ``reassoc`` (see _Kernel._reassociates)
+_FOLDABLE = frozenset({"exp", "log", "log1p", "expm1", "pow", "sqrt", "rsqrt"})
 
 _NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int32": "np.int32",
              "int64": "np.int64", "bool": "np.bool_"}
@@ -192,13 +194,32 @@ class _Kernel:
             code = _cast(code, casts[0], result)
         return code
 
+    def _reassociates(self) -> bool:
+        """May this kernel's float arithmetic be reassociated? Only reductions need it (to
+        vectorise their accumulation), and only where LLVM has no transcendental pair to fold:
+        with ``reassoc`` it rewrites exp(log(x)) to x (nan at x < 0), log(exp(x)) to x (inf past
+        overflow) and exp(a) * exp(b) to exp(a + b). Numba applies a kernel's flags to what it
+        inlines too, so helpers cannot opt out: the kernel must."""
+        if not self.row_dims:
+            return False
+        def folds(x):
+            node = self.producer.get(x.id) if isinstance(x, Var) else None
+            return node is not None and node.op in _FOLDABLE
+        for node in self.body.nodes:
+            if node.op in _FOLDABLE and any(folds(x) for x in node.inputs):
+                return False
+            if node.op in ("mul", "div") and all(folds(x) for x in node.inputs):
+                return False
+        return True
+
     # -- emission
     def source(self) -> str:
         names = " ".join(dict.fromkeys(n.op for n in self.body.nodes))
         comment = ", ".join(f"%{n.out.id} {n.op}" for n in self.body.nodes)
         dims = [f"n{k}" for k in range(self.rank)]
         params = ", ".join(self.args + self.outs + dims)
-        fm = "FASTMATH" if self.fastmath else "False"
+        fm = "False" if not self.fastmath else \
+            "FASTMATH" if self._reassociates() else "FASTMATH_NO_REASSOC"
         # error_model="numpy": 1/0 is inf, as in numpy, not a ZeroDivisionError
         lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm}, "
                  f"error_model='numpy')",
@@ -449,6 +470,7 @@ exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _
 sin, cos, tan, tanh = _math.sin, _math.cos, _math.tan, _math.tanh
 sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {fastmath}
+FASTMATH_NO_REASSOC = {no_reassoc}  # kernels without reductions, or with a foldable pair
 '''
 
 
@@ -635,9 +657,11 @@ def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
                                   if buffers else "") + "\n".join(body_lines) +
              ("\n" if body_lines else "") +
              f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})\n")
-    header = HEADER.format(mathset="PRECISE" if precise_math else "FAST",
-                           fastmath=repr(fm) if isinstance(fm, bool) else
-                           "{" + ", ".join(sorted(repr(f) for f in fm)) + "}")
+    def flags(fm) -> str:
+        return repr(fm) if isinstance(fm, bool) else "{" + ", ".join(sorted(map(repr, fm))) + "}"
+
+    header = HEADER.format(mathset="PRECISE" if precise_math else "FAST", fastmath=flags(fm),
+                           no_reassoc=flags(fm if isinstance(fm, bool) else fm - {"reassoc"}))
     source = header + "\n\n" + "\n\n".join(kernels + [entry])
     return Lowered(source, "entry", tuple(sizes.values), consts, fallbacks, jit_entry,
                    [k.split("def ")[1].split("(")[0] for k in kernels], buffers)

@@ -121,3 +121,26 @@ def test_inplace_result_wider_than_target_then_used():
     f = tj.trace(lambda x: x.mul_(tj.tensor([-3.0], dtype=tj.float64)) + 0)
     for _ in range(2):
         assert f(tj.tensor([1.0, 2.0])).dtype == tj.float32
+
+
+@pytest.mark.parametrize("fn", [lambda x: x.log().exp(), lambda x: x.exp().log(),
+                                lambda x: x.exp() * (-x).exp(), lambda x: x.log().exp().sum(),
+                                lambda x: x.log().exp().sum(-1, keepdim=True)],
+                         ids=["exp-log", "log-exp", "exp-times-exp", "sum-exp-log", "row-sum"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_no_fold_of_transcendental_pairs(fn, dtype):
+    # with the kernels' reassoc flag LLVM folded float64 exp(log(x)) into x: -1 where eager
+    # gives nan; log(exp(1000.)) into 1000 where eager gives inf
+    x = tj.tensor(np.array([0.0, 2.0, -1.0, 1000.0], dtype=dtype))
+    f = tj.trace(fn)
+    eager = f(x).numpy()
+    np.testing.assert_allclose(f(x).numpy(), eager, rtol=1e-6)  # nan and inf where eager's are
+    assert f.cache_info().hits == 1
+
+
+def test_exp_of_log_program():
+    # the slow sweep's shrunk program
+    check_all(P(inputs=[In((), 'float32', 'c', 0.0),
+                        In((4,), 'float64', 'c', [0.0, 0.0, 0.0, -1.0])],
+                steps=[S('log', V(1)), S('exp', V(2))],
+                outputs=[V(3)]))
