@@ -14,6 +14,7 @@ exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _
 sin, cos, tan, tanh = _math.sin, _math.cos, _math.tan, _math.tanh
 sigmoid, erf = _math.sigmoid, _math.erf
 FASTMATH = {'contract', 'reassoc'}
+FASTMATH_NO_REASSOC = {'contract'}  # kernels without reductions, or with a foldable pair
 
 
 @numba.njit(parallel=False, cache=True, fastmath=FASTMATH, error_model='numpy')
