@@ -161,7 +161,7 @@ class _Kernel:
             return operands[0][0]
         if node.op == "cast":
             return _cast(operands[0][0], operands[0][1], attrs["dtype"])
-        if node.op in ("sum", "prod", "amax", "amin") and not reduces(node):
+        if op.reduction and not reduces(node):
             return _cast(operands[0][0], operands[0][1], out_dt)  # over no dims: x itself
         if node.op == "clamp":
             src, dt, _ = operands[0]
@@ -463,7 +463,6 @@ def _scipy_available() -> bool:
 
 _HAVE_SCIPY = _scipy_available()
 POOLED_OUTPUT_MIN_BYTES = 1 << 20  # outputs at least this large come from the caching allocator
-VIEW_OPS = ("reshape", "permute", "expand", "getitem", "detach")
 
 
 @dataclass
@@ -482,9 +481,10 @@ def _alias_roots(graph: Graph, lowered_as_view) -> dict:
     roots: dict = {}
     for node in graph.nodes:
         ins = [x for x in node.inputs if isinstance(x, Var)]
-        if node.op in VIEW_OPS and lowered_as_view(node):
+        op = ops.OPS[node.op]
+        if op.view and lowered_as_view(node):
             roots[node.out.id] = set().union(*(roots.get(x.id, {x.id}) for x in ins[:1]))
-        elif node.op not in ("fused", "matmul", "const") + cpu_nodes.FRESH_OPS:
+        elif not op.fresh:
             # numpy fallbacks may return views of any operand: assume they do
             roots[node.out.id] = {node.out.id}.union(*(roots.get(x.id, {x.id}) for x in ins))
         else:
