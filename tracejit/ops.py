@@ -1160,5 +1160,22 @@ def _fused_infer(avals, body, **loop):
 FUSED = register(OpDef("fused", "fused", _fused_impl, _fused_infer, fresh=True))
 
 
+# ----------------------------------------------------------------------------------------------
+# the functions expr templates call: what each code generator provides (codegen/cpu.py CALLS)
+
+
+CALL = re.compile(r"\b([A-Za-z_]\w*)\(")  # ``name(`` in a template: a call of ``name``
+
+
+def template_calls() -> dict:
+    """Each function name an ``expr`` template calls, with the ops whose template calls it, in
+    table order (``{"abs": ["abs"], ..., "maximum": ["maximum"], ...}``)."""
+    calls: dict = {}
+    for op in OPS.values():
+        for name in dict.fromkeys(CALL.findall(op.expr or "")):
+            calls.setdefault(name, []).append(op.name)
+    return calls
+
+
 __all__ = ["OpDef", "OPS", "apply", "register", "broadcast_shapes", "norm_dim", "norm_dims",
            "unreduce", "state"]
