@@ -466,6 +466,7 @@ CALLS: dict = {
     **{name: name for name in ops.template_calls()},
     "maximum": "maximum", "minimum": "minimum", "power_scalar": "power_scalar",
     "clamp": None, "cast": None,  # written out by _Kernel._expr, never called
+    "sinh": "math.sinh", "cosh": "math.cosh",  # numba's libm call (sinhf for float32)
 }
 
 

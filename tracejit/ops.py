@@ -442,6 +442,10 @@ COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), 
                   True)
 TAN = elementwise("tan", np.tan, "tan({0})", lambda g, out, x: (g * (out * out + 1),),
                   "float", True)
+SINH = elementwise("sinh", np.sinh, "sinh({0})", lambda g, out, x: (g * x.cosh(),), "float",
+                   True)  # sinh(89.0) is inf in float32, silently (numpy warns)
+COSH = elementwise("cosh", np.cosh, "cosh({0})", lambda g, out, x: (g * x.sinh(),), "float",
+                   True)
 TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
                    "float")
 SIGMOID = elementwise("sigmoid", _sigmoid, "sigmoid({0})",

@@ -616,6 +616,12 @@ class Tensor:
     def tan(self):
         return apply(ops.TAN, self)
 
+    def sinh(self):
+        return apply(ops.SINH, self)
+
+    def cosh(self):
+        return apply(ops.COSH, self)
+
     def tanh(self):
         return apply(ops.TANH, self)
 
@@ -1279,7 +1285,7 @@ def _make_unary_inplace(name):
 
 
 for _name in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
-              "tan", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
+              "tan", "sinh", "cosh", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
     setattr(Tensor, _name + "_", _make_unary_inplace(_name))
 
 

@@ -292,6 +292,7 @@ def test_every_function_a_template_calls_is_bound_by_generated_source():
 
     assert cpu.unbound_calls() == []
     assert cpu.spelled("maximum({0}, {1})") == "maximum({0}, {1})"
+    assert cpu.spelled("sinh({0})") == "math.sinh({0})"  # this target's override
 
 
 def test_a_call_generated_source_cannot_make_is_unsupported(monkeypatch):

@@ -55,9 +55,9 @@ DISCRETE_OPS = {"eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite", "floor"
                 "round", "sign", "argmax", "argmin", "floordiv", "remainder"}
 # differentiable and smooth everywhere we evaluate them (the finite-difference check's ops)
 SMOOTH_OPS = {"neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
-              "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where", "sum", "prod",
-              "cumsum", "reshape", "permute", "expand", "cat", "pad", "getitem", "index_put",
-              "gather", "scatter_add", "matmul", "unfold", "fold", "cast"}
+              "sinh", "cosh", "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where",
+              "sum", "prod", "cumsum", "reshape", "permute", "expand", "cat", "pad", "getitem",
+              "index_put", "gather", "scatter_add", "matmul", "unfold", "fold", "cast"}
 KINKED_OPS = {"abs", "relu", "maximum", "minimum", "amax", "amin", "clamp"}  # grad, not FD
 POSITIVE_DOMAIN = {"log", "sqrt", "rsqrt"}  # in gradient programs their operand is x*x + 0.5
 # known, fixed elsewhere (test_regressions.test_0d_value_feeding_sum_and_another_op): a 0-d
