@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracejit import autograd, creation, ops
-from tracejit.autograd import Node, enable_grad, grad_mode
+from tracejit.autograd import TapeNode, enable_grad, grad_mode
 from tracejit.ir import Graph, Var
 from tracejit.tensor import Tensor
 
@@ -256,7 +256,7 @@ def call(cg: CompiledGrad, inputs: list) -> list:
     record = _Call(cg, tuple(arrays[cg.n_outputs:]),
                    [(outs[k].shape, outs[k].dtype) for k in cg.differentiable])
     hub = Tensor._make(np.zeros((), results[cg.differentiable[0]].dtype))
-    hub._grad_fn = node = Node(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
+    hub._grad_fn = node = TapeNode(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
     # the hub checks the versions of what the backward graph reads, as eager autograd checks
     # saved tensors; the other inputs may be updated in place (written back) meanwhile
     read = {id(inputs[i]._version) for i in cg.reads}
@@ -264,7 +264,7 @@ def call(cg: CompiledGrad, inputs: list) -> list:
     hub.requires_grad = True
     for k in cg.differentiable:
         out = results[k]
-        out._grad_fn = Node(cg.op, [hub], {"k": k, "call": record}, out._data, out._version)
+        out._grad_fn = TapeNode(cg.op, [hub], {"k": k, "call": record}, out._data, out._version)
         out.requires_grad = True
     return results
 

@@ -1104,3 +1104,8 @@ def test_int_pow_negative_exponent_error():
 def test_numpy_erf_reference_sanity():
     # guard the reference used above against silent breakage
     assert _np_erf(np.array([0.0, 1.0]))[1] == pytest.approx(0.8427007929497149)
+
+
+def test_every_row_is_named_after_its_op():
+    # ops.NAME is the row of op "name" (the in-place methods find their rows so)
+    assert [n for n, o in ops.OPS.items() if getattr(ops, n.upper(), None) is not o] == []

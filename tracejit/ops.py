@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import dtypes as D
-from .autograd import Node, grad_mode
+from .autograd import TapeNode, grad_mode
 from .errors import DTypeError, ShapeError, called_as, with_location
 
 Tensor: Any = None  # bound by tracejit.tensor once the class exists (breaks the import cycle)
@@ -33,7 +33,7 @@ ELEMENTWISE = "elementwise"
 REDUCE = "reduce"
 SHAPE = "shape"
 INDEX = "index"
-MATMUL = "matmul"
+LINALG = "linalg"  # BLAS contractions (matmul)
 WINDOW = "window"
 
 
@@ -198,7 +198,7 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
     if op.vjp is not None and grad_mode.enabled and res.dtype.kind == "f":
         for x in inputs:
             if isinstance(x, Tensor) and x.requires_grad:
-                out._grad_fn = Node(op, inputs, attrs, res, out._version)
+                out._grad_fn = TapeNode(op, inputs, attrs, res, out._version)
                 out.requires_grad = True
                 break
     return out
@@ -494,9 +494,9 @@ def _int_div_checked(fn):
 
 FLOORDIV = elementwise("floordiv", _int_div_checked(np.floor_divide), "floordiv({0}, {1})",
                        rule="no_bool", noisy=True)
-MOD = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
-                  lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
-                  "no_bool", noisy=True)
+REMAINDER = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
+                        lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
+                        "no_bool", noisy=True)
 
 
 def _pow_vjp(g, out, x, y):
@@ -1034,8 +1034,8 @@ def _matmul_vjp(g, out, a, b):
 
 
 # noisy: inf * 0 inside a product is nan, silently, as in torch
-MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp,
-                           noisy=True, fresh=True))
+MATMUL = register(OpDef("matmul", LINALG, _matmul_impl, _matmul_infer, _matmul_vjp,
+                        noisy=True, fresh=True))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ SKIP_EMPTY_KEY_ACCUMULATE = False
 # known (test_regressions.test_inplace_result_wider_than_target): x.mul_(y) whose result dtype
 # is wider than x's (float32 x, float64 y) traces as the wider value; set False once fixed
 SKIP_INPLACE_WIDENING = False
-KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.MATMUL, ops.WINDOW,
+KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.LINALG, ops.WINDOW,
                "random", "const", "fused"}
 
 _SPECIALS = {
@@ -864,11 +864,11 @@ def build_inplace(g: Gen, name: str):
 
 BUILDERS = {
     ops.ELEMENTWISE: build_elementwise, ops.REDUCE: build_reduce, ops.SHAPE: build_shape,
-    ops.INDEX: build_index, ops.MATMUL: build_matmul, ops.WINDOW: build_window,
+    ops.INDEX: build_index, ops.LINALG: build_matmul, ops.WINDOW: build_window,
     "random": build_random,
 }
 # how often each family is drawn (in-place updates and constants are families too)
-WEIGHTS = {ops.ELEMENTWISE: 10, ops.REDUCE: 4, ops.SHAPE: 4, ops.INDEX: 4, ops.MATMUL: 1,
+WEIGHTS = {ops.ELEMENTWISE: 10, ops.REDUCE: 4, ops.SHAPE: 4, ops.INDEX: 4, ops.LINALG: 1,
            ops.WINDOW: 1, "random": 1, "inplace": 4, "const": 1}
 
 
