@@ -186,7 +186,7 @@ class _Kernel:
         expr = spelled(op.expr)
         if node.op == "pow" and operands[1][2] < 2:
             # one exponent for every element: numpy's (and torch's) square root for 0.5
-            expr = "power_scalar({0}, {1})"
+            expr = spelled("power_scalar({0}, {1})")
         code = expr.format(*codes)
         if node.op in ("floordiv", "remainder") and np.dtype(casts[1]).kind in "iu" and \
                 not (operands[1][1] is None and operands[1][0] != 0):

@@ -3,7 +3,8 @@
 A row holds everything about a primitive: its numpy implementation (used eagerly and by the
 reference interpreter), its shape/dtype rule (``infer``), its vector-Jacobian product written
 with Tensor operations (so the same rule differentiates eagerly, on the IR and to higher
-order), and, for elementwise ops, the expression code generation emits.
+order), for elementwise ops the expression code generation emits, and the facts every pass
+reads (``view``, ``reduction``, ``fresh``, ``impure``, ...): no pass keeps its own list of names.
 
 Higher-level functions (softmax, layer_norm, conv2d, ...) are compositions of these rows and
 live in ``tensor.py`` / ``functional.py``.
