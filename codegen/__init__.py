@@ -1,2 +1,3 @@
-"""Code generation: fused IR groups to numba source for the CPU and CUDA (installed as
-``tracejit.codegen``). The lowering arrives with the compiler work; nothing here yet."""
+"""Code generation (installed as ``tracejit.codegen``): ``cpu`` lowers a fused graph to numba
+source (a kernel per fused group, ``cpu_nodes`` one per unfold/fold/argmax/gather/scatter_add
+node, and an entry function); ``prelude`` and ``mathlib`` are the scalar helpers it calls."""

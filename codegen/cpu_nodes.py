@@ -20,9 +20,6 @@ from tracejit.ir import Node
 
 from . import cpu  # NOTE: cpu imports this module too; only its attributes are used, at call time
 
-# results of these ops are fresh arrays, never views of their inputs (numpy fallbacks included)
-FRESH_OPS = ("unfold", "fold", "argmax", "argmin", "gather", "scatter_add")
-
 
 @dataclass
 class NodeKernel:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracejit import autograd, creation, ops
-from tracejit.autograd import Node, enable_grad, grad_mode
+from tracejit.autograd import TapeNode, enable_grad, grad_mode
 from tracejit.ir import Graph, Var
 from tracejit.tensor import Tensor
 
@@ -66,7 +66,7 @@ def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
         rng.state = state
     joint = run_pipeline(joint)
     forward, backward = (dce(g) for g in _partition(joint, n_out, n_cot))
-    has_random = any(ops.OPS[n.op].kind == ops.RANDOM for n in graph.nodes)
+    has_random = any(ops.OPS[n.op].impure for n in graph.nodes)
     used = {x.id for n in backward.nodes for x in n.inputs if isinstance(x, Var)} | {
         x.id for x in backward.outputs if isinstance(x, Var)}
     reads = frozenset(i for i, v in enumerate(forward.inputs) if v.id in used)
@@ -129,9 +129,6 @@ def _joint(graph: Graph, inputs: list):
     return joint, len(outs), diff, wrt, len(cots)
 
 
-_FREE_VIEWS = ("reshape", "permute", "expand", "detach")
-
-
 def _partition(joint: Graph, n_out: int, n_cot: int):
     """(forward, backward) graphs of a joint graph whose last ``n_cot`` inputs are cotangents
     and whose outputs are ``n_out`` results followed by the gradients."""
@@ -155,7 +152,7 @@ def _partition(joint: Graph, n_out: int, n_cot: int):
                 x.id in copied:
             continue
         node = produced[x.id]
-        if node.op == "const" or node.op in _FREE_VIEWS:
+        if node.op == "const" or ops.OPS[node.op].free_view:
             copied[x.id] = node
             stack.extend(node.inputs)
         else:
@@ -259,7 +256,7 @@ def call(cg: CompiledGrad, inputs: list) -> list:
     record = _Call(cg, tuple(arrays[cg.n_outputs:]),
                    [(outs[k].shape, outs[k].dtype) for k in cg.differentiable])
     hub = Tensor._make(np.zeros((), results[cg.differentiable[0]].dtype))
-    hub._grad_fn = node = Node(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
+    hub._grad_fn = node = TapeNode(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
     # the hub checks the versions of what the backward graph reads, as eager autograd checks
     # saved tensors; the other inputs may be updated in place (written back) meanwhile
     read = {id(inputs[i]._version) for i in cg.reads}
@@ -267,7 +264,7 @@ def call(cg: CompiledGrad, inputs: list) -> list:
     hub.requires_grad = True
     for k in cg.differentiable:
         out = results[k]
-        out._grad_fn = Node(cg.op, [hub], {"k": k, "call": record}, out._data, out._version)
+        out._grad_fn = TapeNode(cg.op, [hub], {"k": k, "call": record}, out._data, out._version)
         out.requires_grad = True
     return results
 

@@ -98,7 +98,7 @@ def test_inplace_matches_out_of_place(name):
 
 
 UNARY = ["neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan",
-         "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"]
+         "sinh", "cosh", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"]
 POSITIVE_ONLY = {"log", "sqrt", "rsqrt"}
 
 

@@ -70,6 +70,8 @@ UNARY = {
     "sin": (lambda x: x.sin(), np.sin, (-3, 3)),
     "cos": (lambda x: x.cos(), np.cos, (-3, 3)),
     "tan": (lambda x: x.tan(), np.tan, (-1.2, 1.2)),
+    "sinh": (lambda x: x.sinh(), np.sinh, (-3, 3)),
+    "cosh": (lambda x: x.cosh(), np.cosh, (-3, 3)),
     "tanh": (lambda x: x.tanh(), np.tanh, (-3, 3)),
     "sigmoid": (lambda x: x.sigmoid(), _np_sigmoid, (-5, 5)),
     "erf": (lambda x: x.erf(), _np_erf, (-2, 2)),
@@ -164,7 +166,7 @@ def test_unary_int_keeps_int(name):
     assert_close(out, ref(a).astype(I32))
 
 
-@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "tanh", "sigmoid", "erf",
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "sinh", "tanh", "sigmoid", "erf",
                                   "log2", "exp2", "reciprocal", "rsqrt"])
 def test_unary_int_to_float(name):
     fn, ref, _ = {**UNARY, **COMPOSED}[name]
@@ -675,6 +677,8 @@ GRAD_UNARY = {
     "sin": (lambda x: x.sin(), (-3, 3)),
     "cos": (lambda x: x.cos(), (-3, 3)),
     "tan": (lambda x: x.tan(), (-1.2, 1.2)),
+    "sinh": (lambda x: x.sinh(), (-2, 2)),
+    "cosh": (lambda x: x.cosh(), (-2, 2)),
     "tanh": (lambda x: x.tanh(), (-2, 2)),
     "sigmoid": (lambda x: x.sigmoid(), (-4, 4)),
     "erf": (lambda x: x.erf(), (-2, 2)),
@@ -818,6 +822,8 @@ GRADGRAD = {
     "sin": (lambda x: x.sin(), (-3, 3)),
     "cos": (lambda x: x.cos(), (-3, 3)),
     "tan": (lambda x: x.tan(), (-1, 1)),
+    "sinh": (lambda x: x.sinh(), (-2, 2)),
+    "cosh": (lambda x: x.cosh(), (-2, 2)),
     "tanh": (lambda x: x.tanh(), (-2, 2)),
     "sigmoid": (lambda x: x.sigmoid(), (-4, 4)),
     "erf": (lambda x: x.erf(), (-2, 2)),
@@ -1098,3 +1104,8 @@ def test_int_pow_negative_exponent_error():
 def test_numpy_erf_reference_sanity():
     # guard the reference used above against silent breakage
     assert _np_erf(np.array([0.0, 1.0]))[1] == pytest.approx(0.8427007929497149)
+
+
+def test_every_row_is_named_after_its_op():
+    # ops.NAME is the row of op "name" (the in-place methods find their rows so)
+    assert [n for n, o in ops.OPS.items() if getattr(ops, n.upper(), None) is not o] == []

@@ -95,6 +95,8 @@ UNARY = {
     "sin": lambda L, F, x: x.sin(),
     "cos": lambda L, F, x: x.cos(),
     "tan": lambda L, F, x: (x * 0.5).tan(),
+    "sinh": lambda L, F, x: x.sinh(),
+    "cosh": lambda L, F, x: x.cosh(),
     "tanh": lambda L, F, x: x.tanh(),
     "sigmoid": lambda L, F, x: x.sigmoid(),
     "relu": lambda L, F, x: x.relu(),

@@ -168,6 +168,7 @@ UNARY = {
     "log": lambda x: x.log(), "log1p": lambda x: x.log1p(), "expm1": lambda x: x.expm1(),
     "sqrt": lambda x: x.sqrt(), "rsqrt": lambda x: x.rsqrt(), "sin": lambda x: x.sin(),
     "cos": lambda x: x.cos(), "tan": lambda x: x.tan(), "tanh": lambda x: x.tanh(),
+    "sinh": lambda x: x.sinh(), "cosh": lambda x: x.cosh(),
     "sigmoid": lambda x: x.sigmoid(), "erf": lambda x: x.erf(), "relu": lambda x: x.relu(),
     "sign": lambda x: x.sign(), "floor": lambda x: x.floor(), "ceil": lambda x: x.ceil(),
     "round": lambda x: x.round(), "logical_not": lambda x: x.logical_not(),
@@ -570,11 +571,11 @@ INPLACE = {
     "read_then_write": lambda x, y: (x * 1, x.add_(y), x * 1),
 }
 for _u in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan",
-           "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
+           "sinh", "cosh", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
     INPLACE[_u + "_"] = (lambda u: lambda x, y: getattr(x.abs_() if u in _POSITIVE else x,
                                                         u + "_")())(_u)
 _FLOAT_RESULT = {"div_", "clamp_", "itruediv", "exp_", "log_", "log1p_", "expm1_", "sqrt_",
-                 "rsqrt_", "sin_", "cos_", "tan_", "tanh_", "sigmoid_"}
+                 "rsqrt_", "sin_", "cos_", "tan_", "sinh_", "cosh_", "tanh_", "sigmoid_"}
 for name, fn in INPLACE.items():
     for dtype in (F32, I64):
         for layout in ("contig", "strided"):

@@ -1,4 +1,4 @@
-"""Eager reverse-mode autograd: the tape (``Node``), grad mode, ``backward``/``grad`` and
+"""Eager reverse-mode autograd: the tape (``TapeNode``), grad mode, ``backward``/``grad`` and
 ``gradcheck``. Gradients come from the op table's vjp rules, written with Tensor ops, so the
 backward pass can itself be recorded (``create_graph=True``) for higher-order derivatives.
 
@@ -73,7 +73,7 @@ class set_grad_enabled(_GradSwitch):
         pass
 
 
-class Node:
+class TapeNode:
     """One recorded op: the tape entry behind a tensor's ``grad_fn``.
 
     Ops have one output, so a non-leaf tensor and its node correspond one to one; the gradient
@@ -107,7 +107,7 @@ class Node:
 
     @property
     def next_functions(self):
-        return tuple(e if isinstance(e, Node) or e is None else "AccumulateGrad"
+        return tuple(e if isinstance(e, TapeNode) or e is None else "AccumulateGrad"
                      for e in self.edges)
 
     def __repr__(self) -> str:
@@ -120,7 +120,7 @@ _SECOND_BACKWARD = (
     "through the graph a second time.")
 
 
-def _modified_message(node: Node, counter, seen) -> str:
+def _modified_message(node: TapeNode, counter, seen) -> str:
     """Which saved value of ``node`` an in-place update changed, with its shape."""
     what = "a saved value"
     if node.op.saves_out and counter is node.versions[0][0]:
@@ -147,7 +147,7 @@ def _topo_order(roots):
         while stack:
             node, it = stack[-1]
             for e in it:
-                if isinstance(e, Node) and id(e) not in seen:
+                if isinstance(e, TapeNode) and id(e) not in seen:
                     seen.add(id(e))
                     stack.append((e, iter(e.edges)))
                     break
@@ -272,7 +272,7 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                     gx = gx.sum_to_shape(x.shape)
                 if gx.dtype != x.dtype:
                     gx = gx.to(x.dtype)
-                if isinstance(e, Node):
+                if isinstance(e, TapeNode):
                     _accumulate(pending, id(e), gx)
                 else:
                     _deliver_leaf(e, gx, inputs, leaf_grads, create_graph)

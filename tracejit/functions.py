@@ -10,8 +10,8 @@ from .tensor import Tensor, _t, cat, matmul, maximum, minimum, stack, where
 
 _METHODS = (
     "abs", "neg", "exp", "exp2", "log", "log2", "log10", "log1p", "expm1", "sqrt", "rsqrt",
-    "sin", "cos", "tan", "tanh", "sigmoid", "relu", "erf", "sign", "floor", "ceil", "round",
-    "trunc", "square", "reciprocal", "clamp", "clip", "isnan", "isfinite", "isinf",
+    "sin", "cos", "tan", "sinh", "cosh", "tanh", "sigmoid", "relu", "erf", "sign", "floor",
+    "ceil", "round", "trunc", "square", "reciprocal", "clamp", "clip", "isnan", "isfinite", "isinf",
     "logical_not", "logical_and", "logical_or", "logical_xor", "eq", "ne", "lt", "le", "gt", "ge",
     "add", "sub", "mul", "div", "pow", "remainder", "lerp",
     "sum", "mean", "prod", "amax", "amin", "argmax", "argmin", "var", "std", "logsumexp",

@@ -3,7 +3,8 @@
 A row holds everything about a primitive: its numpy implementation (used eagerly and by the
 reference interpreter), its shape/dtype rule (``infer``), its vector-Jacobian product written
 with Tensor operations (so the same rule differentiates eagerly, on the IR and to higher
-order), and, for elementwise ops, the expression code generation emits.
+order), for elementwise ops the expression code generation emits, and the facts every pass
+reads (``view``, ``reduction``, ``fresh``, ``impure``, ...): no pass keeps its own list of names.
 
 Higher-level functions (softmax, layer_norm, conv2d, ...) are compositions of these rows and
 live in ``tensor.py`` / ``functional.py``.
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import dtypes as D
-from .autograd import Node, grad_mode
+from .autograd import TapeNode, grad_mode
 from .errors import DTypeError, ShapeError, called_as, with_location
 
 Tensor: Any = None  # bound by tracejit.tensor once the class exists (breaks the import cycle)
@@ -33,7 +34,7 @@ ELEMENTWISE = "elementwise"
 REDUCE = "reduce"
 SHAPE = "shape"
 INDEX = "index"
-MATMUL = "matmul"
+LINALG = "linalg"  # BLAS contractions (matmul)
 WINDOW = "window"
 
 
@@ -52,6 +53,11 @@ class OpDef:
     dtype_rule: str | None = None  # elementwise only: how inputs are promoted (see _DTYPE_RULES)
     view: bool = False  # the numpy impl may return a view of input 0
     noisy: bool = False  # numpy may warn (log(0), 1/0): such warnings are silenced, as in torch
+    # facts the passes, code generation and the runtime read (never lists of op names):
+    reduction: bool = False  # a reduction over ``dims`` a kernel walks rows for (fuse, simplify)
+    free_view: bool = False  # a view made from attributes alone: the backward graph re-makes it
+    fresh: bool = False  # the result is always a new array, never a view of an operand (codegen)
+    impure: bool = False  # has effects (draws random numbers): dce, cse and fold keep every call
     _plans: dict = field(default_factory=dict, repr=False)
     saves_out: bool = field(init=False, default=False)  # the vjp reads ``out`` (set below)
 
@@ -63,6 +69,8 @@ class OpDef:
         self.saves_out = self.vjp is not None and (code is None or "out" in code.co_cellvars or any(
             "out" in (i.argval if isinstance(i.argval, tuple) else (i.argval,))
             for i in dis.get_instructions(code) if i.opname.startswith("LOAD_")))
+        if self.free_view and not self.view:
+            raise ValueError(f"op {self.name!r}: a free view is a view")
 
     def __repr__(self) -> str:
         return f"OpDef({self.name})"
@@ -191,7 +199,7 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
     if op.vjp is not None and grad_mode.enabled and res.dtype.kind == "f":
         for x in inputs:
             if isinstance(x, Tensor) and x.requires_grad:
-                out._grad_fn = Node(op, inputs, attrs, res, out._version)
+                out._grad_fn = TapeNode(op, inputs, attrs, res, out._version)
                 out.requires_grad = True
                 break
     return out
@@ -435,6 +443,10 @@ COS = elementwise("cos", np.cos, "cos({0})", lambda g, out, x: (-g * x.sin(),), 
                   True)
 TAN = elementwise("tan", np.tan, "tan({0})", lambda g, out, x: (g * (out * out + 1),),
                   "float", True)
+SINH = elementwise("sinh", np.sinh, "sinh({0})", lambda g, out, x: (g * x.cosh(),), "float",
+                   True)  # sinh(89.0) is inf in float32, silently (numpy warns)
+COSH = elementwise("cosh", np.cosh, "cosh({0})", lambda g, out, x: (g * x.sinh(),), "float",
+                   True)
 TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
                    "float")
 SIGMOID = elementwise("sigmoid", _sigmoid, "sigmoid({0})",
@@ -483,9 +495,9 @@ def _int_div_checked(fn):
 
 FLOORDIV = elementwise("floordiv", _int_div_checked(np.floor_divide), "floordiv({0}, {1})",
                        rule="no_bool", noisy=True)
-MOD = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
-                  lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
-                  "no_bool", noisy=True)
+REMAINDER = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
+                        lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
+                        "no_bool", noisy=True)
 
 
 def _pow_vjp(g, out, x, y):
@@ -651,13 +663,13 @@ def _extreme_impl(fn):
 # noisy: float sums and products overflow to inf (and inf - inf is nan) silently, as in torch
 SUM = register(OpDef("sum", REDUCE, _sum_impl, _reduce_infer("sum", _acc_dtype),
                      lambda g, out, x, dims, keepdim: (unreduce(g, x.shape, dims, keepdim),),
-                     noisy=True))
+                     noisy=True, reduction=True))
 PROD = register(OpDef("prod", REDUCE, _prod_impl, _reduce_infer("prod", _acc_dtype), _prod_vjp,
-                      noisy=True))
+                      noisy=True, reduction=True))
 AMAX = register(OpDef("amax", REDUCE, _extreme_impl(np.amax), _reduce_infer("amax", lambda d: d),
-                      _extreme_vjp))
+                      _extreme_vjp, reduction=True))
 AMIN = register(OpDef("amin", REDUCE, _extreme_impl(np.amin), _reduce_infer("amin", lambda d: d),
-                      _extreme_vjp))
+                      _extreme_vjp, reduction=True))
 
 
 def _arg_impl(fn):
@@ -683,8 +695,9 @@ def _arg_infer(name):
     return infer
 
 
-ARGMAX = register(OpDef("argmax", REDUCE, _arg_impl(np.argmax), _arg_infer("argmax")))
-ARGMIN = register(OpDef("argmin", REDUCE, _arg_impl(np.argmin), _arg_infer("argmin")))
+# NOTE: argmax/argmin (and cumsum) are not ``reduction`` rows: each is a kernel of its own
+ARGMAX = register(OpDef("argmax", REDUCE, _arg_impl(np.argmax), _arg_infer("argmax"), fresh=True))
+ARGMIN = register(OpDef("argmin", REDUCE, _arg_impl(np.argmin), _arg_infer("argmin"), fresh=True))
 
 
 def _cumsum_infer(avals, dim):
@@ -735,13 +748,13 @@ def _expand_infer(avals, shape):
 
 RESHAPE = register(OpDef("reshape", SHAPE, lambda x, shape: np.reshape(x, shape),
                          _reshape_infer, lambda g, out, x, shape: (g.reshape(x.shape),),
-                         view=True))
+                         view=True, free_view=True))
 PERMUTE = register(OpDef("permute", SHAPE, lambda x, perm: np.transpose(x, perm), _permute_infer,
                          lambda g, out, x, perm: (g.permute(tuple(np.argsort(perm))),),
-                         view=True))
+                         view=True, free_view=True))
 EXPAND = register(OpDef("expand", SHAPE, lambda x, shape: np.broadcast_to(x, shape),
                         _expand_infer, lambda g, out, x, shape: (g.sum_to_shape(x.shape),),
-                        view=True))
+                        view=True, free_view=True))
 
 
 def _cat_infer(avals, dim):
@@ -985,9 +998,9 @@ def _scatter_add_vjp(g, out, x, index, src, dim):
 
 GATHER = register(OpDef("gather", INDEX, _gather_impl, _gather_infer,
                         lambda g, out, x, index, dim: (
-                            _scatter_add_zeros(g, x.shape, index, dim), None)))
+                            _scatter_add_zeros(g, x.shape, index, dim), None), fresh=True))
 SCATTER_ADD = register(OpDef("scatter_add", INDEX, _scatter_add_impl, _scatter_add_infer,
-                             _scatter_add_vjp))
+                             _scatter_add_vjp, fresh=True))
 
 
 def _scatter_add_zeros(g, shape, index, dim):
@@ -1022,8 +1035,8 @@ def _matmul_vjp(g, out, a, b):
 
 
 # noisy: inf * 0 inside a product is nan, silently, as in torch
-MATMUL_OP = register(OpDef("matmul", MATMUL, _matmul_impl, _matmul_infer, _matmul_vjp,
-                           noisy=True))
+MATMUL = register(OpDef("matmul", LINALG, _matmul_impl, _matmul_infer, _matmul_vjp,
+                        noisy=True, fresh=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1099,8 +1112,8 @@ def _fold_vjp(g, out, cols, output_size, kernel, dilation, padding, stride):
     return (apply(UNFOLD, g, kernel=kernel, dilation=dilation, padding=padding, stride=stride),)
 
 
-UNFOLD = register(OpDef("unfold", WINDOW, _unfold_impl, _unfold_infer, _unfold_vjp))
-FOLD = register(OpDef("fold", WINDOW, _fold_impl, _fold_infer, _fold_vjp))
+UNFOLD = register(OpDef("unfold", WINDOW, _unfold_impl, _unfold_infer, _unfold_vjp, fresh=True))
+FOLD = register(OpDef("fold", WINDOW, _fold_impl, _fold_infer, _fold_vjp, fresh=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1108,9 +1121,10 @@ FOLD = register(OpDef("fold", WINDOW, _fold_impl, _fold_infer, _fold_vjp))
 
 
 CONST = register(OpDef("const", "const", lambda value: value.array,
-                       lambda avals, value: (value.array.shape, value.array.dtype)))
+                       lambda avals, value: (value.array.shape, value.array.dtype), fresh=True))
 # ``detach`` inside a traced function: the same values, no gradient (a view, like eager detach)
-DETACH = register(OpDef("detach", SHAPE, lambda x: x.view(), lambda avals: avals[0], view=True))
+DETACH = register(OpDef("detach", SHAPE, lambda x: x.view(), lambda avals: avals[0], view=True,
+                        free_view=True))
 
 RANDOM = "random"  # impure: draws from tracejit's generator, in program order
 
@@ -1131,9 +1145,9 @@ def _random_infer(avals, shape, dtype, **params):
     return tuple(shape), dtype
 
 
-UNIFORM = register(OpDef("uniform", RANDOM, _draw("uniform"), _random_infer))
-NORMAL = register(OpDef("normal", RANDOM, _draw("normal"), _random_infer))
-RANDINT = register(OpDef("randint", RANDOM, _draw("randint"), _random_infer))
+UNIFORM = register(OpDef("uniform", RANDOM, _draw("uniform"), _random_infer, impure=True))
+NORMAL = register(OpDef("normal", RANDOM, _draw("normal"), _random_infer, impure=True))
+RANDINT = register(OpDef("randint", RANDOM, _draw("randint"), _random_infer, impure=True))
 
 
 def _fused_impl(*args, body, **loop):
@@ -1148,7 +1162,24 @@ def _fused_infer(avals, body, **loop):
 
 # A kernel made by the fuse pass: ``body`` is the subgraph it computes (interpretable, so fused
 # graphs run on the reference backend too).
-FUSED = register(OpDef("fused", "fused", _fused_impl, _fused_infer))
+FUSED = register(OpDef("fused", "fused", _fused_impl, _fused_infer, fresh=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# the functions expr templates call: what each code generator provides (codegen/cpu.py CALLS)
+
+
+CALL = re.compile(r"\b([A-Za-z_]\w*)\(")  # ``name(`` in a template: a call of ``name``
+
+
+def template_calls() -> dict:
+    """Each function name an ``expr`` template calls, with the ops whose template calls it, in
+    table order (``{"abs": ["abs"], ..., "maximum": ["maximum"], ...}``)."""
+    calls: dict = {}
+    for op in OPS.values():
+        for name in dict.fromkeys(CALL.findall(op.expr or "")):
+            calls.setdefault(name, []).append(op.name)
+    return calls
 
 
 __all__ = ["OpDef", "OPS", "apply", "register", "broadcast_shapes", "norm_dim", "norm_dims",

@@ -458,10 +458,10 @@ class Tensor:
         return apply(ops.FLOORDIV, _wrap(o), self)
 
     def __mod__(self, o):
-        return apply(ops.MOD, self, _wrap(o))
+        return apply(ops.REMAINDER, self, _wrap(o))
 
     def __rmod__(self, o):
-        return apply(ops.MOD, _wrap(o), self)
+        return apply(ops.REMAINDER, _wrap(o), self)
 
     def __pow__(self, o):
         return apply(ops.POW, self, _wrap(o))
@@ -615,6 +615,12 @@ class Tensor:
 
     def tan(self):
         return apply(ops.TAN, self)
+
+    def sinh(self):
+        return apply(ops.SINH, self)
+
+    def cosh(self):
+        return apply(ops.COSH, self)
 
     def tanh(self):
         return apply(ops.TANH, self)
@@ -1279,7 +1285,7 @@ def _make_unary_inplace(name):
 
 
 for _name in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
-              "tan", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
+              "tan", "sinh", "cosh", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
     setattr(Tensor, _name + "_", _make_unary_inplace(_name))
 
 
@@ -1405,12 +1411,12 @@ def matmul(a, b) -> Tensor:
         raise ShapeError(f"matmul: inner dimensions do not match: {tuple(a.shape)} @ "
                          f"{tuple(b.shape)} ({a.shape[-1]} != {inner_b}){user_frame()}")
     if a.ndim == 1 and b.ndim == 1:
-        return apply(ops.MATMUL_OP, a.reshape(1, -1), b.reshape(-1, 1)).reshape(())
+        return apply(ops.MATMUL, a.reshape(1, -1), b.reshape(-1, 1)).reshape(())
     if a.ndim == 1:
-        return apply(ops.MATMUL_OP, a.unsqueeze(0), b).squeeze(-2)
+        return apply(ops.MATMUL, a.unsqueeze(0), b).squeeze(-2)
     if b.ndim == 1:
-        return apply(ops.MATMUL_OP, a, b.unsqueeze(1)).squeeze(-1)
-    return apply(ops.MATMUL_OP, a, b)
+        return apply(ops.MATMUL, a, b.unsqueeze(1)).squeeze(-1)
+    return apply(ops.MATMUL, a, b)
 
 
 def where(condition, x, y) -> Tensor:

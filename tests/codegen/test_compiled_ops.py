@@ -14,8 +14,8 @@ from tracejit import ops
 from ..conftest import noncontig
 
 UNARY_FLOAT = ["neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
-               "tan", "tanh", "sigmoid", "erf", "relu", "sign", "floor", "ceil", "round",
-               "isnan", "isfinite", "logical_not", "clone"]
+               "tan", "sinh", "cosh", "tanh", "sigmoid", "erf", "relu", "sign", "floor", "ceil",
+               "round", "isnan", "isfinite", "logical_not", "clone"]
 BINARY = ["add", "sub", "mul", "div", "floordiv", "remainder", "pow", "maximum", "minimum",
           "eq", "ne", "lt", "le", "gt", "ge"]
 

@@ -284,3 +284,23 @@ def test_compiled_function_called_with_grad_inputs_is_differentiable():
     with tj.no_grad():  # without grad mode the compiled code runs
         f(x)
         assert f(x).grad_fn is None
+
+
+def test_every_function_a_template_calls_is_bound_by_generated_source():
+    # ops.template_calls() is derived from the op table; codegen/cpu.py CALLS spells each one
+    from tracejit.codegen import cpu
+
+    assert cpu.unbound_calls() == []
+    assert cpu.spelled("maximum({0}, {1})") == "maximum({0}, {1})"
+    assert cpu.spelled("sinh({0})") == "math.sinh({0})"  # this target's override
+
+
+def test_a_call_generated_source_cannot_make_is_unsupported(monkeypatch):
+    from tracejit.codegen import cpu
+
+    monkeypatch.setitem(cpu.CALLS, "nosuch", "nosuch")
+    cpu.spelled.cache_clear()
+    assert cpu.unbound_calls() == ["nosuch"]
+    with pytest.raises(cpu.Unsupported):
+        cpu.spelled("nosuch({0})")
+    cpu.spelled.cache_clear()

@@ -200,6 +200,7 @@ def _noise(step: S, env: list, res) -> np.ndarray | None:
             "log": lambda: np.ones_like(o), "log1p": lambda: np.abs(x / (1 + x)),
             "sqrt": lambda: 0.5 * np.abs(o), "rsqrt": lambda: 0.5 * np.abs(o),
             "sin": lambda: np.abs(x * np.cos(x)), "cos": lambda: np.abs(x * np.sin(x)),
+            "sinh": lambda: np.abs(x * np.cosh(x)), "cosh": lambda: np.abs(x * np.sinh(x)),
             "tan": lambda: np.abs(x) * (1 + o * o), "tanh": lambda: np.abs(x) * (1 - o * o),
             "sigmoid": lambda: np.abs(x) * o * (1 - o),
             "erf": lambda: np.abs(x) * 1.1284 * np.exp(-x * x),

@@ -55,9 +55,9 @@ DISCRETE_OPS = {"eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite", "floor"
                 "round", "sign", "argmax", "argmin", "floordiv", "remainder"}
 # differentiable and smooth everywhere we evaluate them (the finite-difference check's ops)
 SMOOTH_OPS = {"neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
-              "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where", "sum", "prod",
-              "cumsum", "reshape", "permute", "expand", "cat", "pad", "getitem", "index_put",
-              "gather", "scatter_add", "matmul", "unfold", "fold", "cast"}
+              "sinh", "cosh", "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where",
+              "sum", "prod", "cumsum", "reshape", "permute", "expand", "cat", "pad", "getitem",
+              "index_put", "gather", "scatter_add", "matmul", "unfold", "fold", "cast"}
 KINKED_OPS = {"abs", "relu", "maximum", "minimum", "amax", "amin", "clamp"}  # grad, not FD
 POSITIVE_DOMAIN = {"log", "sqrt", "rsqrt"}  # in gradient programs their operand is x*x + 0.5
 # known, fixed elsewhere (test_regressions.test_0d_value_feeding_sum_and_another_op): a 0-d
@@ -69,7 +69,7 @@ SKIP_EMPTY_KEY_ACCUMULATE = False
 # known (test_regressions.test_inplace_result_wider_than_target): x.mul_(y) whose result dtype
 # is wider than x's (float32 x, float64 y) traces as the wider value; set False once fixed
 SKIP_INPLACE_WIDENING = False
-KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.MATMUL, ops.WINDOW,
+KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.LINALG, ops.WINDOW,
                "random", "const", "fused"}
 
 _SPECIALS = {
@@ -864,11 +864,11 @@ def build_inplace(g: Gen, name: str):
 
 BUILDERS = {
     ops.ELEMENTWISE: build_elementwise, ops.REDUCE: build_reduce, ops.SHAPE: build_shape,
-    ops.INDEX: build_index, ops.MATMUL: build_matmul, ops.WINDOW: build_window,
+    ops.INDEX: build_index, ops.LINALG: build_matmul, ops.WINDOW: build_window,
     "random": build_random,
 }
 # how often each family is drawn (in-place updates and constants are families too)
-WEIGHTS = {ops.ELEMENTWISE: 10, ops.REDUCE: 4, ops.SHAPE: 4, ops.INDEX: 4, ops.MATMUL: 1,
+WEIGHTS = {ops.ELEMENTWISE: 10, ops.REDUCE: 4, ops.SHAPE: 4, ops.INDEX: 4, ops.LINALG: 1,
            ops.WINDOW: 1, "random": 1, "inplace": 4, "const": 1}
 
 

@@ -1,10 +1,10 @@
 """cse: nodes computing the same op on the same operands with the same attributes become one.
-Random draws are never merged."""
+Impure ops (random draws) are never merged."""
 
 from __future__ import annotations
 
 from ..ir import Graph, Var, rebuild, substitute
-from ..ops import OPS, RANDOM
+from ..ops import OPS
 
 
 def _operand_key(x):
@@ -23,7 +23,7 @@ def cse(graph: Graph) -> Graph:
         inputs = tuple(substitute(x, mapping) for x in node.inputs)
         if inputs != node.inputs:
             node = type(node)(node.out, node.op, inputs, node.attrs, node.loc)
-        if OPS[node.op].kind != RANDOM:
+        if not OPS[node.op].impure:
             key = (node.op, tuple(_operand_key(x) for x in inputs),
                    tuple((k, _operand_key(v)) for k, v in node.attrs), node.out.type)
             prev = seen.get(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir import Const, Graph, Node, Var, rebuild
-from ..ops import OPS, RANDOM, compute
+from ..ops import OPS, compute
 
 MAX_FOLDED_ELEMENTS = 1 << 16  # larger results stay computed at run time (graphs stay small)
 
@@ -15,7 +15,7 @@ def fold(graph: Graph) -> Graph:
         op = OPS[node.op]
         if node.op == "const":
             consts[node.out.id] = node.attr_dict["value"].array
-        elif op.kind != RANDOM and all(not isinstance(x, Var) or x.id in consts
+        elif not op.impure and all(not isinstance(x, Var) or x.id in consts
                                        for x in node.inputs) and \
                 node.out.shape is not None and _size(node.out.shape) <= MAX_FOLDED_ELEMENTS:
             args = [consts[x.id] if isinstance(x, Var) else x for x in node.inputs]

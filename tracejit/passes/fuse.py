@@ -25,22 +25,21 @@ from __future__ import annotations
 from ..ir import Graph, GraphBuilder, Node, Var, rebuild
 from ..ops import ELEMENTWISE, OPS
 
-# reductions a group can hold (argmax/argmin/cumsum are kernels of their own elsewhere)
-FUSIBLE_REDUCTIONS = ("sum", "prod", "amax", "amin")
 MAX_EXTRA_OUTPUTS = 8  # results a kernel writes besides its root
 
 
 def reduces(node: Node) -> bool:
     """Is ``node`` a reduction a kernel walks rows for? One over no dims (``x.sum()`` of a 0-d
     x, which simplify normally removes) is elementwise: a cast to its result type."""
-    return node.op in FUSIBLE_REDUCTIONS and bool(node.attr_dict["dims"])
+    return OPS[node.op].reduction and bool(node.attr_dict["dims"])
 
 
 def is_fusible(node: Node) -> bool:
     op = OPS.get(node.op)
     if op is None:
         return False
-    if node.op in FUSIBLE_REDUCTIONS:
+    # reductions a group can hold: the ``reduction`` rows (argmax, cumsum are kernels elsewhere)
+    if op.reduction:
         return True
     return op.kind == ELEMENTWISE or node.op == "detach"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Const, Graph, Node, Var, rebuild, substitute
+from ..ops import OPS
 
 
 def _is_scalar(x, value) -> bool:
@@ -39,9 +40,6 @@ def _is(x, value, producers) -> bool:
     return arr is not None and arr.dtype != np.bool_ and arr.size > 0 and bool(np.all(arr == value))
 
 
-_REDUCTIONS = ("sum", "prod", "amax", "amin")
-
-
 def simplify(graph: Graph) -> Graph:
     producers: dict = {}
     mapping: dict = {}  # var id -> replacement Var
@@ -58,7 +56,7 @@ def simplify(graph: Graph) -> Graph:
             if ok and not (node.out.id in output_ids and replacement.id in input_ids):
                 mapping[node.out.id] = replacement
                 continue
-            if ok and node.op in _REDUCTIONS:  # an identity reduction that must stay a value
+            if ok and OPS[node.op].reduction:  # an identity reduction that must stay a value
                 node = Node(node.out, "copy", (replacement,), (), node.loc)
         elif isinstance(replacement, Node):
             node = replacement
@@ -96,7 +94,7 @@ def _rewrite(node: Node, producers):
         if _is_scalar(ins[1], 0.5) and isinstance(ins[0], Var) and ins[0].dtype == out.dtype \
                 and out.dtype.kind == "f":
             return Node(out, "sqrt", (ins[0],), (), node.loc)
-    elif op in _REDUCTIONS and not attrs["dims"]:
+    elif OPS[op].reduction and not attrs["dims"]:
         # NOTE: a reduction over no dims has no row for a kernel to walk: it is elementwise
         x = ins[0]
         if x.dtype == out.dtype:
@@ -106,7 +104,7 @@ def _rewrite(node: Node, producers):
         inner = producers.get(ins[0].id) if isinstance(ins[0], Var) else None
         if inner is not None and inner.op == "neg":
             return inner.inputs[0]
-    elif op in ("cast", "reshape", "expand", "permute", "copy_free"):
+    elif op in ("cast", "reshape", "expand", "permute"):
         x = ins[0]
         if op == "cast" and x.dtype == attrs["dtype"]:
             return x
