@@ -503,7 +503,7 @@ def _bound_names(header: str) -> frozenset:
     return frozenset(bound)
 
 
-_BOUND = _bound_names(HEADER.format(mathset="FAST", fastmath="set()"))
+_BOUND = _bound_names(HEADER.format(mathset="FAST", fastmath="set()", no_reassoc="set()"))
 
 
 def unbound_calls() -> list:
