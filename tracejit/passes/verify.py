@@ -3,7 +3,7 @@ what its op's shape/dtype rule says."""
 
 from __future__ import annotations
 
-from ..ir import Graph, Var
+from ..ir import Graph, Var, defined_vars
 from ..ops import OPS
 
 
@@ -34,8 +34,9 @@ def verify(graph: Graph, after: str | None = None) -> Graph:
         defined[v.id] = v
     for node in graph.nodes:
         where = f"node %{node.out.id} ({node.op})"
-        if node.out.id in defined:
-            raise IRError(f"{where}: %{node.out.id} is assigned twice (not SSA){ctx}")
+        for v in defined_vars(node):
+            if v.id in defined:
+                raise IRError(f"{where}: %{v.id} is assigned twice (not SSA){ctx}")
         op = OPS.get(node.op)
         if op is None:
             raise IRError(f"{where}: unknown op {node.op!r}{ctx}")
@@ -49,7 +50,8 @@ def verify(graph: Graph, after: str | None = None) -> Graph:
         if tuple(shape) != node.out.shape or dtype != node.out.dtype:
             raise IRError(f"{where}: declared {node.out.type} but the op gives "
                           f"{Var(0, tuple(shape), dtype).type}{ctx}")
-        defined[node.out.id] = node.out
+        for v in defined_vars(node):  # a multi-output kernel defines several
+            defined[v.id] = v
     for i, x in enumerate(graph.outputs):
         check_use(x, f"output {i}")
     return graph
