@@ -34,6 +34,16 @@ def _default_limit() -> int:
     return min(ram // 4, 4 << 30)
 
 
+class _Block:
+    """One hand-out of a recycled block: the base every array viewing it refers to."""
+
+    __slots__ = ("raw", "__array_interface__", "__weakref__")
+
+    def __init__(self, raw: np.ndarray):
+        self.raw = raw  # keeps the memory alive; the interface below points into it
+        self.__array_interface__ = raw.__array_interface__
+
+
 class CachingAllocator:
     """``empty(shape, dtype)`` from recycled blocks of the same byte size."""
 
@@ -59,8 +69,14 @@ class CachingAllocator:
                 self.misses += 1
         if raw is None:
             raw = np.empty(max(nbytes, 1), np.uint8)
-        arr = raw[:nbytes].view(dtype).reshape(shape)
-        weakref.finalize(arr, self._release, raw, nbytes)
+        # NOTE: the block goes back to the free list when the last array viewing it dies. numpy
+        # points every view at the innermost base that is not an ndarray view, so a view of a
+        # view of ``raw`` keeps ``raw`` alive, not the array handed out: a finalizer on that
+        # array fired while ``out[0]`` still viewed the block, and the next call overwrote it.
+        # Handing out arrays based on a fresh _Block makes the block that innermost base.
+        block = _Block(raw)
+        arr = np.asarray(block)[:nbytes].view(dtype).reshape(shape)
+        weakref.finalize(block, self._release, raw, nbytes)
         return arr
 
     def _release(self, raw, nbytes) -> None:
