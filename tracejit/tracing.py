@@ -39,7 +39,7 @@ import numpy as np
 from . import autograd, ops
 from . import dtypes as D
 from .autograd import grad_mode
-from .errors import TraceError, _is_own, user_location
+from .errors import TraceError, _is_own, format_location, user_location
 from .ir import Const, Graph, GraphBuilder, Var
 from .tensor import Tensor
 
@@ -498,8 +498,7 @@ def _site(frame) -> str:
             _LIBRARY_DIRS)):
         f = f.f_back
     f = f or frame
-    line = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
-    return f"\n  at {f.f_code.co_filename}:{f.f_lineno}: {line}"
+    return format_location(f.f_code.co_filename, f.f_lineno)
 
 
 def _watch(frame, event, arg):
