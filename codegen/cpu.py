@@ -28,8 +28,12 @@ import numpy as np
 from tracejit import ops
 from tracejit.ir import Graph, Node, Var, defined_vars
 from tracejit.passes.fuse import reduces
+from tracejit.runtime import cache
 
-from . import cpu_nodes
+from . import cpu_nodes, mathlib, prelude
+
+# the source this renderer emits calls these modules' numba functions (see HEADER)
+cache.register_helpers(mathlib, prelude)
 
 MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see lower())
 PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)

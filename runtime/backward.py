@@ -28,6 +28,7 @@ import numpy as np
 
 from tracejit import autograd, creation, ops
 from tracejit.autograd import TapeNode, enable_grad, grad_mode
+from tracejit.dispatch import current_tracer, tracing
 from tracejit.ir import Graph, Var
 from tracejit.tensor import Tensor
 
@@ -107,8 +108,7 @@ def _joint(graph: Graph, inputs: list):
         x.requires_grad = bool(t.requires_grad)
         tracer.add_argument(name, x)
         xs.append(x)
-    prev, ops.state.tracer = ops.state.tracer, tracer
-    try:
+    with tracing(tracer):
         with enable_grad():
             outs = replay(graph, xs)
             diff = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
@@ -124,8 +124,6 @@ def _joint(graph: Graph, inputs: list):
         wrt = [i for i, g in zip(wrt, grads) if g is not None]
         grads = [g for g in grads if g is not None]
         joint, _, _ = tracer.finish(list(outs) + grads)
-    finally:
-        ops.state.tracer = prev
     return joint, len(outs), diff, wrt, len(cots)
 
 
@@ -196,7 +194,7 @@ class _HubOp:
     def vjp(g, out, *inputs, call):
         cg = call.cg
         cots, call.cots = call.cots, {}
-        if grad_mode.enabled or ops.state.tracer is not None:
+        if grad_mode.enabled or current_tracer() is not None:
             return _differentiable_vjp(cg, inputs, cots)
         arrays = []
         for k, (shape, dtype) in zip(cg.differentiable, call.shapes):

@@ -113,21 +113,25 @@ def _warn_once(key, message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-@lru_cache(maxsize=None)
 def _version_tag() -> str:
     """Everything besides the source that the machine code depends on."""
+    return _tag(tuple(_helper_modules))
+
+
+@lru_cache(maxsize=None)
+def _tag(helper_modules: tuple) -> str:
     import numba
     import numpy as np
 
-    from tracejit import __version__
-    from tracejit.codegen import prelude
+    from tracejit.version import __version__
+
     # NOTE: numba's cache checks only the generated module's own file, not the helpers it
-    # inlines (prelude, mathlib): hash their text so editing them invalidates old entries.
-    helpers = Path(prelude.__file__).parent
+    # inlines (codegen's prelude, mathlib): hash their text so editing them invalidates old
+    # entries.
     digest = hashlib.sha256()
-    for name in ("prelude.py", "mathlib.py"):
+    for mod in helper_modules:
         try:
-            digest.update((helpers / name).read_bytes())
+            digest.update(Path(mod.__file__).read_bytes())
         except OSError:
             pass
     return (f"tracejit {__version__} cache {FORMAT} numba {numba.__version__} "
@@ -514,16 +518,30 @@ def helpers_group() -> str:
     return f"{HELPERS}-{hashlib.sha256(_version_tag().encode()).hexdigest()[:12]}"
 
 
+_helper_modules: list = []  # modules of numba functions generated code calls (register_helpers)
+
+
+def register_helpers(*modules) -> None:
+    """Modules of numba helpers that generated modules call (a code generator registers its
+    prelude when it is imported): their machine code is verified like the generated code's,
+    and their source is part of every entry's version tag."""
+    global _helpers_bound
+    with _lock:
+        new = [m for m in modules if m not in _helper_modules]
+        if new:
+            _helper_modules.extend(new)
+            _helpers_bound = None
+
+
 def bind_helpers() -> None:
-    """Put the machine code of codegen's helpers (``mathlib``, ``prelude``) under the same
-    verification, in the current cache directory (again whenever that changes)."""
+    """Put the machine code of the registered helpers under the same verification, in the
+    current cache directory (again whenever that changes)."""
     global _helpers_bound
     dirs = current()
     if _helpers_bound == (dirs.read, dirs.write):
         return
-    from tracejit.codegen import mathlib, prelude
     with _lock:
-        for mod in (mathlib, prelude):
+        for mod in _helper_modules:
             protect(mod, f"{helpers_group()}.{mod.__name__.rsplit('.', 1)[-1]}", _version_tag(),
                     dirs)
         _helpers_bound = (dirs.read, dirs.write)

@@ -22,6 +22,7 @@ import numpy as np
 
 from tracejit import creation, ops
 from tracejit.autograd import grad_mode
+from tracejit.dispatch import apply, current_tracer
 from tracejit.errors import enter_node, exit_node
 from tracejit.ir import Var
 from tracejit.tensor import Tensor
@@ -36,7 +37,7 @@ __all__ = ["GraphRuntimeError", "execute", "replay"]
 def replay(graph, inputs: list) -> list:
     """Run ``graph`` op by op on Tensors through ``ops.apply``: autograd records it, and so
     does a tracer, if one is active (a graph replayed inside a traced function)."""
-    tracer = ops.state.tracer
+    tracer = current_tracer()
     env = {v.id: t for v, t in zip(graph.inputs, inputs)}
     for node in graph.nodes:
         if node.op == "const":
@@ -47,7 +48,7 @@ def replay(graph, inputs: list) -> list:
         # errors, and nodes a tracer records from here, point at the node's own line
         token = enter_node(node.loc)
         try:
-            env[node.out.id] = ops.apply(ops.OPS[node.op], *args, **node.attr_dict)
+            env[node.out.id] = apply(ops.OPS[node.op], *args, **node.attr_dict)
         except Exception as e:
             raise node_error(node, e) from e
         finally:

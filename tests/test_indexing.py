@@ -8,6 +8,7 @@ import pytest
 
 import tracejit as tj
 from tracejit import ops
+from tracejit.dispatch import apply
 from tracejit.tensor import _parse_index
 
 from .conftest import assert_close, data, gradcheck, leaf64, noncontig
@@ -572,7 +573,7 @@ def test_getitem_and_index_put_infer_agree_with_eager(key):
         assert ops.GETITEM.infer(avals, spec=spec) == (r.shape, r.dtype)
     v = tj.tensor(data(r.shape, seed=5), dtype=tj.float64)
     for accumulate in (False, True):
-        out = ops.apply(ops.INDEX_PUT, x, v, *idx, spec=spec, accumulate=accumulate)
+        out = apply(ops.INDEX_PUT, x, v, *idx, spec=spec, accumulate=accumulate)
         inferred = ops.INDEX_PUT.infer([avals[0], _aval(v), *avals[1:]], spec=spec,
                                        accumulate=accumulate)
         assert inferred == (out.shape, out.dtype) == (x.shape, x.dtype)

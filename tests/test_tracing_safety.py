@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import tracejit as tj
-from tracejit import ops
+from tracejit.dispatch import current_tracer
 from tracejit.errors import TraceError
 
 
@@ -72,13 +72,13 @@ def test_threads_trace_different_and_same_functions_at_once():
                 with tj.eager():
                     want = _chain(k)(x, w)
                 np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
-            assert ops.state.tracer is None  # no tracer leaks into this thread
+            assert current_tracer() is None  # no tracer leaks into this thread
             z = (x * 2).sum()  # eager code here is never recorded into another graph
             assert bool(z == z) and z.item() == pytest.approx(float(x.numpy().sum() * 2),
                                                               rel=1e-4, abs=1e-4)
 
     _run_threads(worker, 6)
-    assert ops.state.tracer is None
+    assert current_tracer() is None
     assert shared.cache_info().specializations == 3
 
 
@@ -149,7 +149,7 @@ def test_python_random_raises_at_the_users_line():
     msg = str(e.value)
     assert "random.randint()" in msg and "random.randint(0, 3)" in msg  # the user's line
     assert "tracejit.rand" in msg and "tracejit.eager()" in msg
-    assert ops.state.tracer is None and sys.getprofile() is None
+    assert current_tracer() is None and sys.getprofile() is None
 
 
 def test_dynamic_net_fix_pass_the_draw_as_an_argument():

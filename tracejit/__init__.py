@@ -48,8 +48,7 @@ from .runtime.memory import empty_cache
 from .tensor import Tensor, device
 from .tracing import eager, get_mode, set_mode, trace
 from .transforms import grad, value_and_grad
-
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 bool = bool_  # noqa: A001 - ``tracejit.bool`` as ``torch.bool``
 float = float32  # noqa: A001

@@ -174,11 +174,12 @@ def grads_stored() -> int:
 
 def _store_grad(t, g, create_graph):
     """Accumulate ``g`` into ``t.grad`` the way torch does."""
-    from . import ops
+    from .dispatch import current_tracer
     from .tensor import Tensor
 
-    if ops.state.tracer is not None:  # inside a traced function: .grad is a traced value
-        ops.state.tracer.note_backward()
+    tracer = current_tracer()
+    if tracer is not None:  # inside a traced function: .grad is a traced value
+        tracer.note_backward()
         t.grad = g.clone() if t.grad is None else t.grad + g
         return
     _stores.count = getattr(_stores, "count", 0) + 1
@@ -195,8 +196,8 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                  allow_unused=False):
     """The engine. With ``inputs`` it returns their gradients (``autograd.grad``); without, it
     accumulates into the ``.grad`` of the leaves it reaches (``Tensor.backward``)."""
-    from . import ops
     from .creation import ones, tensor
+    from .dispatch import current_tracer
     from .tensor import Tensor
 
     if retain_graph is None:
@@ -258,8 +259,8 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                 if counter[0] != seen:
                     raise RuntimeError(_modified_message(node, counter, seen) + user_frame())
             out = Tensor._make(node.out_data)
-            if ops.state.tracer is not None:  # the vjp reads the output's traced value
-                ops.state.tracer.bind_array(out)
+            if current_tracer() is not None:  # the vjp reads the output's traced value
+                current_tracer().bind_array(out)
             if create_graph:
                 out._grad_fn, out.requires_grad = node, True
             grads = node.op.vjp(g, out, *node.inputs, **node.attrs)

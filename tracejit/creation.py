@@ -10,6 +10,7 @@ import numpy as np
 
 from . import dtypes as D
 from . import ops
+from .dispatch import apply, current_tracer
 from .tensor import Tensor, _check_device, _shape_arg
 
 _GEN = [np.random.default_rng(0)]
@@ -61,7 +62,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     >>> tracejit.tensor([1, 2]).dtype, tracejit.tensor([1.0]).dtype
     (dtype('int64'), dtype('float32'))
     """
-    if isinstance(data, Tensor) and ops.state.tracer is not None:
+    if isinstance(data, Tensor) and current_tracer() is not None:
         t = data.detach().clone() if dtype is None else data.detach().to(dtype, copy=True)
         return t.requires_grad_(True) if requires_grad else t
     return _new(_to_array(data, dtype), device, requires_grad)
@@ -89,8 +90,8 @@ def _new(arr: np.ndarray, device=None, requires_grad=False) -> Tensor:
     if device is not None:
         _check_device(device)
     t = Tensor._make(arr)
-    if ops.state.tracer is not None:  # made from Python data inside a traced function
-        ops.state.tracer.constant(t)
+    if current_tracer() is not None:  # made from Python data inside a traced function
+        current_tracer().constant(t)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -165,7 +166,7 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 
 def _random(op, size, dtype, device, requires_grad, **params):
-    t = ops.apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
+    t = apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
     if device is not None:
         _check_device(device)
     return t.requires_grad_(True) if requires_grad else t
@@ -191,7 +192,7 @@ def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
 
 
 def randperm(n, dtype=None, device=None) -> Tensor:
-    if ops.state.tracer is not None:
+    if current_tracer() is not None:
         raise NotImplementedError("randperm inside a traced function is not supported; draw the "
                                   "permutation outside and pass it as an argument")
     dtype = D.int64 if dtype is None else D.as_dtype(dtype)

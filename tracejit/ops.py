@@ -1,4 +1,4 @@
-"""The op table: one ``OpDef`` row per primitive, and ``apply``, the single entry point of every op.
+"""The op table: one ``OpDef`` row per primitive (``dispatch.apply`` runs or records them).
 
 A row holds everything about a primitive: its numpy implementation (used eagerly and by the
 reference interpreter), its shape/dtype rule (``infer``), its vector-Jacobian product written
@@ -16,19 +16,16 @@ live in ``tensor.py`` / ``functional.py``.
 
 from __future__ import annotations
 
-import contextvars
 import dis
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from . import dtypes as D
-from .autograd import TapeNode, grad_mode
 from .errors import DTypeError, ShapeError, called_as, with_location
-
-Tensor: Any = None  # bound by tracejit.tensor once the class exists (breaks the import cycle)
+from .ir import Var
 
 ELEMENTWISE = "elementwise"
 REDUCE = "reduce"
@@ -94,51 +91,14 @@ def register(op: OpDef) -> OpDef:
     return op
 
 
-# ----------------------------------------------------------------------------------------------
-# apply: the one entry point
-
-
-# NOTE: per thread (and per asyncio task / contextvars.Context): two threads tracing at once
-# must never record into each other's graphs, nor see another thread's tracer in eager code.
-_TRACER: contextvars.ContextVar = contextvars.ContextVar("tracejit.tracer", default=None)
-current_tracer = _TRACER.get  # the hot path: one C call (~40 ns), no attribute lookups
-
-
-class _State:
-    """Where ops go: None means eager; tracing (tracing.py) installs a recorder here. The slot
-    is a ``contextvars.ContextVar``: each thread (and asyncio task) sees only its own tracer."""
-
-    __slots__ = ()
-
-    @property
-    def tracer(self):
-        return _TRACER.get()
-
-    @tracer.setter
-    def tracer(self, value) -> None:
-        _TRACER.set(value)
-
-
-state = _State()
-
-
-def apply(op: OpDef, *inputs, **attrs):
-    """Run ``op`` on ``inputs`` (Tensors, or Python scalars for elementwise ops)."""
-    tracer = current_tracer()
-    if tracer is not None:
-        return tracer.record(op, inputs, attrs)
-    return eager(op, inputs, attrs)
-
-
 # A Python scalar's key only needs its category: result_type maps it to the default dtype.
 _SCALAR_KEYS = {bool: (D.bool_, 0), int: (D.int64, 0), float: (D.float64, 0)}
 
 
 def _key(x):
-    """Promotion key of an operand: a Tensor or array ``(dtype, rank class)``, or a scalar's."""
-    if isinstance(x, (Tensor, np.ndarray)):
-        d = x._data if isinstance(x, Tensor) else x
-        return (d.dtype, 2 if d.ndim else 1)
+    """Promotion key of an operand: an array's ``(dtype, rank class)``, or a scalar's."""
+    if isinstance(x, np.ndarray):
+        return (x.dtype, 2 if x.ndim else 1)
     k = _SCALAR_KEYS.get(type(x))
     if k is None:
         if isinstance(x, (bool, int, float, np.number, np.bool_)):
@@ -188,27 +148,10 @@ def compute(op: OpDef, args: list, attrs: dict) -> np.ndarray:
     return res
 
 
-def eager(op: OpDef, inputs: tuple, attrs: dict):
-    res = compute(op, [x._data if isinstance(x, Tensor) else x for x in inputs], attrs)
-    out = Tensor._make(res)
-    # NOTE: numpy's reshape of a non-contiguous array is a copy that still has a .base
-    if op.view and res.base is not None and np.may_share_memory(res, inputs[0]._data):
-        base = inputs[0]._base if inputs[0]._base is not None else inputs[0]
-        out._base = base
-        out._version = base._version
-    if op.vjp is not None and grad_mode.enabled and res.dtype.kind == "f":
-        for x in inputs:
-            if isinstance(x, Tensor) and x.requires_grad:
-                out._grad_fn = TapeNode(op, inputs, attrs, res, out._version)
-                out.requires_grad = True
-                break
-    return out
-
-
 def op_error(op: OpDef, inputs, attrs, exc: Exception) -> Exception:
     """The clearest error for a failed op: the shape rule's own message when it objects,
     otherwise numpy's, in both cases naming the op, the operand shapes and the user's line."""
-    avals = [(x.shape, x.dtype) if isinstance(x, (Tensor, np.ndarray)) else x for x in inputs]
+    avals = [(x.shape, x.dtype) if isinstance(x, np.ndarray) else x for x in inputs]
     shapes = operand_text(avals)
     if isinstance(exc, (ShapeError, DTypeError)):  # a dtype rule's (see compute)
         rule_error = exc
@@ -392,9 +335,22 @@ def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False):
                           dtype_rule=rule, noisy=noisy))
 
 
+def _apply(op: OpDef, *inputs, **attrs):
+    """``dispatch.apply``, for the vjp rules that build gradients from other rows (they run on
+    Tensors, a layer above this table: hence the import at call time)."""
+    from .dispatch import apply
+    return apply(op, *inputs, **attrs)
+
+
+def _is_scalar(x) -> bool:
+    """A Python (or numpy) number: what elementwise ops take beside Tensors. (The op table does
+    not know the Tensor class: tensor.py builds on it.)"""
+    return isinstance(x, (bool, int, float, np.number, np.bool_))
+
+
 def _req(x) -> bool:
     """Does input ``x`` need a gradient? (lets vjp rules skip work for constants)."""
-    return isinstance(x, Tensor) and x.requires_grad
+    return not _is_scalar(x) and x.requires_grad
 
 
 def _sigmoid(x):
@@ -503,7 +459,7 @@ REMAINDER = elementwise("remainder", _int_div_checked(np.remainder), "remainder(
 def _pow_vjp(g, out, x, y):
     gx = None
     if _req(x):  # torch masks exponent == 0 to 0 (else 0 * 0 ** -1 is nan at x == 0)
-        if isinstance(y, Tensor):
+        if not _is_scalar(y):
             from .tensor import where
             with np.errstate(divide="ignore", invalid="ignore"):
                 gx = where(y == 0, 0.0, g * y * x ** (y - 1))
@@ -512,7 +468,7 @@ def _pow_vjp(g, out, x, y):
     gy = None
     if _req(y):
         from .tensor import where
-        if isinstance(x, Tensor):
+        if not _is_scalar(x):
             with np.errstate(invalid="ignore"):  # 0 * log(0) is masked just below
                 gy = where((x == 0) & (y >= 0), 0.0, g * out * x.log())
         else:  # a Python scalar base, as in ``2.0 ** y``
@@ -884,7 +840,7 @@ def _getitem_infer(avals, spec):
 
 def _getitem_vjp(g, out, x, *idx, spec):
     from .tensor import zeros
-    grads = apply(INDEX_PUT, zeros(x.shape, dtype=g.dtype), g, *idx, spec=spec, accumulate=True)
+    grads = _apply(INDEX_PUT, zeros(x.shape, dtype=g.dtype), g, *idx, spec=spec, accumulate=True)
     return (grads,) + (None,) * len(idx)
 
 
@@ -918,8 +874,8 @@ def _index_put_infer(avals, spec, accumulate):
 
 
 def _index_put_vjp(g, out, x, v, *idx, spec, accumulate):
-    gx = g if accumulate else apply(INDEX_PUT, g, 0.0, *idx, spec=spec, accumulate=False)
-    gv = apply(GETITEM, g, *idx, spec=spec).sum_to_shape(v.shape) if _req(v) else None
+    gx = g if accumulate else _apply(INDEX_PUT, g, 0.0, *idx, spec=spec, accumulate=False)
+    gv = _apply(GETITEM, g, *idx, spec=spec).sum_to_shape(v.shape) if _req(v) else None
     return (gx, gv) + (None,) * len(idx)
 
 
@@ -1005,7 +961,7 @@ SCATTER_ADD = register(OpDef("scatter_add", INDEX, _scatter_add_impl, _scatter_a
 
 def _scatter_add_zeros(g, shape, index, dim):
     from .tensor import zeros
-    return apply(SCATTER_ADD, zeros(shape, dtype=g.dtype), index, g, dim=dim)
+    return _apply(SCATTER_ADD, zeros(shape, dtype=g.dtype), index, g, dim=dim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1104,12 +1060,12 @@ def _fold_impl(cols, output_size, kernel, dilation, padding, stride):
 
 
 def _unfold_vjp(g, out, x, kernel, dilation, padding, stride, pad_value=0.0):
-    return (apply(FOLD, g, output_size=tuple(x.shape[2:]), kernel=kernel, dilation=dilation,
+    return (_apply(FOLD, g, output_size=tuple(x.shape[2:]), kernel=kernel, dilation=dilation,
                   padding=padding, stride=stride),)
 
 
 def _fold_vjp(g, out, cols, output_size, kernel, dilation, padding, stride):
-    return (apply(UNFOLD, g, kernel=kernel, dilation=dilation, padding=padding, stride=stride),)
+    return (_apply(UNFOLD, g, kernel=kernel, dilation=dilation, padding=padding, stride=stride),)
 
 
 UNFOLD = register(OpDef("unfold", WINDOW, _unfold_impl, _unfold_infer, _unfold_vjp, fresh=True))
@@ -1151,8 +1107,14 @@ RANDINT = register(OpDef("randint", RANDOM, _draw("randint"), _random_infer, imp
 
 
 def _fused_impl(*args, body, **loop):
-    from tracejit.runtime.interpret import interpret
-    return interpret(body, list(args))[0]
+    """The group's first result, its body computed row by row. (The reference interpreter walks
+    bodies itself, so an error names the inner node that failed.)"""
+    env = {v.id: a for v, a in zip(body.inputs, args)}
+    for node in body.nodes:
+        vals = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
+        env[node.out.id] = compute(OPS[node.op], vals, node.attr_dict)
+    out = body.outputs[0]
+    return env[out.id] if isinstance(out, Var) else out
 
 
 def _fused_infer(avals, body, **loop):
@@ -1182,5 +1144,5 @@ def template_calls() -> dict:
     return calls
 
 
-__all__ = ["OpDef", "OPS", "apply", "register", "broadcast_shapes", "norm_dim", "norm_dims",
-           "unreduce", "state"]
+__all__ = ["OpDef", "OPS", "register", "compute", "broadcast_shapes", "norm_dim", "norm_dims",
+           "unreduce"]

@@ -1,5 +1,5 @@
-"""Tensor: a numpy array with torch's API. Every method is ``ops.apply`` of a primitive from the
-op table or a short composition of other methods, so eager evaluation, autograd and tracing
+"""Tensor: a numpy array with torch's API. Every method is ``dispatch.apply`` of a primitive from
+the op table or a short composition of other methods, so eager evaluation, autograd and tracing
 all see the same primitives.
 
 >>> x = tracejit.tensor([[1.0, 2.0], [3.0, 4.0]])
@@ -18,8 +18,9 @@ import numpy as np
 from . import autograd, ops
 from . import dtypes as D
 from .autograd import grad_mode
+from .dispatch import apply, current_tracer
 from .errors import DTypeError, ShapeError, user_frame
-from .ops import apply, norm_dim, norm_dims
+from .ops import norm_dim, norm_dims
 
 _PRINT_FIX = ("print outside the traced function (return the value), or, to debug, run it op "
               "by op: `with tracejit.eager(): f(...)`, tracejit.set_mode('eager') or "
@@ -145,7 +146,7 @@ class Tensor:
     @property
     def grad(self):
         """The gradient accumulated by ``backward()`` (None until then)."""
-        tracer = ops.state.tracer
+        tracer = current_tracer()
         if tracer is not None:  # the graph depends on whether gradients exist (see tracing)
             tracer.grad_read = True
         return self._grad
@@ -242,7 +243,7 @@ class Tensor:
 
     def _guard_data(self, what, fix=None):
         """Inside a traced function, reading a traced tensor's values is untraceable."""
-        tracer = ops.current_tracer()
+        tracer = current_tracer()
         if tracer is not None:
             tracer.check_data_access(self, what, fix)
 
@@ -308,13 +309,13 @@ class Tensor:
     def __copy__(self):
         import copy
         new = copy._reconstruct(self, None, *object.__reduce_ex__(self, 4))
-        tracer = ops.current_tracer()
+        tracer = current_tracer()
         if tracer is not None:
             tracer.alias(new, self)  # the same array and version counter: the same value
         return new
 
     def __deepcopy__(self, memo):
-        tracer = ops.current_tracer()
+        tracer = current_tracer()
         if tracer is None:
             import copy
             return copy._reconstruct(self, memo, *object.__reduce_ex__(self, 4))
@@ -343,7 +344,7 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data, cut from the autograd graph."""
-        if ops.state.tracer is not None:
+        if current_tracer() is not None:
             return apply(ops.DETACH, self)
         t = Tensor._make(self._data)
         t._version = self._version
@@ -1037,7 +1038,7 @@ class Tensor:
     def __getitem__(self, key):
         spec, idx = _parse_index("getitem", key, self.shape)
         if spec == ((), None):
-            if self.requires_grad or ops.state.tracer is not None:
+            if self.requires_grad or current_tracer() is not None:
                 return apply(ops.RESHAPE, self, shape=self.shape)
             return _alias(self)
         return apply(ops.GETITEM, self, *idx, spec=spec)
@@ -1049,7 +1050,7 @@ class Tensor:
             # torch drops the value's leading size-1 dims: x[0] = tensor([1.5]) works
             lead = next((i for i, n in enumerate(value.shape) if n != 1), value.ndim)
             value = value.reshape(value.shape[lead:])
-        if ops.state.tracer is None and not (grad_mode.enabled and (
+        if current_tracer() is None and not (grad_mode.enabled and (
                 self.requires_grad or _req(value))):
             basic, adv = spec
             v = value._data if isinstance(value, Tensor) else value
@@ -1075,7 +1076,7 @@ class Tensor:
                              f"got {index.dtype}{user_frame()}")
         d = norm_dim("index_select", dim, self.shape)
         n = self.shape[d] if self.ndim else 1
-        if ops.state.tracer is None and index.numel() and not (
+        if current_tracer() is None and index.numel() and not (
                 0 <= index._data.min() <= index._data.max() < n):  # no negative wrap, as torch
             bad = index._data.min() if index._data.min() < 0 else index._data.max()
             raise IndexError(f"index_select: index {bad} is out of range for dimension {d} "
@@ -1131,8 +1132,8 @@ class Tensor:
         self._check_inplace(name)
         src = Tensor._make(self._data.copy())
         src._grad_fn, src.requires_grad = self._grad_fn, self.requires_grad
-        if ops.state.tracer is not None:
-            ops.state.tracer.alias(src, self)
+        if current_tracer() is not None:
+            current_tracer().alias(src, self)
         return src
 
     def _inplace(self, op, *args, **attrs):
@@ -1156,8 +1157,8 @@ class Tensor:
             res = res.to(self.dtype)
         np.copyto(self._data, res._data)
         self._version[0] += 1
-        if ops.state.tracer is not None:
-            ops.state.tracer.assign(self, res)
+        if current_tracer() is not None:
+            current_tracer().assign(self, res)
         if grad:
             # the old value is gone: so is its history (a copy of a constant has no gradient)
             self._grad_fn, self.requires_grad = res._grad_fn, res.requires_grad
@@ -1212,7 +1213,7 @@ class Tensor:
         if isinstance(value, Tensor):
             return self.copy_(value.expand(self.shape))
         grad = grad_mode.enabled and self.requires_grad
-        if grad or ops.state.tracer is not None:
+        if grad or current_tracer() is not None:
             # NOTE: not ``x * 0 + value``: inf * 0 is nan. where() also gives a zero gradient.
             from .creation import tensor
             res = where(tensor(True), value, self._snapshot("fill", grad))
@@ -1339,8 +1340,8 @@ def _parse_index(name: str, key, shape: Sequence[int]):
                 tensor(np.zeros(0, dtype=np.int64))
         if isinstance(k, Tensor):
             if k.dtype == D.bool_:
-                if ops.state.tracer is not None:
-                    ops.state.tracer.data_dependent("boolean-mask indexing")
+                if current_tracer() is not None:
+                    current_tracer().data_dependent("boolean-mask indexing")
                 if k.ndim == 0:
                     raise NotImplementedError(f"{name}: indexing with a 0-d bool tensor is not "
                                               f"supported; use tracejit.where")
@@ -1470,5 +1471,3 @@ def stack(tensors, dim=0) -> Tensor:
     d = norm_dim("stack", dim, tensors[0].ndim + 1)
     return apply(ops.CAT, *(t.unsqueeze(d) for t in tensors), dim=d)
 
-
-ops.Tensor = Tensor

@@ -15,7 +15,7 @@ closures, globals, ``self`` or other objects — become extra graph inputs read 
 call, never constants. Python that depends on tensor values (``if t > 0``, ``t.item()``,
 ``print(t)``) or on state the graph cannot see (``random``, numpy's global generator, clocks,
 files) cannot be captured and raises ``TraceError`` (docs/tracing.md, "What tracing refuses").
-Tracing is per thread: the tracer slot is a ``contextvars.ContextVar`` (``ops.current_tracer``).
+Tracing is per thread: the tracer slot is a ``contextvars.ContextVar`` (see ``dispatch``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import autograd, ops
+from . import autograd, dispatch
 from . import dtypes as D
 from .autograd import grad_mode
+from .dispatch import current_tracer
 from .errors import TraceError, _is_own, format_location, user_location
 from .ir import Const, Graph, GraphBuilder, Var
 from .tensor import Tensor
@@ -256,7 +257,7 @@ def guard_python_values(fn, tracer) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# the tracer: installed in ops.state while a function is being traced
+# the tracer: installed in the dispatch slot while a function is being traced
 
 
 @dataclass
@@ -347,7 +348,7 @@ class Tracer:
     # -- recording
     def record(self, op, inputs, attrs):
         args = [self.var_of(x) if isinstance(x, Tensor) else x for x in inputs]
-        out = ops.eager(op, inputs, attrs)
+        out = dispatch.eager(op, inputs, attrs)
         loc = _loc()
         v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, loc)
         if not grad_mode.enabled and not self.ran_backward and any(
@@ -767,7 +768,7 @@ class TracedFunction:
         return unflatten(spec.out_tree, results)
 
     def __call__(self, *args, **kwargs):
-        tracer = ops.current_tracer()
+        tracer = current_tracer()
         if not kwargs and tracer is None and self._fast:
             key = self._simple_key(args)
             specs = self._fast.get(key) if key is not None else None
@@ -1008,14 +1009,14 @@ class TracedFunction:
             if isinstance(x, Tensor):
                 tracer.add_argument(name, x)
                 arg_positions.append(i)
-        token = ops._TRACER.set(tracer)
+        token = dispatch._TRACER.set(tracer)
         try:
             result = _call_watched(self.fn, args, kwargs)
             out_leaves: list = []
             out_tree = flatten(result, out_leaves)
             raw, mutated, grad_writes = tracer.finish(out_leaves)
         finally:
-            ops._TRACER.reset(token)
+            dispatch._TRACER.reset(token)
         if not (tracer.grad_read or tracer.ran_backward or grad_writes):
             # the graph is the same whether or not gradients exist: a model traced for eager
             # training is not traced again once backward() has filled its .grad

@@ -23,6 +23,7 @@ import numpy as np
 
 import tracejit as tj
 from tracejit import ops
+from tracejit.dispatch import apply
 
 
 class V(int):
@@ -179,7 +180,7 @@ def run_step(step: S, env: list):
         name = step.op[1:]
         res = getattr(args[0], name)(*args[1:], **attrs)
         return args[0] if name == "__setitem__" else res
-    return ops.apply(ops.OPS[step.op], *args, **attrs)
+    return apply(ops.OPS[step.op], *args, **attrs)
 
 
 def replay(program: P, inputs, hook=None) -> list:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import ops
 from ..creation import arange, ones, rand
+from ..dispatch import apply, current_tracer
 from ..errors import DTypeError, ShapeError, user_frame
 from ..tensor import Tensor, _t, where
 
@@ -96,7 +97,7 @@ def linear(x, weight, bias=None):
 
 
 def _unfold(x, kernel, dilation, padding, stride, pad_value=0.0):
-    return ops.apply(ops.UNFOLD, x, kernel=kernel, dilation=dilation, padding=padding,
+    return apply(ops.UNFOLD, x, kernel=kernel, dilation=dilation, padding=padding,
                      stride=stride, pad_value=pad_value)
 
 
@@ -108,7 +109,7 @@ def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
 
 def fold(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """col2im, the adjoint of ``unfold`` (overlapping windows add up)."""
-    return ops.apply(ops.FOLD, _t(x), output_size=_pair(output_size, "output_size"),
+    return apply(ops.FOLD, _t(x), output_size=_pair(output_size, "output_size"),
                      kernel=_pair(kernel_size, "kernel_size"), dilation=_pair(dilation, "dilation"),
                      padding=_pair(padding, "padding"), stride=_pair(stride, "stride"))
 
@@ -304,7 +305,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_classes("nll_loss", input, target)
     class_dim = 1 if input.ndim >= 2 else 0
     n_classes = input.shape[class_dim]
-    if ops.state.tracer is None:  # values are only known eagerly
+    if current_tracer() is None:  # values are only known eagerly
         t = target._data
         bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
         if bad.any():

@@ -19,9 +19,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import dtypes as D
-from .. import ops
 from ..autograd import no_grad
 from ..creation import tensor as _tensor
+from ..dispatch import current_tracer
 from ..tensor import Tensor, _check_device, parse_to_args
 from .parameter import Parameter
 
@@ -162,7 +162,7 @@ class Module:
                                   f'"forward" function')
 
     def __call__(self, *args, **kwargs):
-        tracer = ops.state.tracer
+        tracer = current_tracer()
         if tracer is not None:
             # a traced graph bakes in the Python values forward() reads (training, p, eps,
             # stride...): it is only valid while they keep the values it was traced with

@@ -17,8 +17,9 @@ from collections import defaultdict
 from itertools import chain
 from typing import Any, Callable, Iterable
 
-from .. import autograd, ops
+from .. import autograd
 from ..creation import tensor
+from ..dispatch import current_tracer
 from ..dtypes import get_default_dtype
 from ..errors import user_frame
 from ..tensor import Tensor
@@ -145,10 +146,10 @@ class Optimizer:
         if closure is not None:
             with autograd.enable_grad():
                 loss = closure()
-        if ops.state.tracer is not None:
+        if current_tracer() is not None:
             # inside a traced training step the hyperparameters and the shape of the state are
             # baked into the graph: a changed learning rate or new state retraces
-            ops.state.tracer.guard(self._trace_signature, f"{type(self).__name__} settings")
+            current_tracer().guard(self._trace_signature, f"{type(self).__name__} settings")
         with autograd.no_grad():
             for group in self.param_groups:
                 self._update_group(group)
@@ -170,7 +171,7 @@ class Optimizer:
         (a Python int would be baked into the graph)."""
         step = self.state[p]["step"]
         step.add_(1)
-        if ops.state.tracer is not None:
+        if current_tracer() is not None:
             return step
         return int(step.item())
 
