@@ -68,9 +68,14 @@ def _enc_float(x: float, ctx):
 
 
 def _dtype_name(dt: np.dtype) -> str:
-    if dt.name not in _DTYPES:
-        raise SerializeError(f"dtype {dt} is not one a graph file can hold")
+    # NOTE: a byte-swapped dtype has the same name; refused, as it would not come back the same
+    if _DTYPES.get(dt.name) != dt or not dt.isnative:
+        raise SerializeError(f"dtype {dt.str} is not one a graph file can hold")
     return dt.name
+
+
+def _enc_dtype(x: np.dtype, ctx):
+    return {"$": "dtype", "name": _dtype_name(x)}
 
 
 def _enc_numpy_scalar(x: np.generic, ctx):
@@ -125,10 +130,6 @@ def _encode(x, ctx: _Ctx):
             raise SerializeError(f"a value of type {type(x).__name__} ({x!r:.60}) is outside "
                                  f"the types a graph file can hold")
     return enc(x, ctx)
-
-
-def _enc_dtype(x: np.dtype, ctx):
-    return {"$": "dtype", "name": _dtype_name(x)}
 
 
 def _var_fields(v: Var) -> dict:
