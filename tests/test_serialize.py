@@ -200,6 +200,27 @@ def test_fused_graphs_keep_bodies_and_extra_outputs():
             assert n.attrs[-1][0] == ("outputs" if "outputs" in n.attr_dict else "row_dims")
 
 
+def test_a_training_step_graph_round_trips():
+    """Backward and optimizer nodes, captured parameters, in-place updates as outputs."""
+    model = tj.nn.Sequential(tj.nn.Linear(4, 8), tj.nn.ReLU(), tj.nn.Linear(8, 3))
+    opt = tj.optim.Adam(model.parameters(), lr=1e-2)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    graphs = _graphs(step, [data((5, 4), F32), np.array([0, 1, 2, 0, 1])])
+    assert any("outputs" in n.attr_dict for n in graphs[2].nodes if n.op == "fused")
+    for graph in graphs:
+        loaded = roundtrip(graph)
+        args = [data(v.shape, v.dtype, 0, 2) for v in graph.inputs]
+        for got, want in zip(interpret(loaded, args), interpret(graph, args)):
+            np.testing.assert_array_equal(got, want)
+
+
 # ----------------------------------------------------------------------------------------------
 # constants and attribute values
 
