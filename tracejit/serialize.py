@@ -159,9 +159,8 @@ def _graph_fields(g: Graph, ctx) -> dict:
             out = _var_fields(n.out)
         except SerializeError as e:
             raise SerializeError(f"{here}: {e}") from None
-        return {"op": n.op, "out": out, "attrs": attrs, "loc": n.loc,
-                "inputs": [_operand(x, ctx, f"{here}, operand {k}") for k, x in
-                           enumerate(n.inputs)]}
+        inputs = [_operand(x, ctx, f"{here}, operand {k}") for k, x in enumerate(n.inputs)]
+        return {"op": n.op, "out": out, "inputs": inputs, "attrs": attrs, "loc": n.loc}
 
     return {"inputs": [{"name": name, **_var_fields(v)} for v, name in zip(g.inputs,
                                                                           g.input_names)],
