@@ -16,6 +16,7 @@ import pytest
 import tracejit as tj
 import tracejit.nn.functional as F
 from tracejit import ops, serialize
+from tracejit.dispatch import apply
 from tracejit.ir import Const, Graph, GraphBuilder, Node, Var
 from tracejit.passes import verify
 from tracejit.passes.fuse import fuse
@@ -67,9 +68,9 @@ def _setitem(x, i, v):
 
 
 PROGRAMS = {
-    **{f"unary-{name}": (lambda x, name=name: ops.apply(ops.OPS[name], x) * 1,
+    **{f"unary-{name}": (lambda x, name=name: apply(ops.OPS[name], x) * 1,
                          data((2, 3), F32, 0.5, 2.0)) for name in UNARY},
-    **{f"binary-{name}": (lambda x, y, name=name: ops.apply(ops.OPS[name], x, y),
+    **{f"binary-{name}": (lambda x, y, name=name: apply(ops.OPS[name], x, y),
                           data((2, 3), F32, 0.5, 2.0), data((3,), F32, 0.5, 2.0, seed=1))
        for name in BINARY},
     "logical_not": (lambda c: c.logical_not(), data((2, 3), B)),
