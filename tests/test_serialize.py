@@ -41,9 +41,6 @@ def _trace_env(monkeypatch):
     monkeypatch.delenv("TRACEJIT_DISABLE", raising=False)
     monkeypatch.delenv("TRACEJIT_DEBUG", raising=False)
     tj.set_mode("trace")
-    # NOTE: the first erf of a process builds a numba ufunc, whose cache read trips tracing's
-    # open() guard when that happens while tracing: make it here, eagerly
-    tj.tensor([0.5]).erf()
 
 
 F32, F64, I64, B = np.float32, np.float64, np.int64, np.bool_

@@ -9,6 +9,7 @@ import linecache
 import logging
 import pickle
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -387,3 +388,14 @@ def test_outputs_needing_grad_keep_their_kind(backend):
     _no_grad_part(x, w).backward()
     for g in grads:  # no_grad inside is kept: later calls do not differentiate through it
         np.testing.assert_allclose(g, w.grad.numpy(), rtol=1e-5)
+
+
+def test_tracing_the_first_erf_of_a_process():
+    """erf's numpy implementation is a numba ufunc built on first use: numba's import and cache
+    lookup read files, which the tracer's watch must not take for the user's own reads."""
+    code = ("import tracejit as tj\n"
+            "print(tj.trace(lambda x: x.erf())(tj.ones(3)).tolist())\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[0.8427007794380188, 0.8427007794380188, 0.8427007794380188]"

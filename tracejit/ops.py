@@ -370,13 +370,21 @@ def _erf(x):
     global _erf_ufunc
     if _erf_ufunc is None:
         import math
+        import sys
 
-        import numba
+        # NOTE: built on first use, maybe while a function is being traced: the tracer's watch
+        # for file reads (sys.setprofile) must not take numba's import or cache lookup for the
+        # user's
+        profiler = sys.getprofile()
+        sys.setprofile(None)
+        try:
+            import numba
 
-        @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
-        def erf(v):
-            return math.erf(v)
-
+            @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
+            def erf(v):
+                return math.erf(v)
+        finally:
+            sys.setprofile(profiler)
         _erf_ufunc = erf
     return _erf_ufunc(x)
 
