@@ -13,12 +13,11 @@ No target text lives here except the op ``expr`` templates, which every target s
 spells the calls in them its own way: ``codegen/cpu.py`` CALLS). A renderer turns a plan into
 source; ``KernelPlan.key()`` is what two kernels must share to be generated once.
 
->>> plan = plan_kernel(fused_node)                                    # doctest: +SKIP
->>> print(plan)
-kernel k1_add_relu: domain (4, 8), elementwise
-  v1 = add(a0[i0, i1], a1[i1])
-  v2 = relu(v1)
-  out[i0, i1] = v2
+>>> print(plan_kernel(fused_node))                # (x + b).relu()   # doctest: +SKIP
+kernel k0_add_relu: domain (4, 8), elementwise
+  v2 = (a0[i0, i1] + a1[i1])
+  v3 = relu(v2)
+  outputs %3
 """
 
 from __future__ import annotations
@@ -492,14 +491,19 @@ def describe(plan: KernelPlan) -> str:
         stmt(s)
     for step in plan.steps:
         if isinstance(step, Reduction):
-            lines.append(f"  r{step.id} = {step.op} over rows from {step.init!r}" +
+            source = _operand(step.source, (step.source_dtype, step.dtype))
+            lines.append(f"  r{step.id} = {step.op}({source}) over rows from {step.init!r}" +
                          (" (blocked)" if step.blocked else "") +
-                         (f", stash v{step.stash}" if step.stash is not None else "") + ":")
+                         (f", stash v{step.stash}" if step.stash is not None else "") +
+                         (":" if step.stmts else ""))
             for s in step.stmts:
                 stmt(s, "    ")
         else:
             stmt(step)
+    if plan.steps and plan.root_vector:
+        lines.append("  output loop" + (f" (v{plan.stash} read back from out)"
+                                        if plan.stash is not None else "") + ":")
     for s in plan.tail:
-        stmt(s)
+        stmt(s, "    ")
     lines.append(f"  outputs {', '.join(f'%{v.id}' for v in plan.outputs)}")
     return "\n".join(lines)
