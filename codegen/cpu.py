@@ -11,8 +11,8 @@ entry receives, so a new batch size gives the same source and reuses the compile
 
 >>> print(tracejit.codegen.lower(fused_graph, target="cpu").source)  # doctest: +SKIP
 @numba.njit(parallel=False, cache=True, fastmath=FASTMATH_NO_REASSOC, error_model='numpy')
-def k1_add_relu(a0, a1, out, n0, n1):
-    # add relu: %1 add, %2 relu
+def k0_add_relu(a0, a1, out, n0, n1):
+    # add relu: %2 add, %3 relu
     ...
 """
 
@@ -62,7 +62,6 @@ def literal(x, dtype=None) -> str:
     if dtype == np.bool_:
         return "True" if x else "False"
     return f"{_NP_DTYPE[dtype.name]}({int(x)})"
-
 
 
 # ---------------------------------------------------------------------------- kernels
