@@ -67,6 +67,11 @@ class EntryPlan:
     buffers: list = field(default_factory=list)  # memory_plan.Buffer, entry-parameter order
     storage: dict = field(default_factory=dict)  # value id -> index in buffers
 
+    @property
+    def outputs(self) -> list:
+        """What the entry returns: the graph's outputs (Vars, or Python values)."""
+        return list(self.graph.outputs)
+
     def __str__(self) -> str:
         lines = [f"entry: {len(self.steps)} steps, {len(self.kernels)} kernels, "
                  f"{len(self.consts)} consts, {len(self.fallbacks)} numpy fallbacks"]
