@@ -1042,12 +1042,12 @@ class TracedFunction:
     def _compile(self, graph):
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
         through numba (machine code is made on the first run)."""
-        from .codegen.cpu import lower
+        from .codegen import lower
         from .passes.fuse import fuse
         from .runtime.compile import compile_lowered
 
         graph = fuse(graph)
-        lowered = lower(graph, fastmath=self.fastmath, precise_math=self.precise_math)
+        lowered = lower(graph, target="cpu", fastmath=self.fastmath, precise_math=self.precise_math)
         if debug_enabled("src"):
             _debug_print(f"tracejit: source for {self.name}\n{lowered.source}")
         return graph, lowered, compile_lowered(lowered)
