@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import autograd, ops
-from . import dtypes as D
-from .autograd import grad_mode
-from .errors import TraceError, _is_own, format_location, user_location
-from .ir import Const, Graph, GraphBuilder, Var
-from .tensor import Tensor
+from .. import autograd, ops
+from .. import dtypes as D
+from ..autograd import grad_mode
+from ..errors import TraceError, _is_own, format_location, user_location
+from ..ir import Const, Graph, GraphBuilder, Var
+from ..tensor import Tensor
 
 # ----------------------------------------------------------------------------------------------
 # modes and debug switches
@@ -422,7 +422,7 @@ def _loc() -> str:
 
 
 def _where() -> str:
-    from .errors import user_frame
+    from ..errors import user_frame
     return user_frame(3)
 
 
@@ -748,7 +748,7 @@ class TracedFunction:
         try:
             outs = runner(*arrays)
         except Exception as e:  # never run it twice: raise the failing node's error from here
-            from .runtime import executor
+            from ..runtime import executor
             outs = executor.recover(spec, [a for a in args if type(a) is Tensor] + fresh, e)
             if outs is None:
                 return _MISS  # it failed to compile: the full path runs the interpreter
@@ -995,7 +995,7 @@ class TracedFunction:
         return "a captured tensor changed"
 
     def _trace(self, key, tree, leaves, args, kwargs):
-        from .passes import run_pipeline
+        from ..passes import run_pipeline
 
         names = self._arg_names(tree, leaves, args, kwargs)
         self._last_names = names
@@ -1041,9 +1041,9 @@ class TracedFunction:
     def _compile(self, graph):
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
         through numba (machine code is made on the first run)."""
-        from .codegen.cpu import lower
-        from .passes.fuse import fuse
-        from .runtime.compile import compile_lowered
+        from ..codegen.cpu import lower
+        from ..passes.fuse import fuse
+        from ..runtime.compile import compile_lowered
 
         graph = fuse(graph)
         lowered = lower(graph, fastmath=self.fastmath, precise_math=self.precise_math)
@@ -1055,7 +1055,7 @@ class TracedFunction:
         """A callable running an optimised graph on arrays, on this function's backend."""
         if self.backend == "cpu":
             return self._compile(graph)[2]
-        from .runtime.backward import interpret_runner
+        from ..runtime.backward import interpret_runner
         return interpret_runner(graph)
 
     def source(self, *args, **kwargs) -> str:
@@ -1070,7 +1070,7 @@ class TracedFunction:
         return [leaves[i] for i in spec.arg_positions] + list(captured)
 
     def _run(self, spec, leaves, captured, args, kwargs):
-        from .runtime.executor import execute
+        from ..runtime.executor import execute
 
         inputs = self._graph_inputs(spec, leaves, captured)
         outs = execute(spec, inputs)
