@@ -1,12 +1,14 @@
 """Runs a specialization's graph on tensors: the compiled runner when a backend provided one,
 else the reference interpreter. When the outputs need a ``grad_fn`` (inputs require grad and the
 function runs no backward itself), the specialization's forward and backward graphs run
-instead (``runtime/backward.py``); a function that also sets ``.grad`` or updates in place an
-input that requires grad is replayed op by op through eager autograd.
+instead (``runtime/backward.py``; the specialization builds them, by tracing, on the first such
+call); a function that also sets ``.grad`` or updates in place an input that requires grad is
+replayed op by op through eager autograd.
 
 A specialization (``tracing/specializations.py``) is read as its graph facts, ``spec.compiled``
 (a ``CompiledGraph``: graphs, mutated inputs, gradient writes...), plus its live parts
-(``runner``, ``compile_graph``, ``compiled_grad``).
+(``runner``, ``compile_graph``, ``compiled_grad``, ``build_grad``); nothing here imports the
+tracer or the passes.
 
 When compiled code raises (an index out of range, say), the error the user gets is the
 reference interpreter's: the executor runs the unfused graph through ``interpret`` on the same
@@ -70,8 +72,7 @@ def execute(spec, inputs: list) -> list:
                 inputs[i].requires_grad for i, _ in cg.mutated):
             return replay(cg.optimized, inputs)  # the unfused graph: its ops have vjps
         if spec.compiled_grad is None:
-            spec.compiled_grad = backward.build(cg.optimized, inputs, spec.compile_graph,
-                                                cg.name)
+            spec.compiled_grad = spec.build_grad(inputs)
         if not any(i in spec.compiled_grad.reads for i, _ in cg.mutated):
             try:
                 return backward.call(spec.compiled_grad, inputs)

@@ -13,6 +13,8 @@ The package, front to back:
 - ``compiled.py``: ``CompiledGraph``, what one trace produced, as plain data;
 - ``specializations.py``: ``Specialization`` (a CompiledGraph plus the live parts that run it),
   the list of them per argument key, and why a call traced again;
+- ``backward.py``: the joint forward+backward graph of a specialization, partitioned, for
+  compiled gradients (run by ``runtime/backward.py``);
 - ``mode.py``: eager mode switches; ``debug.py``: ``TRACEJIT_DEBUG``.
 """
 

@@ -129,7 +129,7 @@ class TracedFunction:
     @staticmethod
     def _needs_grad_fn(spec, args) -> bool:
         """Outputs need a grad_fn (inputs require grad, and the function computes no gradients
-        itself): such calls take the full path (see runtime/backward.py)."""
+        itself): such calls take the full path (see tracing/backward.py)."""
         if not grad_mode.enabled or spec.compiled.ran_backward:
             return False
         return any(type(a) is Tensor and a.requires_grad for a in args) or any(

@@ -37,7 +37,7 @@ class Specialization:
     lowered: object = None  # the backend's generated code
     compile_graph: object = None  # optimised Graph -> callable on arrays (the backend's)
     compiled_grad: object = None  # forward and backward graphs, built on the first call that
-    # needs a grad_fn (see runtime/backward.py)
+    # needs a grad_fn (see build_grad)
     checked: bool = False
     calls: int = 0
     single_tensor_result: bool = field(init=False)  # read on every fast call: computed once
@@ -55,6 +55,13 @@ class Specialization:
     passthrough = property(lambda self: self.compiled.passthrough)
     ran_backward = property(lambda self: self.compiled.ran_backward)
     name = property(lambda self: self.compiled.name)
+
+    def build_grad(self, inputs: list):
+        """The compiled forward and backward graphs for a call whose outputs need a grad_fn
+        (the executor calls this; building them means tracing, which runtime/ may not do)."""
+        from .backward import build
+
+        return build(self.compiled.optimized, inputs, self.compile_graph, self.compiled.name)
 
     def fetch_captured(self, fn, leaves):
         """Current captured tensors, or None if one (or a Python-state guard) no longer matches

@@ -110,7 +110,7 @@ class Tracer:
         if not grad_mode.enabled and not self.ran_backward and any(
                 isinstance(x, Tensor) and x.requires_grad for x in inputs):
             # no_grad() cut a gradient path: keep the cut in the graph, or the compiled
-            # backward (runtime/backward.py) would differentiate through it on later calls.
+            # backward (tracing/backward.py) would differentiate through it on later calls.
             # (After a backward() inside, e.g. an optimizer step, no grad_fn is ever built.)
             v = self.builder.add_node("detach", [v], {}, out.shape, out.dtype, loc)
         self.bind(out, v)
