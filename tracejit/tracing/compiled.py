@@ -93,8 +93,9 @@ class CompiledGraph:
     def describe(self) -> str:
         """A readable account: inputs, outputs, guards and the graph that runs."""
         names = self.graph.input_names
-        lines = [f"CompiledGraph of {self.name}: {len(self.inputs) - len(self.weights)} "
-                 f"arguments, {len(self.weights)} weights -> {len(self.outputs)} outputs"
+        n_args = len(self.inputs) - len(self.weights)
+        lines = [f"CompiledGraph of {self.name}: {_count(n_args, 'argument')}, "
+                 f"{_count(len(self.weights), 'weight')} -> {_count(len(self.outputs), 'output')}"
                  + (" (runs its own backward)" if self.ran_backward else ""), "inputs:"]
         for s in self.inputs:
             if s.kind == "argument":
@@ -159,6 +160,10 @@ def from_trace(name: str, tracer, raw: Graph, optimized: Graph, graph: Graph,
         tuple(mutated), tuple(grad_writes), _passthrough(raw, n_results),
         tuple(GuardSpec(what, value) for _, value, what in tracer.guards),
         bool(tracer.ran_backward))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _passthrough(raw: Graph, n_results: int) -> tuple:
