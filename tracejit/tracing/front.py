@@ -49,6 +49,13 @@ from .watch import _call_watched
 _MISS = object()  # the fast path declined: take the full one
 
 
+def backends() -> tuple:
+    """What ``trace(backend=...)`` accepts: the reference interpreter, and every code generation
+    target (``codegen.TARGETS``)."""
+    from .. import codegen
+    return ("interpret", *codegen.TARGETS)
+
+
 class TracedFunction:
     """The callable ``trace`` returns. See the module docstring."""
     def __init__(self, fn, *, max_specializations: int = 8, check_trace: bool = False,
@@ -59,8 +66,9 @@ class TracedFunction:
         self.check_trace = check_trace
         self.passes = passes
         backend = backend or os.environ.get("TRACEJIT_BACKEND", "cpu")
-        if backend not in ("cpu", "interpret"):
-            raise ValueError(f"trace: backend must be 'cpu' or 'interpret', got {backend!r}")
+        if backend not in backends():
+            raise ValueError(f"trace: backend must be one of {', '.join(map(repr, backends()))}"
+                             f", got {backend!r}")
         self.backend = backend
         self.fastmath = fastmath
         self.precise_math = precise_math
@@ -287,7 +295,7 @@ class TracedFunction:
             _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
         optimized = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))
         graph, lowered, runner = optimized, None, None
-        if self.backend == "cpu":
+        if self.backend != "interpret":
             graph, lowered, runner = self._compile(optimized)
         compiled = from_trace(self.name, tracer, raw, optimized, graph, arg_positions, out_tree,
                               len(out_leaves), mutated, grad_writes)
@@ -303,11 +311,11 @@ class TracedFunction:
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
         through numba (machine code is made on the first run)."""
         from ..codegen import lower
-        from ..passes.fuse import fuse
+        from ..passes import COMPILE_PIPELINE, run_pipeline
         from ..runtime.compile import compile_lowered
 
-        graph = fuse(graph)
-        lowered = lower(graph, target="cpu", fastmath=self.fastmath,
+        graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
+        lowered = lower(graph, target=self.backend, fastmath=self.fastmath,
                         precise_math=self.precise_math)
         if debug_enabled("src"):
             _debug_print(f"tracejit: source for {self.name}\n{lowered.source}")
@@ -315,7 +323,7 @@ class TracedFunction:
 
     def _graph_runner(self, graph):
         """A callable running an optimised graph on arrays, on this function's backend."""
-        if self.backend == "cpu":
+        if self.backend != "interpret":
             return self._compile(graph)[2]
         from ..runtime.backward import interpret_runner
         return interpret_runner(graph)
