@@ -24,7 +24,7 @@ _KEEP = (np.float32, np.float64, np.int32, np.int64, np.bool_)
 
 def _as_tensor(arr: np.ndarray, name: str):
     if arr.dtype.type in _KEEP:
-        return from_numpy(np.ascontiguousarray(arr))
+        return from_numpy(arr if arr.flags.c_contiguous else arr.copy())
     if arr.dtype.kind not in _WIDEN:
         raise TypeError(f"{name}: dtype {arr.dtype} cannot become a tracejit tensor "
                         "(numbers and bools only)")

@@ -21,6 +21,7 @@ def check_generator(generator, who: str) -> None:
 
 def source(generator) -> np.random.Generator:
     """The generator to draw from: the one given, else tracejit's global one."""
+    check_generator(generator, "generator")
     return _rng() if generator is None else generator
 
 

@@ -35,7 +35,8 @@ default_collate_err_msg_format = (
 def _from_numpy(arr: np.ndarray) -> Tensor:
     # NOTE: tracejit tensors hold float32/float64/int32/int64/bool only; other dtypes (uint8
     # images, float16) raise tracejit's TypeError, which says to convert with .astype first.
-    return from_numpy(np.ascontiguousarray(arr))
+    # (np.ascontiguousarray would turn a 0-d array into 1-d)
+    return from_numpy(arr if arr.flags.c_contiguous else arr.copy())
 
 
 def collate_tensor_fn(batch, *, collate_fn_map=None):
