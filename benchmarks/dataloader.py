@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.samples, args.load_ms = 2, 64, 0.5
+        args.epochs, args.samples, args.load_ms = 1, 64, 0.5
     ds = SlowDataset(args.samples, args.load_ms, args.kind)
     step = make_step()
     batches = [(tj.tensor(ds.x[i:i + args.batch]), tj.tensor(ds.y[i:i + args.batch]))

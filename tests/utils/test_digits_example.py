@@ -63,13 +63,17 @@ def test_rejects_unknown_mode(tmp_path):
 
 def test_digits_command_line(tmp_path):
     pytest.importorskip("sklearn")
-    out = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "2", "--workers", "1"],
+    out = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "1", "--workers", "1"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("  epoch ") == 2 and "final test accuracy" in out.stdout
+    assert out.stdout.count("  epoch ") == 1 and "final test accuracy" in out.stdout
     acc = float(out.stdout.split("final test accuracy ")[1].split(";")[0])
-    assert acc > 0.85
+    assert acc > 0.8  # 0.91 after one epoch
+
+
+def test_digits_export(tmp_path):
+    pytest.importorskip("sklearn")
     export = tmp_path / "d.npz"
-    out = subprocess.run([sys.executable, str(EXAMPLE), "--export", str(export)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and np.load(export)["x"].shape == (1797, 64)
+    assert digits.main(["--export", str(export)]) == 0
+    assert np.load(export)["x"].shape == (1797, 64)
+    assert len(digits.build_dataset(str(export))) == 1797

@@ -168,8 +168,8 @@ def worker_loop(iterable: bool, dataset, index_queue, result_queue, done_event,
             count += 1
             del batch
         except StopIteration:
-            if not iterable:
-                _put(result_queue, ("error", worker_id, epoch, idx, _stop_error(where)))
+            if not iterable:  # re-raised as StopIteration in the main process, as in torch
+                _put(result_queue, ("error", worker_id, epoch, idx, ExceptionWrapper(where)))
                 continue
             ended = True
             _put(result_queue, ("stop", worker_id, epoch, idx, None))
@@ -185,9 +185,3 @@ def worker_loop(iterable: bool, dataset, index_queue, result_queue, done_event,
     # NOTE: returning (not os._exit) lets the queue's feeder thread flush what we sent; the
     # main process keeps reading the result queue while it waits for us to exit.
 
-
-def _stop_error(where: str) -> ExceptionWrapper:
-    try:
-        raise StopIteration("the dataset's __getitem__ raised StopIteration")
-    except StopIteration:
-        return ExceptionWrapper(where)
