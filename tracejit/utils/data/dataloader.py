@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
 import queue
 import time
 import warnings
 import weakref
 
-from . import _shm
-from ._pool import WorkerPool
 from ._random import check_generator, draw_seed
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
@@ -135,6 +132,7 @@ class DataLoader:
     @multiprocessing_context.setter
     def multiprocessing_context(self, context) -> None:
         if context is not None:
+            import multiprocessing
             if self.num_workers <= 0:
                 raise ValueError("multiprocessing_context can only be used with multi-process "
                                  "loading (num_workers > 0), but got "
@@ -251,6 +249,13 @@ class _MultiProcessIter(_BaseIter):
         self._num_workers = loader.num_workers
         self._prefetch_factor = loader.prefetch_factor
         self._in_order = loader.in_order
+        # NOTE: imported here, not at the top: multiprocessing (sockets, subprocess) and shared
+        # memory would cost every `import tracejit` ~10 ms, and only worker processes need them
+        import multiprocessing
+
+        from . import _shm
+        from ._pool import WorkerPool
+        self._shm = _shm
         ctx = loader.multiprocessing_context or multiprocessing.get_context()
         self._pool = WorkerPool(ctx, self._num_workers, iterable=self._iterable,
                                 dataset=self._dataset, auto_collation=self._auto_collation,
@@ -317,7 +322,7 @@ class _MultiProcessIter(_BaseIter):
             kind, worker_id, epoch, idx, payload = message
             if epoch != self._epoch or idx not in self._task_info:
                 if kind == "data":
-                    _shm.release(payload)  # an abandoned epoch's batch
+                    self._shm.release(payload)  # an abandoned epoch's batch
                 continue
             self._tasks_outstanding -= 1
             if kind == "stop":
@@ -340,7 +345,7 @@ class _MultiProcessIter(_BaseIter):
         kind, _, _, _, payload = message
         if kind == "error":
             payload.reraise()
-        return _shm.unpack(payload)
+        return self._shm.unpack(payload)
 
     def _get_message(self):
         deadline = time.monotonic() + self._timeout if self._timeout > 0 else None
@@ -362,7 +367,7 @@ class _MultiProcessIter(_BaseIter):
     def _release_pending(self) -> None:
         for info in self._task_info.values():
             if len(info) == 2 and info[1][0] == "data":
-                _shm.release(info[1][4])
+                self._shm.release(info[1][4])
         self._task_info = {}
 
     def _shutdown(self) -> None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _shm
 from .fetch import make_fetcher
 
 # How often a waiting worker checks that the main process is still alive, and a waiting main
@@ -121,6 +120,7 @@ def worker_loop(iterable: bool, dataset, index_queue, result_queue, done_event,
                 init_fn, worker_id: int, num_workers: int, shm_prefix: str,
                 parent_pid: int) -> None:
     global _worker_info
+    from . import _shm  # not at the top: the main process imports this module for WorkerInfo
     # Ctrl-C reaches the whole process group; the main process handles it and shuts us down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     where = f"in DataLoader worker process {worker_id}"
