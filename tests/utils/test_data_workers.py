@@ -11,6 +11,10 @@ import gc
 import multiprocessing
 import os
 import random
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -311,9 +315,11 @@ def test_ctrl_c_shuts_the_workers_down():
     assert_clean()
 
 
-def test_spawn_start_method():
+@pytest.mark.parametrize("method", [m for m in ("spawn", "forkserver")
+                                    if m in multiprocessing.get_all_start_methods()])
+def test_other_start_methods(method):
     loader = DataLoader(TensorDataset(tj.arange(6)), batch_size=4, num_workers=1,
-                        multiprocessing_context="spawn", timeout=60)
+                        multiprocessing_context=method, timeout=60)
     assert [b[0].tolist() for b in loader] == [[0, 1, 2, 3], [4, 5]]
 
 
@@ -340,3 +346,37 @@ def test_prefetch_factor_bounds_the_work_in_flight(tmp_path, workers, prefetch):
     # the batch taken out, plus prefetch_factor batches per worker in flight
     assert len(os.listdir(tmp_path)) == 1 + workers * prefetch
     del it
+
+
+_ORPHAN_SCRIPT = textwrap.dedent("""
+    import multiprocessing, time
+    import tracejit as tj
+    from tracejit.utils.data import DataLoader, TensorDataset
+
+    if __name__ == "__main__":
+        loader = DataLoader(TensorDataset(tj.arange(10 ** 6)), batch_size=100, num_workers=2)
+        it = iter(loader)
+        next(it)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="looks processes up in /proc")
+def test_workers_exit_when_the_main_process_is_killed(tmp_path):
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT)
+    assert len(pids) == 2
+    deadline = time.monotonic() + WAIT
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert alive == []  # each worker sees its parent gone and exits

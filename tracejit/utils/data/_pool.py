@@ -41,7 +41,7 @@ class WorkerPool:
                 w = ctx.Process(target=worker_loop, daemon=True, args=(
                     iterable, dataset, index_queue, self.result_queue, self.done_event,
                     auto_collation, collate_fn, drop_last, base_seed, worker_init_fn,
-                    worker_id, num_workers, self.prefix, os.getpid()))
+                    worker_id, num_workers, self.prefix))
                 w.start()
                 self.index_queues.append(index_queue)
                 self.workers.append(w)

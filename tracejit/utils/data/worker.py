@@ -117,9 +117,11 @@ def _put(result_queue, message) -> None:
 
 def worker_loop(iterable: bool, dataset, index_queue, result_queue, done_event,
                 auto_collation: bool, collate_fn, drop_last: bool, base_seed: int,
-                init_fn, worker_id: int, num_workers: int, shm_prefix: str,
-                parent_pid: int) -> None:
+                init_fn, worker_id: int, num_workers: int, shm_prefix: str) -> None:
     global _worker_info
+    # NOTE: the parent as this process sees it (torch's watchdog does the same): under the
+    # forkserver start method it is the server, not the loader's process
+    parent_pid = os.getppid()
     from . import _shm  # not at the top: the main process imports this module for WorkerInfo
     # Ctrl-C reaches the whole process group; the main process handles it and shuts us down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -135,12 +137,10 @@ def worker_loop(iterable: bool, dataset, index_queue, result_queue, done_event,
         init_error = ExceptionWrapper(where)  # reported as the answer to the first task
     ended = False  # this worker's copy of an iterable dataset is exhausted
     count = 0
-    while True:
+    while os.getppid() == parent_pid:  # else the main process died without shutting us down
         try:
             msg = index_queue.get(timeout=STATUS_INTERVAL)
         except queue.Empty:
-            if os.getppid() != parent_pid:  # the main process died without shutting us down
-                break
             continue
         if msg is None:
             break
