@@ -421,3 +421,12 @@ def test_pin_memory_is_accepted_with_a_one_time_note(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         list(loader)  # once per process
+
+
+def test_docstring_examples():
+    import doctest
+    import importlib
+    for name in ("", ".dataset", ".sampler", ".collate", ".dataloader", ".worker"):
+        module = importlib.import_module("tracejit.utils.data" + name)
+        result = doctest.testmod(module, extraglobs={"tracejit": tj})
+        assert result.failed == 0, module.__name__

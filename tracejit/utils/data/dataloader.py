@@ -1,5 +1,6 @@
 """``DataLoader``: batches from a dataset, in this process or in worker processes.
 
+>>> from tracejit.utils.data import TensorDataset
 >>> loader = DataLoader(TensorDataset(tracejit.arange(10)), batch_size=4)
 >>> [b[0].tolist() for b in loader]
 [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
