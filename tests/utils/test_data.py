@@ -70,6 +70,20 @@ def test_tensor_dataset_indexes_every_tensor():
         TensorDataset(tj.zeros(3), tj.zeros(4))
 
 
+def test_tensor_dataset_rows_are_views_and_keep_gradients():
+    base = tj.arange(8).reshape(4, 2)
+    ds = TensorDataset(base, tj.arange(4))
+    row, label = ds[1]
+    assert np.asarray(label).shape == () and label.item() == 1
+    assert np.shares_memory(np.asarray(row), np.asarray(base))  # a view, as torch's t[i]
+    with pytest.raises(TypeError, match="unsupported index True"):
+        ds[True]  # bools take tracejit's indexing path, not the fast path for rows
+    w = tj.randn(4, 3, requires_grad=True)
+    batch = default_collate([TensorDataset(w)[i] for i in (0, 2)])
+    batch[0].sum().backward()  # collate and indexing stay on the tape when gradients flow
+    assert w.grad.sum(1).tolist() == [3.0, 0.0, 3.0, 0.0]
+
+
 def test_dataset_base_class():
     with pytest.raises(NotImplementedError, match="should implement __getitem__"):
         Dataset()[0]

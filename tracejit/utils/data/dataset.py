@@ -13,6 +13,7 @@ import math
 import warnings
 from typing import Iterable, Sequence
 
+from ...dispatch import current_tracer
 from ...tensor import Tensor
 from ._random import permutation
 
@@ -52,6 +53,12 @@ class TensorDataset(Dataset):
         self.tensors = tensors
 
     def __getitem__(self, index):
+        if type(index) is int and current_tracer() is None:  # not bool: x[True] adds a dim
+            # NOTE: a plain row needs no dispatch (4x faster per sample); tensors that require
+            # grad still go through indexing so that the sample stays on the tape; [i, ...]
+            # keeps a 0-d row an array (numpy gives a scalar for [i])
+            return tuple(t[index] if t.requires_grad else Tensor._make(t._data[index, ...])
+                         for t in self.tensors)
         return tuple(t[index] for t in self.tensors)
 
     def __len__(self) -> int:
