@@ -1,17 +1,18 @@
-"""Lower a fused graph to readable numba source: one ``@numba.njit`` kernel per fused group (and
-per unfold, fold, argmax, gather or scatter_add node, see ``cpu_nodes``) and one entry function
-for the whole graph that allocates buffers and calls the kernels (and BLAS, through ``np.dot``,
-for matmul), so a compiled call is one dispatch from Python.
+"""The CPU renderer: kernel and entry plans (``codegen/kernel.py``, ``codegen/entry.py``) as
+readable numba source. One ``@numba.njit`` kernel per kernel plan (``numba.prange`` over the
+outer loop when the domain is large enough for threads; the node kernels' bodies are in
+``cpu_node_kernels``) and one entry function for the whole graph that allocates buffers and
+calls the kernels (and BLAS, through ``np.dot``, for matmul), so a compiled call is one
+dispatch from Python. Nodes no kernel renders run through numpy (then the entry is plain
+Python). ``CpuTarget`` is what the neutral planning asks of this target and its renderer.
 
 The source is generic over sizes: every size that is not 1 is read from the ``sz`` tuple the
 entry receives, so a new batch size gives the same source and reuses the compiled machine code.
-What the source does depend on — dtypes, ranks, which dims are 1 (broadcasting) — is the kernel
-key.
 
->>> print(lower(fused_graph).source)                                 # doctest: +SKIP
-@numba.njit(parallel=True, cache=True, fastmath=FASTMATH)
+>>> print(tracejit.codegen.lower(fused_graph, target="cpu").source)  # doctest: +SKIP
+@numba.njit(parallel=False, cache=True, fastmath=FASTMATH_NO_REASSOC, error_model='numpy')
 def k0_add_relu(a0, a1, out, n0, n1):
-    # %3 add, %4 relu
+    # add relu: %2 add, %3 relu
     ...
 """
 
@@ -21,26 +22,26 @@ import ast
 import builtins
 import functools
 import math
-from dataclasses import dataclass, field
+import textwrap
 
 import numpy as np
 
 from tracejit import ops
-from tracejit.ir import Graph, Node, Var, defined_vars
-from tracejit.passes.fuse import reduces
+from tracejit.ir import Node, Var
 from tracejit.runtime import cache
 
-from . import cpu_nodes, mathlib, prelude
+from . import cpu_node_kernels, mathlib, prelude
+from .entry import EntryPlan, Sizes
+from .kernel import SUM_BLOCK, Arg, Const, KernelPlan, Reduction, Scalar, Unsupported
+from .program import Program
 
 # the source this renderer emits calls these modules' numba functions (see HEADER)
 cache.register_helpers(mathlib, prelude)
 
-MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see lower())
+MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see CpuTarget.render)
 PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
-SUM_BLOCK = 1024  # float32 sums add blocks this long in float32, then the blocks in float64
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
-# ops LLVM folds in pairs under ``reassoc`` (see _Kernel._reassociates)
-_FOLDABLE = frozenset({"exp", "log", "log1p", "expm1", "pow", "sqrt", "rsqrt"})
+__all__ = ["CpuTarget", "Unsupported", "SUM_BLOCK", "PARALLEL_MIN", "literal", "generic_type"]
 
 _NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int32": "np.int32",
              "int64": "np.int64", "bool": "np.bool_"}
@@ -68,178 +69,82 @@ def literal(x, dtype=None) -> str:
     return f"{_NP_DTYPE[dtype.name]}({int(x)})"
 
 
-class Unsupported(Exception):
-    """A node the code generator does not lower (it runs through numpy instead)."""
-
-
-@dataclass
-class Lowered:
-    """Generated source and what the runtime passes to its entry function."""
-
-    source: str
-    entry: str
-    sizes: tuple  # the concrete values of sz[...]
-    consts: list  # arrays passed after the graph inputs
-    fallbacks: list  # callables the Python entry uses for nodes numba does not run
-    jit_entry: bool  # the entry itself is @njit (one dispatch) or plain Python
-    kernels: list = field(default_factory=list)
-    buffers: list = field(default_factory=list)  # Buffer, in entry-parameter order
-
-
-class _Sizes:
-    """Hands out ``sz[k]`` for each size that is not 1, in emission order (never deduplicated
-    by value, so coincidentally equal sizes do not change the source)."""
-
-    def __init__(self):
-        self.values: list = []
-
-    def ref(self, n: int) -> str:
-        if n == 1:
-            return "1"
-        self.values.append(int(n))
-        return f"sz[{len(self.values) - 1}]"
-
-    def shape(self, shape) -> str:
-        refs = [self.ref(n) for n in shape]
-        return "(" + ", ".join(refs) + ("," if len(refs) == 1 else "") + ")"
-
-
 # ---------------------------------------------------------------------------- kernels
 
 
-class _Kernel:
-    """Source of one fused group's kernel."""
+def _index(index: tuple) -> str:
+    """``i0, 0, i2`` for a plan's index (a loop dim, or None for 0); ``()`` for a 0-d array."""
+    return ", ".join("0" if d is None else f"i{d}" for d in index) if index else "()"
 
-    def __init__(self, node: Node, fastmath, parallel: bool):
-        attrs = node.attr_dict
-        self.name = attrs["kernel"]
-        self.body = body = attrs["body"]
+
+class _Kernel:
+    """Source of one fused group's kernel, from its plan."""
+
+    def __init__(self, plan: KernelPlan, fastmath, parallel: bool):
+        self.plan = plan
+        self.name = plan.name
         self.fastmath = fastmath
-        self.root = body.nodes[-1]
-        self.full, self.row_dims = attrs["full"], attrs["row_dims"]
-        self.rank = len(self.full)
+        self.rank = len(plan.domain)
+        self.row_dims = plan.row_dims
         # kernels traced at sizes too small for threads are emitted serial only: numba compiles
         # them several times faster (no parfor pass), and a size past the threshold is a
         # different source, compiled once
-        self.parallel = parallel and self.rank > 0 and \
-            int(np.prod(self.full, dtype=np.int64)) >= PARALLEL_MIN
-        self.row_scalar = tuple(1 if i in self.row_dims else n for i, n in enumerate(self.full))
-        self.args = [f"a{i}" for i in range(len(body.inputs))]
-        self.arg_of = {v.id: a for v, a in zip(body.inputs, self.args)}
-        self.producer = {n.out.id: n for n in body.nodes}
-        # a multi-output kernel (plain elementwise only) also writes these members
-        self.extras = list(body.outputs[1:])
-        self.outs = ["out"] + [f"out{k + 1}" for k in range(len(self.extras))]
-        # integer // and % by zero: counted in the loops, raised after them (see _flush)
-        self.zero_ops: list = []
-        self._pending: list = []
+        self.parallel = parallel and plan.work >= PARALLEL_MIN
+        self.args = [f"a{i}" for i in range(len(plan.inputs))]
+        self.outs = ["out"] + [f"out{k}" for k in range(1, len(plan.outputs))]
 
-    # -- operand access
-    def _read(self, v: Var, vector: bool) -> str:
-        if v.id in self.arg_of:
-            lead = self.rank - len(v.shape)
-            if len(v.shape) == 0:  # read once, before the loops (see source())
-                return f"s_{self.arg_of[v.id]}"
-            idx = []
-            for k, n in enumerate(v.shape):
-                d = lead + k
-                idx.append("0" if n == 1 or (not vector and d in self.row_dims) else f"i{d}")
-            return f"{self.arg_of[v.id]}[{', '.join(idx)}]"
-        node = self.producer[v.id]
-        return f"{'v' if self._is_vector(node) else 'r'}{v.id}"
+    # -- operands and statements
+    def _read(self, o) -> str:
+        if isinstance(o, Scalar):  # read once, before the loops (see source())
+            return f"s_a{o.k}"
+        if isinstance(o, Arg):
+            return f"a{o.k}[{_index(o.index)}]"
+        return f"{'v' if o.vector else 'r'}{o.id}"
 
-    def _is_vector(self, node: Node) -> bool:
-        if not self.row_dims:
-            return True
-        if reduces(node):
-            return False
-        return node.out.shape == self.full and self.full != self.row_scalar
+    def _expr(self, e) -> tuple:
+        """(source, operand sources) of a neutral expression."""
+        codes = [literal(o.value, dst) if isinstance(o, Const) else _cast(self._read(o), src, dst)
+                 for o, (src, dst) in zip(e.operands, e.casts)]
+        code = spelled(e.template).format(*codes)
+        if e.result_cast is not None:
+            code = _cast(code, *e.result_cast)
+        return code, codes
 
-    def _operand(self, x, vector: bool) -> tuple:
-        """(source, dtype, rank class) of an operand."""
-        if isinstance(x, Var):
-            return self._read(x, vector), x.dtype, (2 if x.shape else 1)
-        return x, None, 0
+    def _stmt(self, s, pad: int) -> list:
+        code, codes = self._expr(s.expr)
+        lines = [" " * pad + f"{'v' if s.vector else 'r'}{s.id} = {code}  # {s.op}"]
+        if s.expr.zero_check:
+            # NOTE: an exception raised inside a numba.prange loop is lost (the kernel returns
+            # as if nothing happened), so the loops only count, a reduction numba parallelises,
+            # and the kernel raises after them, as eager does (ops._int_div_checked)
+            lines.append(" " * pad + f"zero_{s.expr.zero_check} += {codes[1]} == 0")
+        return lines
 
-    def _expr(self, node: Node, vector: bool) -> str:
-        op = ops.OPS[node.op]
-        attrs = node.attr_dict
-        operands = [self._operand(x, vector) for x in node.inputs]
-        out_dt = node.out.dtype
-        if node.op in ("copy", "detach"):
-            return operands[0][0]
-        if node.op == "cast":
-            return _cast(operands[0][0], operands[0][1], attrs["dtype"])
-        if op.reduction and not reduces(node):
-            return _cast(operands[0][0], operands[0][1], out_dt)  # over no dims: x itself
-        if node.op == "clamp":
-            src, dt, _ = operands[0]
-            t = out_dt
-            code = _cast(src, dt, t)
-            if attrs.get("min") is not None:
-                code = f"maximum({code}, {literal(attrs['min'], t)})"
-            if attrs.get("max") is not None:
-                code = f"minimum({code}, {literal(attrs['max'], t)})"
-            return code
-        if op.expr is None or op.dtype_rule is None:
-            raise Unsupported(node.op)
-        keys = tuple((dt, rc) if dt is not None else ops._key(src)
-                     for src, dt, rc in operands)
-        casts, result = ops.elementwise_plan(op, keys)
-        codes = []
-        for (src, dt, _), c in zip(operands, casts):
-            codes.append(literal(src, c) if dt is None else _cast(src, dt, c))
-        expr = spelled(op.expr)
-        if node.op == "pow" and operands[1][2] < 2:
-            # one exponent for every element: numpy's (and torch's) square root for 0.5
-            expr = spelled("power_scalar({0}, {1})")
-        code = expr.format(*codes)
-        if node.op in ("floordiv", "remainder") and np.dtype(casts[1]).kind in "iu" and \
-                not (operands[1][1] is None and operands[1][0] != 0):
-            self._pending.append((node.op, codes[1]))
-        if result != casts[0] and result != np.bool_:
-            code = _cast(code, casts[0], result)
-        return code
-
-    def _reassociates(self) -> bool:
-        """May this kernel's float arithmetic be reassociated? Only reductions need it (to
-        vectorise their accumulation), and only where LLVM has no transcendental pair to fold:
-        with ``reassoc`` it rewrites exp(log(x)) to x (nan at x < 0), log(exp(x)) to x (inf past
-        overflow) and exp(a) * exp(b) to exp(a + b). Numba applies a kernel's flags to what it
-        inlines too, so helpers cannot opt out: the kernel must."""
-        if not self.row_dims:
-            return False
-        def folds(x):
-            node = self.producer.get(x.id) if isinstance(x, Var) else None
-            return node is not None and node.op in _FOLDABLE
-        for node in self.body.nodes:
-            if node.op in _FOLDABLE and any(folds(x) for x in node.inputs):
-                return False
-            if node.op in ("mul", "div") and all(folds(x) for x in node.inputs):
-                return False
-        return True
+    def _stmts(self, stmts, pad: int) -> list:
+        return [line for s in stmts for line in self._stmt(s, pad)]
 
     # -- emission
     def source(self) -> str:
-        names = " ".join(dict.fromkeys(n.op for n in self.body.nodes))
-        comment = ", ".join(f"%{n.out.id} {n.op}" for n in self.body.nodes)
+        plan = self.plan
+        names = " ".join(dict.fromkeys(op for _, op in plan.nodes))
+        comment = ", ".join(f"%{i} {op}" for i, op in plan.nodes)
         dims = [f"n{k}" for k in range(self.rank)]
         params = ", ".join(self.args + self.outs + dims)
         fm = "False" if not self.fastmath else \
-            "FASTMATH" if self._reassociates() else "FASTMATH_NO_REASSOC"
+            "FASTMATH" if plan.reassociates else "FASTMATH_NO_REASSOC"
         # error_model="numpy": 1/0 is inf, as in numpy, not a ZeroDivisionError
         lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm}, "
                  f"error_model='numpy')",
                  f"def {self.name}({params}):",
                  f"    # {names}: {comment}",
                  "    # " + ", ".join(f"a{i}: {generic_type(v)}"
-                                       for i, v in enumerate(self.body.inputs)) +
+                                       for i, v in enumerate(plan.inputs)) +
                  " -> " + ", ".join(f"{o}: {generic_type(v)}" for o, v in
-                                    zip(self.outs, [self.root.out] + self.extras))]
-        for v, a in zip(self.body.inputs, self.args):
+                                    zip(self.outs, plan.outputs))]
+        for v, a in zip(plan.inputs, self.args):
             if not v.shape:  # NOTE: numba's parfors cannot index 0-d arrays inside prange
                 lines.append(f"    s_{a} = {a}[()]")
-        outer = [k for k in range(self.rank) if k not in self.row_dims]
+        outer = list(plan.outer)
         total = " * ".join(dims) or "1"
         if self.parallel and (outer or self.row_dims):
             body = [f"    if {total} >= {PARALLEL_MIN}:"]
@@ -248,10 +153,10 @@ class _Kernel:
             body += self._loops(outer, parallel=False, indent=8)
         else:
             body = self._loops(outer, parallel=False, indent=4)
-        for op in self.zero_ops:
+        for op in plan.zero_ops:
             lines.append(f"    zero_{op} = 0  # integer {op} by zero: counted, raised below")
         lines += body
-        for op in self.zero_ops:
+        for op in plan.zero_ops:
             lines.append(f"    if zero_{op}:")
             lines.append(f"        raise RuntimeError('{op}: ZeroDivisionError: integer "
                          f"division by zero')")
@@ -267,33 +172,6 @@ class _Kernel:
         lines += self._row_body(pad, parallel_reduce=parallel and not outer)
         return lines
 
-    def _vector_statements(self, target: Var, pad: int, done: set) -> list:
-        """Statements computing the vector values ``target`` needs, innermost loop body."""
-        lines = []
-        node = self.producer.get(target.id)
-        if node is None or not self._is_vector(node) or target.id in done:
-            return lines
-        for x in node.inputs:
-            if isinstance(x, Var):
-                lines += self._vector_statements(x, pad, done)
-        done.add(target.id)
-        lines.append(" " * pad + f"v{node.out.id} = {self._expr(node, True)}  # {node.op}")
-        return lines + self._flush(pad)
-
-    def _flush(self, pad: int) -> list:
-        """Count the zero divisors of the integer // or % just emitted.
-
-        NOTE: an exception raised inside a numba.prange loop is lost (the kernel returns as if
-        nothing happened), so the loops only count, a reduction numba parallelises, and the
-        kernel raises after them, as eager does (ops._int_div_checked)."""
-        lines = []
-        for op, divisor in self._pending:
-            if op not in self.zero_ops:
-                self.zero_ops.append(op)
-            lines.append(" " * pad + f"zero_{op} += {divisor} == 0")
-        self._pending.clear()
-        return lines
-
     def _inner(self, pad: int, parallel: bool) -> tuple:
         lines = []
         for j, k in enumerate(self.row_dims):
@@ -302,118 +180,67 @@ class _Kernel:
             pad += 4
         return lines, pad
 
-    def _out_index(self, vector: bool) -> str:
-        out = self.root.out
-        if len(out.shape) == 0:
-            return "()"
-        if vector or len(out.shape) == self.rank:
-            idx = [("0" if (not vector and k in self.row_dims) else f"i{k}")
-                   for k in range(self.rank)]
-        else:  # a reduction without keepdim: the row dims are gone
-            idx = [f"i{k}" for k in range(self.rank) if k not in self.row_dims]
-        return ", ".join(idx)
-
     def _row_body(self, pad: int, parallel_reduce: bool) -> list:
-        lines = []
+        plan = self.plan
         if not self.row_dims:  # plain elementwise
-            done: set = set()
-            results = [self.root.out] + self.extras
-            for v in results:
-                lines += self._vector_statements(v, pad, done)
-            for o, v in zip(self.outs, results):
-                lines.append(" " * pad + f"{o}[{self._out_index(True)}] = v{v.id}")
+            lines = self._stmts(plan.stmts, pad)
+            for o, v in zip(self.outs, plan.outputs):
+                lines.append(" " * pad + f"{o}[{_index(plan.out_index)}] = v{v.id}")
             return lines
-        stash = self._stash()
-        for node in self.body.nodes:
-            if self._is_vector(node):
-                continue
-            if reduces(node):
-                lines += self._reduction(node, pad, parallel_reduce and node.op in ("sum",
-                                                                                    "prod"),
-                                         stash if node.inputs[0] is stash else None)
+        lines = []
+        for step in plan.steps:
+            if isinstance(step, Reduction):
+                lines += self._reduction(step, pad, parallel_reduce and step.op in ("sum",
+                                                                                    "prod"))
             else:
-                lines.append(" " * pad + f"r{node.out.id} = {self._expr(node, False)}  "
-                                         f"# {node.op}")
-                lines += self._flush(pad)
-        if self._is_vector(self.root):
+                lines += self._stmt(step, pad)
+        root = plan.outputs[0]
+        if plan.root_vector:
             inner, ipad = self._inner(pad, False)
             lines += inner
-            done = set()
-            if stash is not None:  # computed by the last reduction's loop: read it back
-                lines.append(" " * ipad + f"v{stash.id} = out[{self._out_index(True)}]")
-                done.add(stash.id)
-            lines += self._vector_statements(self.root.out, ipad, done)
-            lines.append(" " * ipad + f"out[{self._out_index(True)}] = v{self.root.out.id}")
+            if plan.stash is not None:  # computed by the last reduction's loop: read it back
+                lines.append(" " * ipad + f"v{plan.stash} = out[{_index(plan.out_index)}]")
+            lines += self._stmts(plan.tail, ipad)
+            lines.append(" " * ipad + f"out[{_index(plan.out_index)}] = v{root.id}")
         else:
-            lines.append(" " * pad + f"out[{self._out_index(False)}] = r{self.root.out.id}")
+            lines.append(" " * pad + f"out[{_index(plan.row_out_index)}] = r{root.id}")
         return lines
 
-    def _stash(self):
-        """A vector value both the last reduction and the output need (softmax's exp): the
-        reduction's loop writes it into ``out`` and the output loop reads it back instead of
-        computing it again. None when there is no such value."""
-        reductions = [n for n in self.body.nodes if reduces(n)]
-        if not reductions or not self._is_vector(self.root):
-            return None
-        x = reductions[-1].inputs[0]
-        node = self.producer.get(x.id)
-        if node is None or not self._is_vector(node) or x.dtype != self.root.out.dtype:
-            return None
-        # the root must need x through vector values only
-        stack, seen = [self.root.out], set()
-        while stack:
-            v = stack.pop()
-            if v.id == x.id:
-                return x
-            n = self.producer.get(v.id)
-            if n is None or v.id in seen or not self._is_vector(n):
-                continue
-            seen.add(v.id)
-            stack.extend(i for i in n.inputs if isinstance(i, Var))
-        return None
+    def _keep(self, red: Reduction, pad: int) -> list:
+        if red.stash is None:
+            return []
+        return [" " * pad + f"out[{_index(self.plan.out_index)}] = v{red.stash}  # kept for "
+                            f"the output loop"]
 
-    def _reduction(self, node: Node, pad: int, parallel: bool, stash=None,
-                   short: bool = False) -> list:
-        acc = f"r{node.out.id}"
-        dt = node.out.dtype
-        x = node.inputs[0]
-        init = {"sum": 0, "prod": 1}.get(node.op)
-        if init is None:
-            if dt.kind == "f":
-                init = -math.inf if node.op == "amax" else math.inf
-            elif dt == np.bool_:
-                init = node.op != "amax"
-            else:
-                info = np.iinfo(dt)
-                init = info.min if node.op == "amax" else info.max
-        if node.op == "sum" and dt == np.float32 and not short:
+    def _reduction(self, red: Reduction, pad: int, parallel: bool, short: bool = False) -> list:
+        acc = f"r{red.id}"
+        dt = red.dtype
+        if red.blocked and not short:
             # a row of one block sums in float32 as below, bit for bit the blocked result
             length = " * ".join(f"n{d}" for d in self.row_dims)
             return ([" " * pad + f"if {length} <= {SUM_BLOCK}:"] +
-                    self._reduction(node, pad + 4, parallel, stash, short=True) +
+                    self._reduction(red, pad + 4, parallel, short=True) +
                     [" " * pad + "else:"] +
-                    self._blocked_sum(node, pad + 4, parallel, stash))
-        lines = [" " * pad + f"{acc} = {literal(init, dt)}  # {node.op} over dims "
+                    self._blocked_sum(red, pad + 4, parallel))
+        lines = [" " * pad + f"{acc} = {literal(red.init, dt)}  # {red.op} over dims "
                               f"{self.row_dims}"]
         inner, ipad = self._inner(pad, parallel)
         lines += inner
-        lines += self._vector_statements(x, ipad, set())
-        if stash is not None:
-            lines.append(" " * ipad + f"out[{self._out_index(True)}] = v{x.id}  # kept for "
-                                      f"the output loop")
-        val = _cast(self._read(x, True), x.dtype, dt)
-        if node.op == "sum":
+        lines += self._stmts(red.stmts, ipad)
+        lines += self._keep(red, ipad)
+        val = _cast(self._read(red.source), red.source_dtype, dt)
+        if red.op == "sum":
             lines.append(" " * ipad + f"{acc} += {val}")
-        elif node.op == "prod":
+        elif red.op == "prod":
             lines.append(" " * ipad + f"{acc} *= {val}")
         else:
             # the prelude's maximum/minimum: NaN propagates as in numpy, and for floats they are
             # llvm.maximum/minimum, whose reductions LLVM vectorises
-            fn = "maximum" if node.op == "amax" else "minimum"
+            fn = "maximum" if red.op == "amax" else "minimum"
             lines.append(" " * ipad + f"{acc} = {fn}({acc}, {val})")
         return lines
 
-    def _blocked_sum(self, node: Node, pad: int, parallel: bool, stash=None) -> list:
+    def _blocked_sum(self, red: Reduction, pad: int, parallel: bool) -> list:
         """A float32 sum: the last row dim walks blocks of SUM_BLOCK elements, each summed in
         float32 (LLVM keeps the block's loop vectorised, several partial sums wide), and the
         block totals are added in float64. One float32 running total over a long row loses
@@ -422,8 +249,7 @@ class _Kernel:
         sum does. Rows of one block (softmax, layer_norm) take the plain loop (_reduction): the
         block loop's bookkeeping made layer_norm over rows of 64 1.5x slower."""
         k = self.row_dims[-1]
-        x = node.inputs[0]
-        total, part = f"s{node.out.id}", f"p{node.out.id}"
+        total, part = f"s{red.id}", f"p{red.id}"
         lines = [" " * pad + f"{total} = np.float64(0)  # sum over dims {self.row_dims} "
                               f"(blocks of {SUM_BLOCK} in float32, totals in float64)"]
         ipad = pad
@@ -439,15 +265,13 @@ class _Kernel:
                   " " * (ipad + 4) + f"{part} = np.float32(0)",
                   " " * (ipad + 4) + f"for i{k} in range(np.uint64({lo}), np.uint64({hi})):"]
         body_pad = ipad + 8
-        lines += self._vector_statements(x, body_pad, set())
-        if stash is not None:
-            lines.append(" " * body_pad + f"out[{self._out_index(True)}] = v{x.id}  # kept for "
-                                          f"the output loop")
-        lines.append(" " * body_pad + f"{part} += {_cast(self._read(x, True), x.dtype, 'float32')}")
+        lines += self._stmts(red.stmts, body_pad)
+        lines += self._keep(red, body_pad)
+        lines.append(" " * body_pad +
+                     f"{part} += {_cast(self._read(red.source), red.source_dtype, 'float32')}")
         lines.append(" " * (ipad + 4) + f"{total} += np.float64({part})")
-        lines.append(" " * pad + f"r{node.out.id} = np.float32({total})")
+        lines.append(" " * pad + f"r{red.id} = np.float32({total})")
         return lines
-
 
 def _cast(code: str, src, dst) -> str:
     if src is None or np.dtype(src) == np.dtype(dst):
@@ -458,11 +282,44 @@ def _cast(code: str, src, dst) -> str:
     return f"{_NP_DTYPE[dst.name]}({code})"
 
 
-# ---------------------------------------------------------------------------- entry
+# ---------------------------------------------------------------------------- module header
 
 
-# NOTE: the header's text is pinned by tests/codegen/golden; the names it binds are checked
-# against CALLS below (unbound_calls), which derives them from the op table.
+# How generated source calls each function the op table's ``expr`` templates name
+# (``ops.template_calls()``) and the ones this module writes itself (the reductions' and clamp's
+# maximum/minimum, pow's power_scalar). Every name is by default the prelude helper of the same
+# name (codegen/prelude.py; for prelude.TRANSCENDENTAL, from its FAST or PRECISE set), which the
+# header binds (_bindings); this target's overrides follow. A primitive whose template calls a
+# new name needs its prelude helper, or one line here.
+CALLS: dict = {
+    **{name: name for name in ops.template_calls()},
+    "maximum": "maximum", "minimum": "minimum", "power_scalar": "power_scalar",
+    "clamp": None, "cast": None,  # planned as other templates by codegen/kernel.py, never called
+    "sinh": "math.sinh", "cosh": "math.cosh",  # numba's libm call (sinhf for float32)
+}
+
+
+def _bindings() -> str:
+    """The header lines binding each prelude helper CALLS spells (a name the prelude lacks
+    stays unbound: ``unbound_calls`` reports it, and its ops run through numpy)."""
+    names = sorted({c for c in CALLS.values() if c and "." not in c and
+                    (c in prelude.TRANSCENDENTAL or callable(getattr(prelude, c, None)))})
+    direct = [n for n in names if n not in prelude.TRANSCENDENTAL]
+    lead = "from tracejit.codegen.prelude import ("
+    lines = textwrap.wrap(", ".join(direct) + ")", 100, initial_indent=lead,
+                          subsequent_indent=" " * len(lead))
+    lines.append("from tracejit.codegen.prelude import {mathset} as _math\n")
+    rows: list = [[]]
+    for n in (n for n in prelude.TRANSCENDENTAL if n in names):
+        row = rows[-1] + [n]
+        if len(", ".join(row) + " = " + ", ".join(f"_math.{m}" for m in row)) > 100:
+            rows.append(row := [n])
+        rows[-1] = row
+    lines += [", ".join(r) + " = " + ", ".join(f"_math.{m}" for m in r) for r in rows if r]
+    return "\n".join(lines) + "\n"
+
+
+# NOTE: the header's text is pinned by tests/codegen/golden
 HEADER = '''"""Generated by tracejit (codegen/cpu.py): a kernel per fused group and an entry
 function. Kernel comments name the IR nodes they compute; sizes are runtime values (sz)."""
 import math
@@ -470,30 +327,9 @@ import math
 import numba
 import numpy as np
 
-from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
-                                      power, power_scalar, relu, remainder, round, rsqrt,
-                                      sign)
-from tracejit.codegen.prelude import {mathset} as _math
-
-exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt
-sin, cos, tan, tanh = _math.sin, _math.cos, _math.tan, _math.tanh
-sigmoid, erf = _math.sigmoid, _math.erf
-FASTMATH = {fastmath}
+''' + _bindings() + '''FASTMATH = {fastmath}
 FASTMATH_NO_REASSOC = {no_reassoc}  # kernels without reductions, or with a foldable pair
 '''
-
-# How generated source calls each function the op table's ``expr`` templates name
-# (``ops.template_calls()``) and the ones this module writes itself (the reductions' and clamp's
-# maximum/minimum, pow's power_scalar). Every name is by default the helper of the same name
-# the header binds (codegen/prelude.py, or its FAST/PRECISE set for prelude.TRANSCENDENTAL);
-# this target's overrides follow. A primitive whose template calls a new name needs one line
-# here, or a prelude helper and its name in HEADER.
-CALLS: dict = {
-    **{name: name for name in ops.template_calls()},
-    "maximum": "maximum", "minimum": "minimum", "power_scalar": "power_scalar",
-    "clamp": None, "cast": None,  # written out by _Kernel._expr, never called
-    "sinh": "math.sinh", "cosh": "math.cosh",  # numba's libm call (sinhf for float32)
-}
 
 
 def _bound_names(header: str) -> frozenset:
@@ -541,187 +377,154 @@ def _scipy_available() -> bool:
 
 
 _HAVE_SCIPY = _scipy_available()
-POOLED_OUTPUT_MIN_BYTES = 1 << 20  # outputs at least this large come from the caching allocator
 
 
-@dataclass
-class Buffer:
-    """An array the runtime passes to the entry: ``work`` (reused every call, in storage
-    ``slot``) or ``out`` (a fresh result from the caching allocator)."""
-
-    kind: str
-    shape: tuple
-    dtype: np.dtype
-    slot: int = -1
+# ---------------------------------------------------------------------------- the target
 
 
-def _alias_roots(graph: Graph, lowered_as_view) -> dict:
-    """Var id -> ids of the buffers its array may share memory with."""
-    roots: dict = {}
-    for node in graph.nodes:
-        ins = [x for x in node.inputs if isinstance(x, Var)]
-        op = ops.OPS[node.op]
-        if op.view and lowered_as_view(node):
-            roots[node.out.id] = set().union(*(roots.get(x.id, {x.id}) for x in ins[:1]))
-        elif not op.fresh:
-            # numpy fallbacks may return views of any operand: assume they do
-            roots[node.out.id] = {node.out.id}.union(*(roots.get(x.id, {x.id}) for x in ins))
-        else:
-            for v in defined_vars(node):
-                roots[v.id] = {v.id}
-    return roots
+class CpuTarget:
+    """The CPU target: what it runs natively (``entry.Target``) and its renderer.
 
+    ``fastmath``: numba's flags (False: ``FASTMATH_DEFAULT``, which keeps NaN/Inf; True: all);
+    ``precise_math``: the prelude's PRECISE transcendentals instead of the vectorisable FAST
+    ones; ``parallel``: may kernels use threads (``numba.prange``)."""
 
-def lower(graph: Graph, *, fastmath: bool = False, precise_math: bool = False,
-          parallel: bool = True) -> Lowered:
-    """Source for a fused graph (see ``tracejit.passes.fuse``)."""
-    fm = True if fastmath else set(FASTMATH_DEFAULT)
-    sizes = _Sizes()
-    names = {v.id: f"in{i}" for i, v in enumerate(graph.inputs)}
-    kernels, body_lines, consts, fallbacks, buffers = [], [], [], [], []
-    # NOTE: numba's compile time grows faster than linearly with a function's length: an
-    # unrolled LSTM step as one @njit entry took 74 s to compile against 19 s as a Python entry
-    # calling the same compiled kernels (~1 us per call, next to a 130 ms step)
-    jit_entry = len(graph.nodes) <= MAX_JIT_ENTRY_NODES
-    kernel_names: dict = {}  # kernel source without its name and comments -> name
+    name = "cpu"
 
-    # which values may be held in reusable buffers: not outputs, nor anything an output views
-    library = {n.out.id: _library(n, [f"x{i}" for i in range(len(n.inputs))], _Sizes())
-               for n in graph.nodes if n.op != "fused"}
-    roots = _alias_roots(graph, lambda n: library.get(n.out.id) not in (None, "const"))
-    escaping = set()
-    for x in graph.outputs:
-        if isinstance(x, Var):
-            escaping |= roots.get(x.id, {x.id})
-    position = {v.id: k for k, n in enumerate(graph.nodes) for v in defined_vars(n)}
-    last_use: dict = {}
-    for k, node in enumerate(graph.nodes):
-        for x in node.inputs:
-            if isinstance(x, Var):
-                for r in roots.get(x.id, {x.id}):
-                    last_use[r] = k
-    work = []  # (buffer index, nbytes, first, last)
+    def __init__(self, fastmath: bool = False, precise_math: bool = False,
+                 parallel: bool = True):
+        self.fastmath = True if fastmath else set(FASTMATH_DEFAULT)
+        self.precise_math = precise_math
+        self.parallel = parallel
+        self._sources: dict = {}  # kernel name -> source, rendered when first asked about
 
-    def buffer_param(v: Var) -> str | None:
-        """The entry parameter holding this result, or None to allocate it in place."""
-        nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize
-        if v.id in escaping:
-            if nbytes < POOLED_OUTPUT_MIN_BYTES or v.id not in {
-                    x.id for x in graph.outputs if isinstance(x, Var)}:
-                return None
-            buffers.append(Buffer("out", v.shape, v.dtype))
-        else:
-            buffers.append(Buffer("work", v.shape, v.dtype))
-            k = position[v.id]
-            work.append((len(buffers) - 1, nbytes, k, last_use.get(v.id, k)))
-        return f"b{len(buffers) - 1}"
+    # -- capabilities (entry.Target)
+    def renders(self, plan: KernelPlan) -> bool:
+        try:
+            self._sources[plan.name] = self._kernel_source(plan)
+        except Unsupported:
+            return False
+        return True
 
-    def add_kernel(src: str, name: str) -> str:
-        """The name to call: identical kernels (an unrolled loop's steps) are generated and
-        compiled once."""
-        known = kernel_names.setdefault(_kernel_key(src, name), name)
-        if known == name:
-            kernels.append(src)
-        return known
+    def kernel_variant(self, plan: KernelPlan) -> bool:
+        return self.parallel and plan.work >= PARALLEL_MIN  # serial and parallel differ
 
-    def allocate(v: Var, t: str) -> None:
-        """The result array of a kernel or np.dot: a buffer parameter, or a fresh one."""
-        buf = buffer_param(v)
-        body_lines.append(f"    {t} = " + (buf if buf else
-                          f"np.empty({sizes.shape(v.shape)}, {_NP_DTYPE[v.dtype.name]})"))
+    def runs_natively(self, node: Node) -> str | None:
+        if _batched_matmul(node):
+            return "batched_matmul"
+        args = [f"x{i}" for i in range(len(node.inputs))]
+        if node.op == "index_put":
+            return "index_put" if _index_put(node, args, "t") is not None else None
+        if node.op == "fused" or _library(node, args, Sizes()) is None:
+            return None
+        return "matmul" if node.op == "matmul" else "call"
 
-    producer = {n.out.id: n for n in graph.nodes}
-    for node in graph.nodes:
-        t = f"t{node.out.id}"
-        names[node.out.id] = t
-        arg = [names[x.id] if isinstance(x, Var) else None for x in node.inputs]
-        note = f"    # %{node.out.id}: {generic_type(node.out)} = {node.op}"
-        if node.op == "fused":
-            try:
-                kernel = _Kernel(node, fm, parallel)
-                src = kernel.source()
-            except Unsupported:
-                kernel = None
-            if kernel is not None:
-                kernel.name = add_kernel(src, kernel.name)
-                full = ", ".join(sizes.ref(n) for n in kernel.full)
-                body_lines.append(note + f" ({kernel.name})")
+    def _kernel_source(self, plan: KernelPlan) -> str:
+        if plan.kind == "fused":
+            return _Kernel(plan, self.fastmath, self.parallel).source()
+        return cpu_node_kernels.source(plan, self.parallel and plan.work >= PARALLEL_MIN)
+
+    # -- rendering
+    def render(self, entry: EntryPlan) -> Program:
+        """The module source and what the runtime passes to its entry function."""
+        graph = entry.graph
+        sizes = Sizes()
+        names = {v.id: f"in{i}" for i, v in enumerate(graph.inputs)}
+        # NOTE: numba's compile time grows faster than linearly with a function's length: an
+        # unrolled LSTM step as one @njit entry took 74 s to compile against 19 s as a Python
+        # entry calling the same compiled kernels (~1 us per call, next to a 130 ms step)
+        jit_entry = len(graph.nodes) <= MAX_JIT_ENTRY_NODES and not entry.fallbacks
+        producer = {n.out.id: n for n in graph.nodes}
+        kinds = {s.node.out.id: s.kind for s in entry.steps}
+        lines: list = []
+
+        def allocate(v: Var, t: str) -> None:
+            """The result array of a kernel or np.dot: a buffer parameter, or a fresh one."""
+            k = entry.storage.get(v.id)
+            lines.append(f"    {t} = " + (f"b{k}" if k is not None else
+                         f"np.empty({sizes.shape(v.shape)}, {_NP_DTYPE[v.dtype.name]})"))
+
+        for step in entry.steps:
+            node = step.node
+            t = f"t{node.out.id}"
+            names[node.out.id] = t
+            arg = [names[x.id] if isinstance(x, Var) else None for x in node.inputs]
+            note = f"    # %{node.out.id}: {generic_type(node.out)} = {node.op}"
+            if step.kind == "launch" and step.plan.kind == "fused":
+                full = ", ".join(sizes.ref(n) for n in step.plan.sizes)
+                lines.append(note + f" ({step.call})")
                 results = []
-                for v in defined_vars(node):
+                for v in step.results:
                     names[v.id] = f"t{v.id}"
                     allocate(v, f"t{v.id}")
                     results.append(f"t{v.id}")
-                call_args = ", ".join([a for a in arg] + results + ([full] if full else []))
-                body_lines.append(f"    {kernel.name}({call_args})")
-                continue
-        nk = cpu_nodes.node_kernel(node, parallel, generic_type)
-        if nk is not None:
-            name = add_kernel(nk.source, nk.name)
-            body_lines.append(note + f" ({name})")
-            allocate(node.out, t)
-            call_args = ", ".join(arg + [t] + [sizes.ref(n) for n in nk.sizes])
-            body_lines.append(f"    {name}({call_args})")
-            continue
-        if _batched_matmul(node):
-            body_lines.append(note + " (batched: np.dot per batch element)")
-            allocate(node.out, t)
-            operands = [_matmul_operand(x, names, producer, library) for x in node.inputs]
-            body_lines += _batch_loops(node, t, operands)
-            continue
-        put = _index_put(node, arg, t) if node.op == "index_put" else None
-        if put is not None:
-            body_lines.append(note)
-            body_lines += put
-            continue
-        lowered = _library(node, arg, sizes)
-        if lowered is None:
-            jit_entry = False
-            fallbacks.append(_fallback(node))
-            operands = ", ".join(a if a is not None else repr(x)
-                                 for a, x in zip(arg, node.inputs))
-            body_lines.append(note + " (numpy)")
-            # a kernel the generator cannot render still defines every value it exports
-            results = []
-            for v in defined_vars(node):
-                names[v.id] = f"t{v.id}"
-                results.append(f"t{v.id}")
-            target = t if len(results) == 1 else ", ".join(results)
-            body_lines.append(f"    {target} = _fallback[{len(fallbacks) - 1}]({operands})")
-        elif lowered == "const":
-            names[node.out.id] = f"c{len(consts)}"
-            consts.append(node.attr_dict["value"].array)
-        elif node.op == "matmul" and (buf := buffer_param(node.out)):
-            body_lines.append(note)
-            body_lines.append(f"    {t} = np.dot({arg[0]}, {arg[1]}, {buf})")
-        else:
-            body_lines.append(note)
-            body_lines.append(f"    {t} = {lowered}")
+                call_args = ", ".join(arg + results + ([full] if full else []))
+                lines.append(f"    {step.call}({call_args})")
+            elif step.kind == "launch":
+                lines.append(note + f" ({step.call})")
+                allocate(node.out, t)
+                call_args = ", ".join(arg + [t] + [sizes.ref(n) for n in step.plan.sizes])
+                lines.append(f"    {step.call}({call_args})")
+            elif step.kind == "batched_matmul":
+                lines.append(note + " (batched: np.dot per batch element)")
+                allocate(node.out, t)
+                operands = [_matmul_operand(x, names, producer, kinds) for x in node.inputs]
+                lines += _batch_loops(node, t, operands)
+            elif step.kind == "index_put":
+                lines.append(note)
+                lines += _index_put(node, arg, t)
+            elif step.kind == "fallback":
+                operands = ", ".join(a if a is not None else repr(x)
+                                     for a, x in zip(arg, node.inputs))
+                lines.append(note + " (numpy)")
+                results = []
+                for v in step.results:
+                    names[v.id] = f"t{v.id}"
+                    results.append(f"t{v.id}")
+                target = ", ".join(results)
+                lines.append(f"    {target} = _fallback[{step.index}]({operands})")
+            elif step.kind == "const":
+                names[node.out.id] = f"c{step.index}"
+            elif step.kind == "matmul" and node.out.id in entry.storage:
+                lines.append(note)
+                lines.append(f"    {t} = np.dot({arg[0]}, {arg[1]}, b{entry.storage[node.out.id]})")
+            else:
+                lines.append(note)
+                lines.append(f"    {t} = {_library(node, arg, sizes)}")
 
-    for k, slot in enumerate(_memory().plan_slots([w[1:] for w in work])):
-        buffers[work[k][0]].slot = slot
-    # constants are shared and read-only: results get their own copy, as eager ones would
-    outs = [("None" if not isinstance(x, Var) else
-             f"{names[x.id]}.copy()" if names[x.id].startswith("c") else names[x.id])
-            for x in graph.outputs]
-    params = ["sz"] + ([] if jit_entry else ["_fallback"]) + \
-        [f"in{i}" for i in range(len(graph.inputs))] + \
-        [f"c{i}" for i in range(len(consts))] + [f"b{i}" for i in range(len(buffers))]
-    ins = ", ".join(f"in{i}: {generic_type(v)}" for i, v in enumerate(graph.inputs))
-    bufs = ", ".join(f"b{i}: {b.kind}" for i, b in enumerate(buffers))
-    decorator = "@numba.njit(cache=True, error_model='numpy')\n" if jit_entry else ""
-    entry = (decorator + f"def entry({', '.join(params)}):\n"
-             f"    # {ins}\n" + (f"    # buffers (reused: work; results: out): {bufs}\n"
-                                  if buffers else "") + "\n".join(body_lines) +
-             ("\n" if body_lines else "") +
-             f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})\n")
-    def flags(fm) -> str:
-        return repr(fm) if isinstance(fm, bool) else "{" + ", ".join(sorted(map(repr, fm))) + "}"
+        # constants are shared and read-only: results get their own copy, as eager ones would
+        outs = [("None" if not isinstance(x, Var) else
+                 f"{names[x.id]}.copy()" if names[x.id].startswith("c") else names[x.id])
+                for x in graph.outputs]
+        params = ["sz"] + ([] if jit_entry else ["_fallback"]) + \
+            [f"in{i}" for i in range(len(graph.inputs))] + \
+            [f"c{i}" for i in range(len(entry.consts))] + \
+            [f"b{i}" for i in range(len(entry.buffers))]
+        ins = ", ".join(f"in{i}: {generic_type(v)}" for i, v in enumerate(graph.inputs))
+        bufs = ", ".join(f"b{i}: {b.kind}" for i, b in enumerate(entry.buffers))
+        decorator = "@numba.njit(cache=True, error_model='numpy')\n" if jit_entry else ""
+        source = (decorator + f"def entry({', '.join(params)}):\n"
+                  f"    # {ins}\n" + (f"    # buffers (reused: work; results: out): {bufs}\n"
+                                      if entry.buffers else "") + "\n".join(lines) +
+                  ("\n" if lines else "") +
+                  f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})\n")
+        kernels = [self._sources[k.name] for k in entry.kernels]
+        source = self._header() + "\n\n" + "\n\n".join(kernels + [source])
+        return Program(source, "entry", tuple(sizes.values), entry.consts, entry.fallbacks,
+                       jit_entry, [k.name for k in entry.kernels], entry.buffers)
 
-    header = HEADER.format(mathset="PRECISE" if precise_math else "FAST", fastmath=flags(fm),
-                           no_reassoc=flags(fm if isinstance(fm, bool) else fm - {"reassoc"}))
-    source = header + "\n\n" + "\n\n".join(kernels + [entry])
-    return Lowered(source, "entry", tuple(sizes.values), consts, fallbacks, jit_entry,
-                   [k.split("def ")[1].split("(")[0] for k in kernels], buffers)
+    def _header(self) -> str:
+        def flags(fm) -> str:
+            return repr(fm) if isinstance(fm, bool) else \
+                "{" + ", ".join(sorted(map(repr, fm))) + "}"
+        fm = self.fastmath
+        return HEADER.format(mathset="PRECISE" if self.precise_math else "FAST",
+                             fastmath=flags(fm),
+                             no_reassoc=flags(fm if isinstance(fm, bool) else fm - {"reassoc"}))
+
+
+
+# ---------------------------------------------------------------------------- library calls
 
 
 def _batched_matmul(node: Node) -> bool:
@@ -733,14 +536,14 @@ def _batched_matmul(node: Node) -> bool:
     return a.dtype == b.dtype and a.dtype.kind == "f"
 
 
-def _matmul_operand(x: Var, names: dict, producer: dict, library: dict) -> tuple:
+def _matmul_operand(x: Var, names: dict, producer: dict, kinds: dict) -> tuple:
     """(array name, transposed): a batched operand that is ``.mT`` of another array is read as
     ``src[i].T``, an 'F'-layout matrix BLAS takes as is; a slice of numba's transposed view has
     no fixed layout ('A'), and np.dot would copy it first."""
     node = producer.get(x.id)
     rank = len(x.shape)
     if node is not None and node.op == "permute" and rank > 2 and \
-            library.get(node.out.id) is not None and \
+            kinds.get(node.out.id) == "call" and \
             tuple(node.attr_dict["perm"]) == tuple(range(rank - 2)) + (rank - 1, rank - 2):
         return names[node.inputs[0].id], True
     return names[x.id], False
@@ -764,20 +567,9 @@ def _batch_loops(node: Node, t: str, operands) -> list:
     return lines
 
 
-def _kernel_key(src: str, name: str) -> str:
-    """What a kernel computes: its source without its name, comments and IR value numbers."""
-    import re
-    lines = [re.sub(r"#.*$", "", line).rstrip() for line in src.splitlines()]
-    body = "\n".join(line for line in lines if line).replace(name, "KERNEL")
-    return re.sub(r"\b([vr])\d+\b", r"\1_", body)
 
 
-def _memory():
-    from tracejit.runtime import memory
-    return memory
-
-
-def _library(node: Node, arg, sizes: _Sizes):
+def _library(node: Node, arg, sizes: Sizes):
     """Entry-function code for a non-fused node numba runs natively, 'const', or None."""
     op = node.op
     if op == "const":
@@ -846,20 +638,3 @@ def _index_put(node: Node, arg, t: str) -> list | None:
     return [f"    {t} = {arg[0]}.copy()", f"    {t}[{index}] {op} {value}"]
 
 
-def _fallback(node: Node):
-    op = ops.OPS[node.op]
-    attrs = node.attr_dict
-    if len(defined_vars(node)) > 1:  # a fused group with extra outputs: all of its results
-        from tracejit.runtime.interpret import interpret
-
-        def run_group(*args):
-            return tuple(interpret(attrs["body"], list(args)))
-
-        run_group.__name__ = f"numpy_{attrs['kernel']}"
-        return run_group
-
-    def run(*args):
-        return ops.compute(op, list(args), attrs)
-
-    run.__name__ = f"numpy_{node.op}"
-    return run

@@ -227,7 +227,24 @@ def floordiv(a, b):
 @overload(floordiv)
 def _floordiv(a, b):
     if _is_float(a):
-        return lambda a, b: np.floor(a / b)
+        zero, one, half = _const(a, 0), _const(a, 1), _const(a, 0.5)
+
+        def impl(a, b):
+            # numpy's npy_floor_divide (eager's): floor(a / b) is wrong when a / b rounds up to
+            # an integer (1.0 // 0.1 is 9.0) and for infinite operands (-5.0 // inf is -1.0)
+            if b == zero:
+                return a / b
+            mod = np.fmod(a, b)
+            div = (a - mod) / b  # nearly an integer: a - mod is a multiple of b
+            if mod != zero and (b < zero) != (mod < zero):
+                div -= one
+            if div == zero:
+                return np.copysign(zero, a / b)
+            q = np.floor(div)
+            if div - q > half:
+                q += one
+            return q
+        return impl
     return lambda a, b: a // b
 
 
@@ -238,11 +255,19 @@ def remainder(a, b):
 @overload(remainder)
 def _remainder(a, b):
     if _is_float(a):
+        zero = _const(a, 0)
+
         def impl(a, b):
+            # numpy's npy_remainder: the divisor's sign, a zero remainder too (-4.0 % 2.0 is 0.0,
+            # 4.0 % -2.0 is -0.0); fmod(a, 0) is nan
             r = np.fmod(a, b)
-            if r != 0 and ((r < 0) != (b < 0)):
-                r += b
-            return r
+            if b == zero:
+                return r
+            if r != zero:
+                if (r < zero) != (b < zero):
+                    r += b
+                return r
+            return np.copysign(zero, b)
         return impl
     return lambda a, b: a % b
 

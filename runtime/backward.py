@@ -1,22 +1,17 @@
-"""Compiled gradients for a traced function called from eager code (as torch.compile does).
+"""Compiled gradients for a traced function called from eager code: running them.
 
 When a traced function's inputs require grad and it does not run ``backward()`` itself, its
-outputs need a ``grad_fn``. The first such call builds, from the function's optimised graph:
+outputs need a ``grad_fn``. ``tracing/backward.py`` builds, on the first such call, the joint
+graph of the forward and the vjps and partitions it into a *forward* graph (which also returns
+the *residuals* the rest needs: activations, random draws, saved transposes) and a *backward*
+graph ``(inputs, residuals, cotangents) -> gradients``; ``compile_grad`` here compiles both.
 
-1. the **joint graph** ``(inputs, cotangents) -> (outputs, input gradients)``: the graph is
-   replayed under a tracer and ``autograd.grad`` records the vjp rules after it, then the passes
-   run over the whole (CSE shares values between the forward and the vjps);
-2. a **partition** of it: nodes that do not depend on a cotangent form the *forward* graph, which
-   also returns the values the rest needs (*residuals*: activations, random draws, saved
-   transposes); the other nodes form the *backward* graph
-   ``(inputs, residuals, cotangents) -> gradients``.
-
-Both are fused and compiled like any graph. A call runs the forward graph; each differentiable
-output gets a ``grad_fn`` that hands its gradient to one hub node per call, which holds the
-residuals and runs the compiled backward graph once, after all output gradients have arrived
-(an output that got none contributes zeros, as in torch.compile). Nothing is computed twice, and
-random draws (dropout) reach the backward graph as residuals, so the gradients are those of the
-masks the forward pass used.
+A call (``call``) runs the forward graph; each differentiable output gets a ``grad_fn`` that
+hands its gradient to one hub node per call, which holds the residuals and runs the compiled
+backward graph once, after all output gradients have arrived (an output that got none
+contributes zeros, as in torch.compile). Nothing is computed twice, and random draws (dropout)
+reach the backward graph as residuals, so the gradients are those of the masks the forward pass
+used.
 """
 
 from __future__ import annotations
@@ -26,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracejit import autograd, creation, ops
+from tracejit import autograd, ops
 from tracejit.autograd import TapeNode, enable_grad, grad_mode
-from tracejit.dispatch import current_tracer, tracing
+from tracejit.dispatch import current_tracer
 from tracejit.ir import Graph, Var
 from tracejit.tensor import Tensor
 
@@ -52,28 +47,18 @@ class CompiledGrad:
     reads: frozenset  # positions of the inputs the backward graph reads
 
 
-def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
-    """Trace the joint graph of ``graph`` at ``inputs`` and split it (``compile_graph(g)`` turns
-    a graph into a callable on arrays; ``name`` names the ``grad_fn``)."""
-    from tracejit.passes import dce, run_pipeline
-
-    # NOTE: tracing runs the ops, random draws included: the call itself must draw the numbers
-    # that eager code would, so the generator is put back afterwards
-    rng = creation._rng().bit_generator
-    state = rng.state
-    try:
-        joint, n_out, diff, wrt, n_cot = _joint(graph, inputs)
-    finally:
-        rng.state = state
-    joint = run_pipeline(joint)
-    forward, backward = (dce(g) for g in _partition(joint, n_out, n_cot))
-    has_random = any(ops.OPS[n.op].impure for n in graph.nodes)
+def compile_grad(forward: Graph, backward: Graph, source_graph: Graph, n_outputs: int,
+                 differentiable: list, wrt: list, compile_graph, name: str) -> CompiledGrad:
+    """Partitioned forward and backward graphs (``tracing/backward.py`` builds them from the
+    optimised graph ``source_graph``) compiled for calls: ``compile_graph(g)`` turns a graph into
+    a callable on arrays, ``name`` names the ``grad_fn``."""
+    has_random = any(ops.OPS[n.op].impure for n in source_graph.nodes)
     used = {x.id for n in backward.nodes for x in n.inputs if isinstance(x, Var)} | {
         x.id for x in backward.outputs if isinstance(x, Var)}
     reads = frozenset(i for i, v in enumerate(forward.inputs) if v.id in used)
     return CompiledGrad(forward, backward, _robust(forward, compile_graph),
-                        _robust(backward, compile_graph), n_out, diff, wrt, has_random, graph,
-                        _OutputOp(name), reads)
+                        _robust(backward, compile_graph), n_outputs, differentiable, wrt,
+                        has_random, source_graph, _OutputOp(name), reads)
 
 
 def _robust(graph: Graph, compile_graph):
@@ -94,77 +79,6 @@ def _robust(graph: Graph, compile_graph):
             return runner(*arrays)
 
     return run
-
-
-def _joint(graph: Graph, inputs: list):
-    from tracejit.tracing import Tracer
-
-    from .executor import replay
-
-    tracer = Tracer(None, {})
-    xs = []
-    for name, t in zip(graph.input_names, inputs):
-        x = Tensor._make(t._data)
-        x.requires_grad = bool(t.requires_grad)
-        tracer.add_argument(name, x)
-        xs.append(x)
-    with tracing(tracer):
-        with enable_grad():
-            outs = replay(graph, xs)
-            diff = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
-            cots = []
-            for k in diff:
-                c = Tensor._make(np.ones_like(outs[k]._data))
-                tracer.add_argument(f"grad_out{k}", c)
-                cots.append(c)
-            wrt = [i for i, x in enumerate(xs) if x.requires_grad]
-            grads = autograd.grad([outs[k] for k in diff], [xs[i] for i in wrt], cots,
-                                  allow_unused=True) if diff and wrt else []
-        # an input the outputs do not depend on gets no gradient (its .grad stays None)
-        wrt = [i for i, g in zip(wrt, grads) if g is not None]
-        grads = [g for g in grads if g is not None]
-        joint, _, _ = tracer.finish(list(outs) + grads)
-    return joint, len(outs), diff, wrt, len(cots)
-
-
-def _partition(joint: Graph, n_out: int, n_cot: int):
-    """(forward, backward) graphs of a joint graph whose last ``n_cot`` inputs are cotangents
-    and whose outputs are ``n_out`` results followed by the gradients."""
-    n_in = len(joint.inputs) - n_cot
-    needs_cot = {v.id for v in joint.inputs[n_in:]}
-    for node in joint.nodes:
-        if any(isinstance(x, Var) and x.id in needs_cot for x in node.inputs):
-            needs_cot.add(node.out.id)
-    fwd_nodes = [n for n in joint.nodes if n.out.id not in needs_cot]
-    bwd_nodes = [n for n in joint.nodes if n.out.id in needs_cot]
-    grads = joint.outputs[n_out:]
-
-    # what the backward nodes read from the forward part is saved (a residual), except
-    # constants and views (reshape, transpose...), which the backward graph makes again for free
-    produced = {n.out.id: n for n in fwd_nodes}
-    copied, residuals = {}, {}
-    stack = [x for n in bwd_nodes for x in n.inputs] + list(grads)
-    while stack:
-        x = stack.pop()
-        if not isinstance(x, Var) or x.id not in produced or x.id in residuals or \
-                x.id in copied:
-            continue
-        node = produced[x.id]
-        if node.op == "const" or ops.OPS[node.op].free_view:
-            copied[x.id] = node
-            stack.extend(node.inputs)
-        else:
-            residuals[x.id] = x
-    residuals = list(residuals.values())
-    inputs, names = joint.inputs[:n_in], joint.input_names[:n_in]
-    forward = Graph(inputs, names, tuple(fwd_nodes),
-                    tuple(joint.outputs[:n_out]) + tuple(residuals))
-    backward = Graph(inputs + tuple(residuals) + joint.inputs[n_in:],
-                     names + tuple(f"saved{v.id}" for v in residuals) +
-                     joint.input_names[n_in:],
-                     tuple(n for n in fwd_nodes if n.out.id in copied) + tuple(bwd_nodes),
-                     tuple(grads))
-    return forward, backward
 
 
 class _OutputOp:
@@ -272,4 +186,4 @@ def interpret_runner(graph: Graph):
     return lambda *arrays: interpret(graph, list(arrays))
 
 
-__all__ = ["CompiledGrad", "build", "call", "interpret_runner"]
+__all__ = ["CompiledGrad", "call", "compile_grad", "interpret_runner"]

@@ -1,15 +1,21 @@
 """Runs a specialization's graph on tensors: the compiled runner when a backend provided one,
 else the reference interpreter. When the outputs need a ``grad_fn`` (inputs require grad and the
 function runs no backward itself), the specialization's forward and backward graphs run
-instead (``runtime/backward.py``); a function that also sets ``.grad`` or updates in place an
-input that requires grad is replayed op by op through eager autograd.
+instead (``runtime/backward.py``; the specialization builds them, by tracing, on the first such
+call); a function that also sets ``.grad`` or updates in place an input that requires grad is
+replayed op by op through eager autograd.
+
+A specialization (``tracing/specializations.py``) is read as its graph facts, ``spec.compiled``
+(a ``CompiledGraph``: graphs, mutated inputs, gradient writes...), plus its live parts
+(``runner``, ``compile_graph``, ``compiled_grad``, ``build_grad``); nothing here imports the
+tracer or the passes.
 
 When compiled code raises (an index out of range, say), the error the user gets is the
 reference interpreter's: the executor runs the unfused graph through ``interpret`` on the same
 inputs, and the first node that fails raises, naming the node (``%3 gather``), the op, the
 operand shapes and the user line that created the node. Re-running is sound because a compiled
 graph never writes to its inputs: in-place updates are extra graph outputs, copied into the
-inputs only after a call succeeded (``tracing.write_back``), so a failed call has changed
+inputs only after a call succeeded (``write_back``), so a failed call has changed
 nothing the re-run reads. The re-run draws no random numbers either: the generator is put
 back afterwards. It costs one interpreted run, only on the failing call.
 """
@@ -31,11 +37,11 @@ from . import backward
 from .compile import CompileError
 from .interpret import GraphRuntimeError, interpret, node_error
 
-__all__ = ["GraphRuntimeError", "execute", "replay"]
+__all__ = ["GraphRuntimeError", "execute", "recover", "replay", "write_back"]
 
 
 def replay(graph, inputs: list) -> list:
-    """Run ``graph`` op by op on Tensors through ``ops.apply``: autograd records it, and so
+    """Run ``graph`` op by op on Tensors through ``dispatch.apply``: autograd records it, and so
     does a tracer, if one is active (a graph replayed inside a traced function)."""
     tracer = current_tracer()
     env = {v.id: t for v, t in zip(graph.inputs, inputs)}
@@ -57,18 +63,18 @@ def replay(graph, inputs: list) -> list:
 
 
 def execute(spec, inputs: list) -> list:
-    """Outputs (Tensors, or Python values for constant outputs) of ``spec.graph``."""
-    graph = spec.graph
-    if grad_mode.enabled and not spec.ran_backward and any(t.requires_grad for t in inputs):
+    """Outputs (Tensors, or Python values for constant outputs) of ``spec.compiled.graph``."""
+    cg = spec.compiled
+    graph = cg.graph
+    if grad_mode.enabled and not cg.ran_backward and any(t.requires_grad for t in inputs):
         # in-place updates of inputs that carry no gradient (BatchNorm's running statistics)
         # are ordinary outputs of the forward graph, written back after the call
-        if spec.grad_writes or spec.compile_graph is None or any(
-                inputs[i].requires_grad for i, _ in spec.mutated):
-            return replay(spec.optimized, inputs)  # the unfused graph: its ops have vjps
+        if cg.grad_writes or spec.compile_graph is None or any(
+                inputs[i].requires_grad for i, _ in cg.mutated):
+            return replay(cg.optimized, inputs)  # the unfused graph: its ops have vjps
         if spec.compiled_grad is None:
-            spec.compiled_grad = backward.build(spec.optimized, inputs, spec.compile_graph,
-                                                spec.name)
-        if not any(i in spec.compiled_grad.reads for i, _ in spec.mutated):
+            spec.compiled_grad = spec.build_grad(inputs)
+        if not any(i in spec.compiled_grad.reads for i, _ in cg.mutated):
             try:
                 return backward.call(spec.compiled_grad, inputs)
             except CompileError:
@@ -76,7 +82,7 @@ def execute(spec, inputs: list) -> list:
             except Exception as e:
                 _explain_failure(spec, inputs, e)  # raises the failing node's error
                 raise  # the interpreter ran the forward graph without error: a tracejit bug
-        return replay(spec.optimized, inputs)  # the backward reads an input updated in place
+        return replay(cg.optimized, inputs)  # the backward reads an input updated in place
     arrays = None
     if spec.runner is not None:
         try:
@@ -99,11 +105,11 @@ def recover(spec, inputs: list, exc: Exception) -> list | None:
         spec.runner = None
         return None
     arrays = _explain_failure(spec, inputs, exc)  # raises the failing node's error
-    warnings.warn(f"tracejit: compiled code for {spec.name or 'a traced function'} "
+    warnings.warn(f"tracejit: compiled code for {spec.compiled.name or 'a traced function'} "
                   f"raised {type(exc).__name__}: {exc}, but the reference interpreter runs "
                   f"the graph without error; its results are used (please report this "
                   f"tracejit bug)", RuntimeWarning, stacklevel=5)
-    if len(arrays) != len(spec.graph.outputs):
+    if len(arrays) != len(spec.compiled.graph.outputs):
         raise exc
     return arrays
 
@@ -112,7 +118,8 @@ def _explain_failure(spec, inputs: list, exc: Exception) -> list:
     """Compiled code raised ``exc``: run the unfused graph through the reference interpreter,
     which raises the failing node's error (see the module docstring). Returns the interpreter's
     results should it succeed: then the compiled code is wrong (a tracejit bug)."""
-    graph = spec.optimized if spec.optimized is not None else spec.graph
+    cg = spec.compiled
+    graph = cg.optimized if cg.optimized is not None else cg.graph
     rng = creation._rng().bit_generator
     state = rng.state
     try:
@@ -121,3 +128,22 @@ def _explain_failure(spec, inputs: list, exc: Exception) -> list:
         raise e.with_traceback(None) from exc
     finally:
         rng.state = state
+
+
+def write_back(compiled, inputs: list, outs: list) -> None:
+    """Leave inputs as eager execution would: in-place updates, then ``.grad`` assignments
+    (``compiled``: a ``CompiledGraph``; ``outs``: the arrays of its graph outputs)."""
+    for inp, pos in compiled.mutated:
+        target = inputs[inp]
+        np.copyto(target._data, outs[pos], casting="unsafe")
+        target._version[0] += 1
+    for inp, pos in compiled.grad_writes:
+        target = inputs[inp]
+        if pos is None:
+            target.grad = None
+        elif target.grad is not None and target.grad.shape == outs[pos].shape and \
+                target.grad._data.flags.writeable:
+            np.copyto(target.grad._data, outs[pos], casting="unsafe")
+            target.grad._version[0] += 1
+        else:  # a private copy: two parameters may have received the same gradient value
+            target.grad = Tensor._make(np.array(outs[pos], dtype=target.dtype))

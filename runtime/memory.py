@@ -4,7 +4,8 @@ Fresh large arrays are expensive here: each new 64 MiB array is a fresh mmap who
 on first touch, which can cost more than the math. So:
 
 - intermediates live in a per-specialization workspace, allocated once per thread and reused on
-  every call; buffers whose lifetimes do not overlap share storage (planned in codegen/cpu.py);
+  every call; buffers whose lifetimes do not overlap share storage (planned in
+  codegen/memory_plan.py; this module only allocates);
 - large outputs come from a caching allocator that recycles freed blocks by size, as PyTorch's
   CUDA allocator does: when the last array viewing a block dies, the block returns to a free
   list instead of to the operating system. ``tracejit.empty_cache()`` releases the free list,
@@ -98,28 +99,3 @@ allocator = CachingAllocator()
 def empty_cache() -> None:
     """Release the memory tracejit keeps for reuse (free blocks of the caching allocator)."""
     allocator.empty_cache()
-
-
-def plan_slots(buffers) -> list:
-    """Assign workspace buffers to storage slots by liveness.
-
-    ``buffers``: (nbytes, first_def, last_use) in definition order. Returns one slot index per
-    buffer; two buffers share a slot only if one's last use comes strictly before the other's
-    definition (a kernel never writes storage it is still reading).
-    """
-    slots: list = []  # [size, free_after]
-    assignment = []
-    for nbytes, first, last in buffers:
-        best = None
-        for k, (size, free_after) in enumerate(slots):
-            if free_after < first and (best is None or abs(size - nbytes) <
-                                       abs(slots[best][0] - nbytes)):
-                best = k
-        if best is None:
-            slots.append([nbytes, last])
-            best = len(slots) - 1
-        else:
-            slots[best][0] = max(slots[best][0], nbytes)
-            slots[best][1] = last
-        assignment.append(best)
-    return assignment

@@ -167,7 +167,7 @@ _stores = threading.local()  # .count: gradients stored into .grad by this threa
 
 
 def grads_stored() -> int:
-    """How many gradients this thread has stored into ``.grad`` eagerly (tracing.py: did a
+    """How many gradients this thread has stored into ``.grad`` eagerly (tracing/front.py: did a
     traced function that ran eagerly call ``backward()``?)."""
     return getattr(_stores, "count", 0)
 

@@ -1152,5 +1152,15 @@ def template_calls() -> dict:
     return calls
 
 
+# ----------------------------------------------------------------------------------------------
+# facts about a node read by more than one layer (fuse groups rows by it, codegen walks them)
+
+
+def reduces(node) -> bool:
+    """Is ``node`` a reduction a kernel walks rows for? One over no dims (``x.sum()`` of a 0-d
+    x, which simplify normally removes) is elementwise: a cast to its result type."""
+    return OPS[node.op].reduction and bool(node.attr_dict["dims"])
+
+
 __all__ = ["OpDef", "OPS", "register", "compute", "broadcast_shapes", "norm_dim", "norm_dims",
-           "unreduce"]
+           "unreduce", "reduces"]

@@ -9,7 +9,9 @@ import pytest
 
 import tracejit as tj
 import tracejit.nn.functional as F
+from tracejit.codegen import cpu, lower
 from tracejit.codegen.cpu import _HAVE_SCIPY
+from tracejit.passes.fuse import fuse
 
 from ..conftest import noncontig
 
@@ -247,18 +249,24 @@ def test_fastmath_and_precise_math_options():
     assert "FASTMATH = True" in loose.source(x)
 
 
-@pytest.mark.parametrize("name, fn, shapes", [
-    ("add_relu", lambda x, b: (x + b).relu(), [(4, 8), (8,)]),
-    ("softmax", lambda x: x.softmax(-1), [(4, 8)]),
-    ("mlp", lambda x, w, b: (x @ w + b).relu(), [(4, 8), (8, 3), (3,)]),
+@pytest.mark.parametrize("name, fn, shapes, blas", [
+    ("add_relu", lambda x, b: (x + b).relu(), [(4, 8), (8,)], None),
+    ("softmax", lambda x: x.softmax(-1), [(4, 8)], None),
+    ("mlp", lambda x, w, b: (x @ w + b).relu(), [(4, 8), (8, 3), (3,)], True),
+    ("mlp_without_scipy", lambda x, w, b: (x @ w + b).relu(), [(4, 8), (8, 3), (3,)], False),
 ])
-def test_golden_source(name, fn, shapes):
+def test_golden_source(name, fn, shapes, blas, monkeypatch):
+    """The source of small graphs, byte for byte. Whether matmul calls BLAS (np.dot, through
+    scipy) or runs through numpy is a renderer setting: both goldens are checked everywhere,
+    with the setting forced (the text is compared, not run)."""
     args = [tj.randn(*s) for s in shapes]
-    f = compiled(fn)
-    f(*args)
-    src = f.source(*args)
-    if name == "mlp" and not _HAVE_SCIPY:  # matmul runs through numpy without scipy
-        name = "mlp_without_scipy"
+    if blas is None:
+        f = compiled(fn)
+        f(*args)
+        src = f.source(*args)
+    else:
+        monkeypatch.setattr(cpu, "_HAVE_SCIPY", blas)
+        src = lower(fuse(tj.trace(fn, backend="interpret").graph(*args)), "cpu").source
     path = GOLDEN / f"{name}.py"
     if os.environ.get("TRACEJIT_UPDATE_GOLDEN"):
         path.write_text(src)

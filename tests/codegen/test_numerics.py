@@ -11,7 +11,7 @@ import pytest
 
 import tracejit as tj
 import tracejit.nn.functional as F
-from tracejit.codegen import cpu
+from tracejit.codegen import cpu, kernel, lower
 
 inf, nan = math.inf, math.nan
 
@@ -117,7 +117,17 @@ def test_random_graphs_have_no_unrenderable_group(passes, monkeypatch):
             refused.append((self.name, e))
             raise
 
+    plan = kernel.plan_kernel
+
+    def watch_plan(node):  # a group is refused while planned (no template) or rendered
+        try:
+            return plan(node)
+        except cpu.Unsupported as e:
+            refused.append((node.attr_dict["kernel"], e))
+            raise
+
     monkeypatch.setattr(cpu._Kernel, "source", watch)
+    monkeypatch.setattr(kernel, "plan_kernel", watch_plan)
     args = tj.randn(4, 5), tj.randn(5), tj.randn(())
     for seed in range(120):
         def fn(*vals, seed=seed):
@@ -131,7 +141,7 @@ def test_random_graphs_have_no_unrenderable_group(passes, monkeypatch):
             return tuple(outs) + (vals[-1],)
 
         graph = tj.trace(fn, backend="interpret", passes=passes).graph(*args)
-        cpu.lower(fuse(graph))
+        lower(fuse(graph), target="cpu")
         assert not refused, (seed, refused, fuse(graph))
 
 
@@ -182,6 +192,27 @@ def test_pow_special_cases_match_numpy(dtype):
                                       err_msg=f"** {e}")
         np.testing.assert_allclose(g, r, rtol=4e-7 if dtype == "float32" else 1e-15,
                                    equal_nan=True, err_msg=f"** {e}")
+
+
+DIVIDENDS = [1.0, -5.0, inf, -inf, -4.0, 4.0, 0.0, -0.0, 7.5, -7.5, 3.0, nan, 1e30]
+DIVISORS = [0.1, inf, 2.0, -inf, 2.0, -2.0, -3.0, 3.0, -0.0, 0.0, 0.3, 1.0, 1e-30]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float_floordiv_and_remainder_match_numpy(dtype):
+    """Float // and % are numpy's npy_divmod: 1.0 // 0.1 is 9.0 (floor(1.0 / 0.1) would be 10),
+    -5.0 // inf is -1.0, inf // 2.0 nan, and a zero remainder takes the divisor's sign."""
+    xs = np.array(np.repeat(DIVIDENDS, len(DIVISORS)), dtype)
+    ys = np.array(np.tile(DIVISORS, len(DIVIDENDS)), dtype)
+    comp, got, want = _run(lambda x, y: (x // y, x % y), tj.tensor(xs), tj.tensor(ys))
+    with np.errstate(all="ignore"):
+        ref = [np.floor_divide(xs, ys), np.remainder(xs, ys)]
+    _no_numpy_kernels(comp, tj.tensor(xs), tj.tensor(ys))
+    for name, g, w, r in zip(["//", "%"], got, want, ref, strict=True):
+        np.testing.assert_array_equal(w, r)  # eager is numpy
+        number = ~np.isnan(r)
+        np.testing.assert_array_equal(g, r, err_msg=name)
+        np.testing.assert_array_equal(np.signbit(g[number]), np.signbit(r[number]), err_msg=name)
 
 
 # ---------------------------------------------------------------- 4. float32 sum accuracy

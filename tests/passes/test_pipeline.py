@@ -8,7 +8,17 @@ import pytest
 
 import tracejit as tj
 from tracejit.ir import Const, GraphBuilder
-from tracejit.passes import PIPELINE, cse, dce, fold, run_pipeline, simplify, verify
+from tracejit.passes import (
+    COMPILE_PIPELINE,
+    PIPELINE,
+    cse,
+    dce,
+    fold,
+    fuse,
+    run_pipeline,
+    simplify,
+    verify,
+)
 
 from . import assert_agree, const, node, traced
 
@@ -35,8 +45,13 @@ _ARGS = (tj.randn(4, 3), tj.randn(3, 5), tj.randn(5), tj.randn(5, 2))
 
 
 def test_pipeline_is_a_readable_list_of_named_passes():
-    assert [name for name, _ in PIPELINE] == ["verify", "fold", "simplify", "cse", "dce", "verify"]
-    assert [fn for _, fn in PIPELINE] == [verify, fold, simplify, cse, dce, verify]
+    assert [name for name, *_ in PIPELINE] == ["verify", "fold", "simplify", "cse", "dce",
+                                               "verify"]
+    assert [fn for _, fn, _ in PIPELINE] == [verify, fold, simplify, cse, dce, verify]
+    assert [name for name, *_ in COMPILE_PIPELINE] == ["fuse", "verify"]
+    assert COMPILE_PIPELINE[0][1] is fuse
+    for _, _, why in PIPELINE + COMPILE_PIPELINE:  # a reason per step, as numba's pass manager
+        assert isinstance(why, str) and len(why) > 20
 
 
 def test_default_pipeline_on_a_traced_graph():
@@ -45,7 +60,7 @@ def test_default_pipeline_on_a_traced_graph():
     assert run_pipeline(raw) == opt
     assert len(opt) < len(raw)
     manual = raw
-    for _, fn in PIPELINE:
+    for _, fn, _ in PIPELINE:
         manual = fn(manual)
     assert manual == opt
 
@@ -53,7 +68,7 @@ def test_default_pipeline_on_a_traced_graph():
 def test_every_prefix_of_the_pipeline_agrees():
     raw, _ = traced(_model, *_ARGS)
     g = raw
-    for name, fn in PIPELINE:
+    for name, fn, _ in PIPELINE:
         g = fn(g)
         verify(g, after=name)
         assert_agree(raw, g, exact=False)
@@ -82,8 +97,8 @@ def test_debug_passes_prints_the_graph_after_each_step(monkeypatch, capsys):
     f = tj.trace(_model, backend="interpret")
     f(*_ARGS)
     err = capsys.readouterr().err
-    steps = re.findall(r"^tracejit: after (\w+) \((\d+) nodes\)$", err, re.M)
-    assert [s for s, _ in steps] == [name for name, _ in PIPELINE]
+    steps = re.findall(r"^tracejit: after (\w+): [^\n]* \((\d+) nodes\)$", err, re.M)
+    assert [s for s, _ in steps] == [name for name, *_ in PIPELINE]
     opt = f.graph(*_ARGS)
     assert int(steps[-1][1]) == len(opt)
     assert err.rstrip().endswith(str(opt))

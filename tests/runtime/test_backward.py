@@ -1,4 +1,5 @@
-"""runtime/backward.py: a traced function called from eager code with inputs that require grad
+"""Compiled gradients (built by tracing/backward.py and passes/partition.py, run by
+runtime/backward.py): a traced function called from eager code with inputs that require grad
 returns outputs whose grad_fn runs a compiled backward graph (forward and backward partitioned
 from one joint graph)."""
 

@@ -9,7 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
-from tracejit.runtime.memory import CachingAllocator, plan_slots
+from tracejit.codegen.memory_plan import plan_slots
+from tracejit.runtime.memory import CachingAllocator
 
 
 def _overlap(a, b) -> bool:

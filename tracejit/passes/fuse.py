@@ -23,15 +23,9 @@ graph(x: f32[4,8]):
 from __future__ import annotations
 
 from ..ir import Graph, GraphBuilder, Node, Var, rebuild
-from ..ops import ELEMENTWISE, OPS
+from ..ops import ELEMENTWISE, OPS, reduces
 
 MAX_EXTRA_OUTPUTS = 8  # results a kernel writes besides its root
-
-
-def reduces(node: Node) -> bool:
-    """Is ``node`` a reduction a kernel walks rows for? One over no dims (``x.sum()`` of a 0-d
-    x, which simplify normally removes) is elementwise: a cast to its result type."""
-    return OPS[node.op].reduction and bool(node.attr_dict["dims"])
 
 
 def is_fusible(node: Node) -> bool:

@@ -6,13 +6,12 @@ import numba
 import numpy as np
 
 from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
-                                      power, power_scalar, relu, remainder, round, rsqrt,
-                                      sign)
+                                      power, power_scalar, relu, remainder, round, rsqrt, sign)
 from tracejit.codegen.prelude import FAST as _math
 
 exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt
-sin, cos, tan, tanh = _math.sin, _math.cos, _math.tan, _math.tanh
-sigmoid, erf = _math.sigmoid, _math.erf
+sin, cos, tan, tanh, sigmoid = _math.sin, _math.cos, _math.tan, _math.tanh, _math.sigmoid
+erf = _math.erf
 FASTMATH = {'contract', 'reassoc'}
 FASTMATH_NO_REASSOC = {'contract'}  # kernels without reductions, or with a foldable pair
 

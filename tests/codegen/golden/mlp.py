@@ -6,16 +6,17 @@ import numba
 import numpy as np
 
 from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
-                                      power, relu, remainder, round, rsqrt, sign)
+                                      power, power_scalar, relu, remainder, round, rsqrt, sign)
 from tracejit.codegen.prelude import FAST as _math
 
 exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt
-sin, cos, tan, tanh = _math.sin, _math.cos, _math.tan, _math.tanh
-sigmoid, erf = _math.sigmoid, _math.erf
+sin, cos, tan, tanh, sigmoid = _math.sin, _math.cos, _math.tan, _math.tanh, _math.sigmoid
+erf = _math.erf
 FASTMATH = {'contract', 'reassoc'}
+FASTMATH_NO_REASSOC = {'contract'}  # kernels without reductions, or with a foldable pair
 
 
-@numba.njit(parallel=False, cache=True, fastmath=FASTMATH, error_model='numpy')
+@numba.njit(parallel=False, cache=True, fastmath=FASTMATH_NO_REASSOC, error_model='numpy')
 def k1_add_relu(a0, a1, out, n0, n1):
     # add relu: %2 add, %3 relu
     # a0: f32[n,n], a1: f32[n] -> out: f32[n,n]

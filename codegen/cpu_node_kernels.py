@@ -1,6 +1,8 @@
-"""numba kernels for single graph nodes that are not elementwise and so are never fused:
-``unfold`` / ``fold`` (im2col / col2im, behind conv2d and the poolings), ``argmax`` / ``argmin``
-along a dim, ``gather`` and ``scatter_add`` (max pooling, cross-entropy and their gradients).
+"""The CPU rendering of the kernels for single graph nodes that are not elementwise and so are
+never fused: ``unfold`` / ``fold`` (im2col / col2im, behind conv2d and the poolings),
+``argmax`` / ``argmin`` along a dim, ``gather`` and ``scatter_add`` (max pooling,
+cross-entropy and their gradients). Their plans (``codegen/kernel.py`` ``plan_node_kernel``)
+hold the geometry; this module spells it as numba source.
 
 Each node becomes one kernel, named after the op and the node (``unfold3``), that writes a result
 array the entry function allocates. Structural attributes (kernel size, stride, padding, the dim)
@@ -11,34 +13,14 @@ threads is emitted serial only, and a parallel one checks the size again at run 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-
-from tracejit import ops
-from tracejit.ir import Node
-
 from . import cpu  # NOTE: cpu imports this module too; only its attributes are used, at call time
+from .kernel import KernelPlan
 
 
-@dataclass
-class NodeKernel:
-    """A node's kernel: its source, and the sizes its call passes after the arrays."""
-
-    name: str
-    source: str
-    sizes: list  # ints, in parameter order
-
-
-def node_kernel(node: Node, parallel: bool, describe) -> NodeKernel | None:
-    """The kernel computing ``node``, or None when it has none (it then runs through numpy).
-    ``describe(var)`` gives a var's size-free type for the comments (``f32[n,1]``)."""
-    make = _MAKERS.get(node.op)
-    return None if make is None else make(node, parallel, describe)
-
-
-def _work(node: Node) -> int:
-    return int(np.prod(node.out.shape, dtype=np.int64))
+def source(plan: KernelPlan, parallel: bool) -> str:
+    """The source of a node kernel's plan; ``parallel``: the domain is large enough for
+    threads (a parallel kernel checks the size again at run time)."""
+    return _RENDER[plan.kind](plan, parallel, cpu.generic_type)
 
 
 def _source(name: str, params: list, comments: list, body, count: str, work: str,
@@ -78,16 +60,13 @@ def _affine(terms, const: int = 0) -> str:
 
 
 class _Window:
-    """The geometry of an unfold/fold node: output position (oh, ow) and kernel tap (i, j)
+    """The geometry of an unfold/fold plan: output position (oh, ow) and kernel tap (i, j)
     read input pixel (h, w) = (oh * sh + i * dh - ph, ow * sw + j * dw - pw)."""
 
-    def __init__(self, node: Node, image_shape):
-        a = node.attr_dict
+    def __init__(self, a: dict):
         (self.kh, self.kw), (self.dh, self.dw) = a["kernel"], a["dilation"]
         (self.ph, self.pw), (self.sh, self.sw) = a["padding"], a["stride"]
         self.kk = self.kh * self.kw
-        self.oh, self.ow = ops._window_out(node.op, image_shape[2:], a["kernel"], a["dilation"],
-                                           a["padding"], a["stride"])
         self.attrs = (f"kernel {a['kernel']}, dilation {a['dilation']}, padding {a['padding']}, "
                       f"stride {a['stride']}")
 
@@ -108,13 +87,10 @@ class _Window:
         return _affine([("ow", self.sw), ("j", self.dw)], -self.pw)
 
 
-def _unfold(node: Node, parallel: bool, describe) -> NodeKernel:
-    x = node.inputs[0]
-    n, c, h, w = x.shape
-    win = _Window(node, x.shape)
-    name = f"unfold{node.out.id}"
-    pad_value = node.attr_dict.get("pad_value", 0.0)
-    fill = cpu.literal(pad_value, x.dtype)
+def _unfold(plan: KernelPlan, parallel: bool, describe) -> str:
+    (x,), (out,) = plan.inputs, plan.outputs
+    win = _Window(plan.facts)
+    fill = cpu.literal(plan.facts["pad_value"], x.dtype)
 
     def body(pad):
         s = " " * pad
@@ -134,21 +110,17 @@ def _unfold(node: Node, parallel: bool, describe) -> NodeKernel:
                         inner + f"    out[n, row, col + ow] = x[n, c, h, w] if 0 <= w < W else "
                                 f"{fill}"]
 
-    comments = [f"%{node.out.id} unfold (im2col): {win.attrs}, pad value {fill}",
-                f"x: {describe(x)} (N, C, H, W) -> out: {describe(node.out)} "
+    comments = [f"%{out.id} unfold (im2col): {win.attrs}, pad value {fill}",
+                f"x: {describe(x)} (N, C, H, W) -> out: {describe(out)} "
                 f"(N, C*{win.kk}, OH*OW); out[n, (c*{win.kh} + i)*{win.kw} + j, oh*OW + ow] = "
                 f"x[n, c, h, w]"]
-    par = parallel and _work(node) >= cpu.PARALLEL_MIN
-    src = _source(name, ["x", "out", "N", "C", "H", "W", "OH", "OW"], comments, body, "N * C",
-                  f"N * C * OH * OW * {win.kk}", par)
-    return NodeKernel(name, src, [n, c, h, w, win.oh, win.ow])
+    return _source(plan.name, ["x", "out", "N", "C", "H", "W", "OH", "OW"], comments, body,
+                   "N * C", f"N * C * OH * OW * {win.kk}", parallel)
 
 
-def _fold(node: Node, parallel: bool, describe) -> NodeKernel:
-    cols = node.inputs[0]
-    n, c, h, w = node.out.shape
-    win = _Window(node, node.out.shape)
-    name = f"fold{node.out.id}"
+def _fold(plan: KernelPlan, parallel: bool, describe) -> str:
+    (cols,), (out,) = plan.inputs, plan.outputs
+    win = _Window(plan.facts)
 
     def body(pad):
         s = " " * pad
@@ -166,13 +138,11 @@ def _fold(node: Node, parallel: bool, describe) -> NodeKernel:
                         inner + "    if 0 <= w < W:  # else a padding column",
                         inner + "        out[n, c, h, w] += cols[n, row, col + ow]"]
 
-    comments = [f"%{node.out.id} fold (col2im, overlapping windows add up): {win.attrs}",
-                f"cols: {describe(cols)} (N, C*{win.kk}, OH*OW) -> out: {describe(node.out)} "
+    comments = [f"%{out.id} fold (col2im, overlapping windows add up): {win.attrs}",
+                f"cols: {describe(cols)} (N, C*{win.kk}, OH*OW) -> out: {describe(out)} "
                 f"(N, C, H, W)"]
-    par = parallel and int(np.prod(cols.shape, dtype=np.int64)) >= cpu.PARALLEL_MIN
-    src = _source(name, ["cols", "out", "N", "C", "H", "W", "OH", "OW"], comments, body, "N * C",
-                  f"N * C * OH * OW * {win.kk}", par)
-    return NodeKernel(name, src, [n, c, h, w, win.oh, win.ow])
+    return _source(plan.name, ["cols", "out", "N", "C", "H", "W", "OH", "OW"], comments, body,
+                   "N * C", f"N * C * OH * OW * {win.kk}", parallel)
 
 
 # ---------------------------------------------------------------------------- indexing
@@ -193,17 +163,14 @@ def _index(rank: int, at: dict) -> str:
     return ", ".join(at.get(d, f"i{d}") for d in range(rank)) or "()"
 
 
-def _argmax(node: Node, parallel: bool, describe) -> NodeKernel | None:
-    x = node.inputs[0]
-    a = node.attr_dict
-    if a["dim"] is None or len(x.shape) < 2:  # whole-array arg-reductions stay on numpy
-        return None
+def _argmax(plan: KernelPlan, parallel: bool, describe) -> str:
+    (x,), (out,) = plan.inputs, plan.outputs
     rank = len(x.shape)
-    dim = ops.norm_dim(node.op, a["dim"], rank)
+    dim = plan.facts["dim"]
     outer = [d for d in range(rank) if d != dim]
-    better = ">" if node.op == "argmax" else "<"
+    better = ">" if plan.kind == "argmax" else "<"
     out_index = ", ".join(f"i{d}" if d != dim else "0" for d in range(rank)
-                          if d != dim or a["keepdim"])
+                          if d != dim or plan.facts["keepdim"])
     is_float = x.dtype.kind == "f"
 
     def body(pad):
@@ -228,14 +195,11 @@ def _argmax(node: Node, parallel: bool, describe) -> NodeKernel | None:
         lines.append(s + f"out[{out_index}] = at")
         return lines
 
-    name = f"{node.op}{node.out.id}"
     dims = [f"n{d}" for d in range(rank)]
-    comments = [f"%{node.out.id} {node.op} over dim {dim} (the first extreme wins, as numpy)",
-                f"x: {describe(x)} -> out: {describe(node.out)}"]
-    par = parallel and int(np.prod(x.shape, dtype=np.int64)) >= cpu.PARALLEL_MIN
-    src = _source(name, ["x", "out"] + dims, comments, body, f"n{outer[0]}",
-                  " * ".join(dims), par)
-    return NodeKernel(name, src, list(x.shape))
+    comments = [f"%{out.id} {plan.kind} over dim {dim} (the first extreme wins, as numpy)",
+                f"x: {describe(x)} -> out: {describe(out)}"]
+    return _source(plan.name, ["x", "out"] + dims, comments, body, f"n{outer[0]}",
+                   " * ".join(dims), parallel)
 
 
 def _bounds_check(op: str, dim: int) -> list:
@@ -252,12 +216,10 @@ def _bounds_check(op: str, dim: int) -> list:
             f"(index, size):', lo if lo < 0 else hi, m)"]
 
 
-def _gather(node: Node, parallel: bool, describe) -> NodeKernel | None:
-    x, index = node.inputs
+def _gather(plan: KernelPlan, parallel: bool, describe) -> str:
+    (x, index), (out,) = plan.inputs, plan.outputs
     rank = len(index.shape)
-    if rank == 0:
-        return None
-    dim = ops.norm_dim("gather", node.attr_dict["dim"], rank)
+    dim = plan.facts["dim"]
 
     at = _index(rank, {})
     read = _index(rank, {dim: f"index[{at}]"})
@@ -266,22 +228,17 @@ def _gather(node: Node, parallel: bool, describe) -> NodeKernel | None:
         lines, ipad = _loops(list(range(rank)), pad)
         return lines + [" " * ipad + f"out[{at}] = x[{read}]"]
 
-    name = f"gather{node.out.id}"
     dims = [f"n{d}" for d in range(rank)]
-    comments = [f"%{node.out.id} gather along dim {dim}: out[...] = x[..., index[...], ...]",
-                f"x: {describe(x)}, index: {describe(index)} -> out: {describe(node.out)}"]
-    par = parallel and _work(node) >= cpu.PARALLEL_MIN
-    src = _source(name, ["x", "index", "out"] + dims + ["m"], comments, body, "n0",
-                  " * ".join(dims), par, before=_bounds_check("gather", dim))
-    return NodeKernel(name, src, list(index.shape) + [x.shape[dim]])
+    comments = [f"%{out.id} gather along dim {dim}: out[...] = x[..., index[...], ...]",
+                f"x: {describe(x)}, index: {describe(index)} -> out: {describe(out)}"]
+    return _source(plan.name, ["x", "index", "out"] + dims + ["m"], comments, body, "n0",
+                   " * ".join(dims), parallel, before=_bounds_check("gather", dim))
 
 
-def _scatter_add(node: Node, parallel: bool, describe) -> NodeKernel | None:
-    x, index, src_var = node.inputs
+def _scatter_add(plan: KernelPlan, parallel: bool, describe) -> str:
+    (x, index, src_var), (out,) = plan.inputs, plan.outputs
     rank = len(index.shape)
-    if rank == 0:
-        return None
-    dim = ops.norm_dim("scatter_add", node.attr_dict["dim"], rank)
+    dim = plan.facts["dim"]
     # NOTE: the parallel loop must not run along dim: two of its steps could add to one element
     order = [d for d in range(rank) if d != dim] + [dim]
 
@@ -291,19 +248,16 @@ def _scatter_add(node: Node, parallel: bool, describe) -> NodeKernel | None:
         target = _index(rank, {dim: f"index[{_index(rank, {})}]"})
         return lines + [s + f"out[{target}] += src[{_index(rank, {})}]"]
 
-    name = f"scatter_add{node.out.id}"
     dims = [f"n{d}" for d in range(rank)]
-    comments = [f"%{node.out.id} scatter_add along dim {dim}: out = x; "
+    comments = [f"%{out.id} scatter_add along dim {dim}: out = x; "
                 f"out[..., index[...], ...] += src[...]",
                 f"x: {describe(x)}, index: {describe(index)}, src: {describe(src_var)} -> "
-                f"out: {describe(node.out)}"]
-    # the loop over dim is innermost, so a rank-1 index has no parallel loop
-    par = parallel and rank > 1 and int(np.prod(index.shape, dtype=np.int64)) >= cpu.PARALLEL_MIN
-    src = _source(name, ["x", "index", "src", "out"] + dims + ["m"], comments, body,
-                  f"n{order[0]}", " * ".join(dims), par,
-                  before=_bounds_check("scatter_add", dim) + ["out[...] = x"])
-    return NodeKernel(name, src, list(index.shape) + [x.shape[dim]])
+                f"out: {describe(out)}"]
+    # the loop over dim is innermost: a rank-1 index has no parallel loop (its plan's work is 0)
+    return _source(plan.name, ["x", "index", "src", "out"] + dims + ["m"], comments, body,
+                   f"n{order[0]}", " * ".join(dims), parallel,
+                   before=_bounds_check("scatter_add", dim) + ["out[...] = x"])
 
 
-_MAKERS = {"unfold": _unfold, "fold": _fold, "argmax": _argmax, "argmin": _argmax,
+_RENDER = {"unfold": _unfold, "fold": _fold, "argmax": _argmax, "argmin": _argmax,
            "gather": _gather, "scatter_add": _scatter_add}

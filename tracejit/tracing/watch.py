@@ -1,0 +1,134 @@
+"""Python state the graph cannot see: random draws, clocks, files (see docs/tracing.md, "What
+tracing refuses"). ``_call_watched`` runs the function being traced under a profile hook that
+refuses such calls at the user's line, and compares the global generators before and after.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import random
+import sys
+import sysconfig
+
+import numpy as np
+
+from ..errors import TraceError, _is_own, format_location
+
+_STATE_FIX = {
+    "random": "draw tensors with tracejit.rand/randn/randint (traced: fresh values every call), "
+              "pass the draw as an argument (n = random.randint(0, 3); f(x, n): one graph per "
+              "value), or keep this function eager (do not decorate it, or call it inside "
+              "`with tracejit.eager():`)",
+    "time": "read the clock outside the traced function (pass the value as an argument if the "
+            "computation needs it), or keep this function eager",
+    "open": "read the file outside the traced function and pass its data as a tensor argument "
+            "(tensors in globals and closures are read afresh on each call), or keep this "
+            "function eager",
+}
+
+
+def _untraceable_state(what: str, kind: str, where: str) -> TraceError:
+    return TraceError(
+        f"{what} inside a traced function runs only on the tracing call: the graph would "
+        f"silently keep that call's value (a draw, a timestamp, a file's contents) on every "
+        f"later call{where}\n  fix: {_STATE_FIX[kind]}")
+
+
+def _rng_states():
+    """The global Python and numpy (legacy ``np.random.*``) generator states, to compare."""
+    st = np.random.mtrand._rand.get_state()
+    return random.getstate(), (st[1], st[2], st[3], st[4])
+
+
+def _rng_changed(before) -> str | None:
+    (py0, (key0, pos0, hg0, g0)), (py1, (key1, pos1, hg1, g1)) = before, _rng_states()
+    if py0 != py1:
+        return "Python's random module (random.random, randint, choice, shuffle...)"
+    if pos0 != pos1 or hg0 != hg1 or g0 != g1 or not np.array_equal(key0, key1):
+        return "numpy's global random generator (np.random.rand, randn, randint, seed...)"
+    return None
+
+
+_WATCHED: dict = {}  # C function -> (description, kind): calls caught while tracing
+_SKIP_FILES: tuple = ()
+
+
+def _init_watch() -> None:
+    import builtins
+    import logging
+    import time
+    import tokenize
+    global _SKIP_FILES
+    for name in ("time", "time_ns", "perf_counter", "perf_counter_ns", "monotonic",
+                 "monotonic_ns", "process_time", "process_time_ns", "thread_time",
+                 "thread_time_ns"):
+        f = getattr(time, name, None)
+        if f is not None:
+            _WATCHED[f] = (f"time.{name}()", "time")
+    _WATCHED[builtins.open] = ("open() (reading or writing a file)", "open")
+    # NOTE: warnings and tracebacks read source lines through linecache/tokenize, a logging
+    # FileHandler opens its file on first use: not the user's file access
+    _SKIP_FILES = (linecache.__file__, tokenize.__file__, logging.__file__)
+
+
+# frames of the stdlib and installed libraries (np.load's open()) are not the user's line
+_LIBRARY_DIRS = tuple({os.path.dirname(os.__file__) + os.sep, "<frozen"} | {
+    sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
+
+
+def _site(frame) -> str:
+    """``"\n  at file:line: source"`` of the innermost frame outside tracejit and libraries."""
+    f = frame
+    while f is not None and (_is_own(f.f_code.co_filename) or f.f_code.co_filename.startswith(
+            _LIBRARY_DIRS)):
+        f = f.f_back
+    f = f or frame
+    return format_location(f.f_code.co_filename, f.f_lineno)
+
+
+def _watch(frame, event, arg):
+    """A profile function (this thread, while the traced function runs): a call of a clock,
+    ``open`` or a global random generator raises at the caller's line."""
+    if event != "c_call":
+        return
+    hit = _WATCHED.get(arg)
+    if hit is None:
+        owner = getattr(arg, "__self__", None)
+        if owner is random._inst:
+            name, f = arg.__name__, frame
+            while f is not None and f.f_code.co_filename == random.__file__:
+                name, f = f.f_code.co_name, f.f_back  # randint, not the getrandbits under it
+            hit = (f"random.{name}()", "random")
+        elif owner is np.random.mtrand._rand:
+            hit = (f"np.random.{arg.__name__}()", "random")
+        else:
+            return
+    filename = frame.f_code.co_filename
+    if _is_own(filename) or filename in _SKIP_FILES:
+        return
+    if hit[1] == "time" and filename.startswith(_LIBRARY_DIRS):
+        return  # a library's own clock (logging's timestamps, tqdm): not a value of the graph
+    raise _untraceable_state(hit[0], hit[1], _site(frame))
+
+
+def _call_watched(fn, args, kwargs):
+    """Run the function being traced; refuse Python state the graph cannot capture."""
+    if not _WATCHED:
+        _init_watch()
+    before = _rng_states()
+    watching = sys.getprofile() is None  # NOTE: never replace a profiler the user runs
+    if watching:
+        sys.setprofile(_watch)
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        if watching:
+            sys.setprofile(None)
+    changed = _rng_changed(before)
+    if changed is not None:
+        code = getattr(fn, "__code__", None)
+        where = f"\n  in {getattr(fn, '__qualname__', fn)} at {code.co_filename}:" \
+            f"{code.co_firstlineno}" if code is not None else ""
+        raise _untraceable_state(f"a draw from {changed}", "random", where)
+    return result
