@@ -13,6 +13,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import autograd, cuda, dtypes, nn, ops, optim  # noqa: E402 - nn and optim build on the names above
+from . import utils  # noqa: E402 - tracejit.utils.data (datasets, DataLoader)
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (
                        arange,
