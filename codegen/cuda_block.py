@@ -102,7 +102,7 @@ def _shuffle(op: str, dtype: str):
     warps = ROW_THREADS // WARP
     mask = np.uint32(0xFFFFFFFF)
     if dtype == "bool":  # NOTE: shuffles move 32/64-bit values: carry a bool as an int32
-        inner = _shuffle(op, "int32")
+        inner = cuda.jit(device=True, inline="always")(_shuffle(op, "int32"))
 
         def reduce_bool(sh, v):
             return inner(sh, np.int32(1) if v else np.int32(0)) != np.int32(0)

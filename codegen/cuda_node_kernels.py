@@ -186,7 +186,7 @@ def _scatter_add(plan: KernelPlan, helpers) -> tuple:
         p + "if q < 0 or q >= m:  # counted; the entry raises IndexError",
         p + "    cuda.atomic.add(flags, 0, 1)",
         p + "else:",
-        p + f"    cuda.atomic.add(out, ({target}{',' if rank == 1 else ''}), {value})"]
+        p + f"    cuda.atomic.add(out, {target if rank == 1 else f'({target})'}, {value})"]
     comments = [f"%{out.id} scatter_add along dim {dim}: out = x (copied by the entry); "
                 f"out[..., index[...], ...] += src[...] (atomics: float sums in no fixed order)",
                 f"x: {_type(x)}, index: {_type(index)}, src: {_type(src)} -> out: {_type(out)}"]
