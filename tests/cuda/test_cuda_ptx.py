@@ -147,6 +147,7 @@ def test_every_unique_kernel_compiles_to_ptx():
 def test_generated_row_reductions_use_warp_shuffles():
     # the PTX of a real-GPU build reduces with shfl; the simulator build takes the tree
     from tests.cuda import ptx
+
     from .programs import fused_graph, module_namespace, numba_types
 
     program = lower_cuda(fused_graph(lambda x: x.softmax(-1), tj.randn(4, 8)))
