@@ -107,3 +107,49 @@ def run_programs(inputs: dict) -> dict:
             if r is not None:
                 outputs[f"{name}.{k}"] = np.asarray(r)
     return outputs
+
+
+def _text(s: str) -> np.ndarray:
+    return np.frombuffer(s.encode(), np.uint8)
+
+
+def run_trace_cases(inputs: dict) -> dict:
+    """Child side of test_cuda_sim.py's op sweep: for each case id in ``inputs["ids"]`` (text,
+    one per line) trace it (tests/test_trace_ops.py, test_trace_grads.py), run the fused graph
+    lowered for CUDA under the simulator and through the interpreter, and return both:
+    ``<k>.got.<j>`` / ``<k>.want.<j>``, or ``<k>.error`` / ``<k>.want_error`` (text)."""
+    import os
+
+    import tracejit as tj
+    from tests.cuda.test_cuda_ptx import _graphs
+    from tracejit.passes.fuse import fuse
+    from tracejit.runtime.cuda_runner import compile_cuda
+    from tracejit.runtime.interpret import interpret
+
+    os.environ["TRACEJIT_BACKEND"] = "interpret"
+    tj.set_mode("trace")
+    ids = bytes(inputs["ids"]).decode().split("\n")
+    order = {case_id: k for k, case_id in enumerate(ids)}
+    outputs = {}
+    for case_id, graph, arrays in _graphs(set(ids)):
+        k = order[case_id]
+        if len(graph.inputs) != len(arrays):  # captured tensors are inputs too: not ours
+            outputs[f"{k}.skipped"] = _text("captured inputs")
+            continue
+        graph = fuse(graph)
+        try:
+            want = interpret(graph, [a.copy() for a in arrays])
+        except Exception as e:
+            outputs[f"{k}.want_error"] = _text(f"{type(e).__name__}: {e}")
+            want = None
+        try:
+            got = compile_cuda(lower_cuda(graph))(*arrays, to_host=True)
+        except Exception as e:
+            outputs[f"{k}.error"] = _text(f"{type(e).__name__}: {e}")
+            continue
+        for j, (g, w) in enumerate(zip(got, want or [None] * len(got))):
+            if isinstance(g, np.ndarray):
+                outputs[f"{k}.got.{j}"] = g
+            if isinstance(w, np.ndarray):
+                outputs[f"{k}.want.{j}"] = w
+    return outputs

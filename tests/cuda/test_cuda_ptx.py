@@ -26,19 +26,25 @@ from tracejit.passes.fuse import fuse  # noqa: E402
 from .programs import check_ptx, kernel_sources, lower_cuda  # noqa: E402
 
 
-def _graphs():
-    """(case id, graph) for every op case that traces and every gradient case."""
+def _graphs(ids=None):
+    """(case id, graph, input arrays) for every op case that traces and every gradient case
+    (``grad-<id>``), or only those in ``ids``."""
     from tests.test_trace_grads import GRAD_CASES, _leaf_args, _weighted_sum
     from tests.test_trace_ops import CASES, _make, _seed
 
     for case in CASES:
+        if ids is not None and case.id not in ids:
+            continue
         _seed(case)
+        args = _make(case)
         try:
-            graph = tj.trace(case.fn, backend="interpret").graph(*_make(case))
+            graph = tj.trace(case.fn, backend="interpret").graph(*args)
         except Exception:  # the op refuses these operands (may_raise cases)
             continue
-        yield case.id, graph
+        yield case.id, graph, [a._data for a in args if isinstance(a, tj.Tensor)]
     for case in GRAD_CASES:
+        if ids is not None and f"grad-{case.id}" not in ids:
+            continue
         args = _leaf_args(case)
         nums = tuple(i for i, a in enumerate(args) if isinstance(a, tj.Tensor) and
                      a.requires_grad)
@@ -53,12 +59,12 @@ def _graphs():
         def scalar(*xs, case=case, weights=weights):
             return _weighted_sum(case.fn(*xs), weights)[0]
         _seed(case)
+        inputs = [a.detach() if isinstance(a, tj.Tensor) else a for a in args]
         try:
-            graph = tj.grad(scalar, argnums=nums, backend="interpret").graph(
-                *[a.detach() if isinstance(a, tj.Tensor) else a for a in args])
+            graph = tj.grad(scalar, argnums=nums, backend="interpret").graph(*inputs)
         except Exception:
             continue
-        yield f"grad-{case.id}", graph
+        yield f"grad-{case.id}", graph, [a._data for a in inputs if isinstance(a, tj.Tensor)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,7 +75,7 @@ def unique_kernels() -> tuple:
     tj.set_mode("trace")
     kernels, failures = {}, []
     try:
-        for case_id, graph in _graphs():
+        for case_id, graph, _ in _graphs():
             try:
                 program = lower_cuda(fuse(graph))
             except Exception as e:

@@ -55,3 +55,57 @@ def test_simulated_cuda_matches_the_interpreter(simulated, name):
             np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6, err_msg=f"{name}.{k}")
         else:
             np.testing.assert_array_equal(g, w, err_msg=f"{name}.{k}")
+
+
+# ---------------------------------------------------------------------------- the op sweep
+
+
+def _sweep_ids(all_cases: bool) -> list:
+    """Case ids whose graphs the sweep runs: the PTX sample's cases (a cover of every op, form
+    and dtype), or every unique kernel's case under -m slow; random draws are left out (the
+    interpreter and a host round trip draw in different orders)."""
+    from .test_cuda_ptx import sample, unique_kernels
+    items = list(unique_kernels()[0].values()) if all_cases else sample()
+    return list(dict.fromkeys(c for c, _, _ in items if "random" not in c))
+
+
+def _sweep(ids):
+    out = run_in_simulator("tests.cuda.programs:run_trace_cases",
+                           {"ids": np.frombuffer("\n".join(ids).encode(), np.uint8)},
+                           timeout=1200)
+    failures = []
+    skipped = sum(f"{k}.skipped" in out for k in range(len(ids)))
+    assert skipped < len(ids) // 2, f"{skipped} of {len(ids)} cases skipped"
+    for k, case_id in enumerate(ids):
+        if f"{k}.error" in out:
+            text = bytes(out[f"{k}.error"]).decode()
+            want = bytes(out[f"{k}.want_error"]).decode() if f"{k}.want_error" in out else None
+            if want is None or want.split(":")[0].split()[-1] not in text:
+                failures.append(f"{case_id}: CUDA raised {text[:300]} (interpreter: {want})")
+            continue
+        if f"{k}.want_error" in out:
+            failures.append(f"{case_id}: the interpreter raised, CUDA did not")
+            continue
+        j = 0
+        while f"{k}.want.{j}" in out or f"{k}.got.{j}" in out:
+            g, w = out.get(f"{k}.got.{j}"), out.get(f"{k}.want.{j}")
+            try:
+                assert g is not None and w is not None, "output missing"
+                assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.dtype)
+                if w.dtype.kind == "f":
+                    np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6, equal_nan=True)
+                else:
+                    np.testing.assert_array_equal(g, w)
+            except AssertionError as e:
+                failures.append(f"{case_id}: output {j}: {str(e)[:400]}")
+            j += 1
+    assert not failures, f"{len(failures)} of {len(ids)} cases differ:\n" + "\n".join(failures)
+
+
+def test_simulated_op_sweep_matches_the_interpreter():
+    _sweep(_sweep_ids(all_cases=False))
+
+
+@pytest.mark.slow
+def test_simulated_op_sweep_of_every_unique_kernel():
+    _sweep(_sweep_ids(all_cases=True))
