@@ -37,11 +37,12 @@ def _graphs(ids=None):
             continue
         _seed(case)
         args = _make(case)
+        traced = tj.trace(case.fn, backend="interpret")
         try:
-            graph = tj.trace(case.fn, backend="interpret").graph(*args)
+            graph = traced.graph(*args)
         except Exception:  # the op refuses these operands (may_raise cases)
             continue
-        yield case.id, graph, [a._data for a in args if isinstance(a, tj.Tensor)]
+        yield case.id, graph, _inputs(traced, args)
     for case in GRAD_CASES:
         if ids is not None and f"grad-{case.id}" not in ids:
             continue
@@ -60,11 +61,20 @@ def _graphs(ids=None):
             return _weighted_sum(case.fn(*xs), weights)[0]
         _seed(case)
         inputs = [a.detach() if isinstance(a, tj.Tensor) else a for a in args]
+        traced = tj.grad(scalar, argnums=nums, backend="interpret")
         try:
-            graph = tj.grad(scalar, argnums=nums, backend="interpret").graph(*inputs)
+            graph = traced.graph(*inputs)
         except Exception:
             continue
-        yield f"grad-{case.id}", graph, [a._data for a in inputs if isinstance(a, tj.Tensor)]
+        yield f"grad-{case.id}", graph, _inputs(traced, inputs)
+
+
+def _inputs(traced, args) -> list:
+    """The arrays a traced graph takes: the tensor arguments, then the captured tensors (the
+    weights of tracejit.grad's loss, ...)."""
+    spec = traced.specs()[0]
+    return [a._data for a in args if isinstance(a, tj.Tensor)] + \
+        [c.tensor._data for c in spec.captured]
 
 
 @functools.lru_cache(maxsize=None)
