@@ -46,6 +46,20 @@ NB = {"float32": "float32", "float64": "float64", "int32": "int32", "int64": "in
       "bool": "boolean"}
 _ARITH = ("(-{0})", "({0} + {1})", "({0} - {1})", "({0} * {1})")
 VIEW_OPS = ("reshape", "permute", "expand", "getitem", "detach")
+# a full reduction over at least this many elements runs in two stages (see two_stage)
+TWO_STAGE_MIN = 1 << 16
+
+
+def two_stage(plan: KernelPlan) -> bool:
+    """Does this kernel reduce in two stages? A full reduction (one row) whose first step is
+    its only reduction and whose result is per row (``x.sum()``, a mean, a loss): one block
+    would use one SM, so stage 1 runs PARTIALS blocks that each reduce a grid-stride share of
+    the row to one partial, and stage 2 (the kernel itself, one block) reduces the partials in
+    a fixed order and computes the rest. Deterministic, unlike atomics."""
+    reductions = [s for s in plan.steps if isinstance(s, Reduction)]
+    return (plan.kind == "fused" and bool(plan.row_dims) and not plan.outer and
+            not plan.root_vector and len(reductions) == 1 and plan.steps[0] is reductions[0]
+            and plan.work >= TWO_STAGE_MIN)
 
 # error slots: the message of each, raised after the launches (as the CPU kernels raise them)
 ZERO_ERRORS = {
@@ -125,6 +139,8 @@ class _Kernel:
         self.outs = ["out"] + [f"out{k}" for k in range(1, len(plan.outputs))]
         self.errors: list = []  # error slot kinds, in order (index into the flags argument)
         self.shared: set = set()  # dtypes of the block reductions' shared arrays
+        self.two_stage = two_stage(plan)
+        self.stage1: list = []  # a two-stage kernel's first stage: its reduction loop
 
     def _read(self, o) -> str:
         if isinstance(o, Scalar):
@@ -191,18 +207,28 @@ class _Kernel:
         dims = [f"n{k}" for k in range(self.rank)]
         args = [f"a{i}" for i in range(len(plan.inputs))]
         params = args + self.outs + (["flags"] if self.errors else []) + dims
+        if self.two_stage:
+            params.insert(len(args) + len(self.outs), "part")
         fm = ", fastmath=True" if self.fastmath else ""
-        lines = [f"@cuda.jit(cache=True{fm})",
-                 f"def {plan.name}({', '.join(params)}):",
-                 f"    # {names}: {comment}",
-                 "    # " + ", ".join(f"a{i}: {_type(v)}" for i, v in enumerate(plan.inputs)) +
-                 " -> " + ", ".join(f"{o}: {_type(v)}" for o, v in zip(self.outs, plan.outputs))]
+        head = ["    # " + ", ".join(f"a{i}: {_type(v)}" for i, v in enumerate(plan.inputs)) +
+                " -> " + ", ".join(f"{o}: {_type(v)}" for o, v in zip(self.outs, plan.outputs))]
         for dt in sorted(self.shared):
-            lines.append(f"    sh_{SUFFIX[dt]} = cuda.shared.array(ROW_THREADS, {NB[dt]})")
+            head.append(f"    sh_{SUFFIX[dt]} = cuda.shared.array(ROW_THREADS, {NB[dt]})")
         for k, v in enumerate(plan.inputs):
             if not v.shape:
-                lines.append(f"    s_a{k} = a{k}[()]")
-        return "\n".join(lines + body) + "\n"
+                head.append(f"    s_a{k} = a{k}[()]")
+        lines = [f"@cuda.jit(cache=True{fm})",
+                 f"def {plan.name}({', '.join(params)}):",
+                 f"    # {names}: {comment}" +
+                 (" (stage 2: the partials, then the rest)" if self.two_stage else "")]
+        source = "\n".join(lines + head + body) + "\n"
+        if not self.two_stage:
+            return source
+        params1 = args + ["part"] + (["flags"] if self.errors else []) + dims
+        lines1 = [f"@cuda.jit(cache=True{fm})",
+                  f"def {plan.name}_part({', '.join(params1)}):",
+                  f"    # {names}: {comment} (stage 1: one partial per block)"]
+        return "\n".join(lines1 + head + self.stage1) + "\n\n\n" + source
 
     def _elementwise(self) -> list:
         plan = self.plan
@@ -272,7 +298,18 @@ class _Kernel:
             step = f"np.int32({step})"
         lines.append(inner + f"{acc} = {step}")
         lines.append(pad + f"r{red.id} = {block}(sh_{SUFFIX[dt]}, {acc})  # the whole row's")
-        return lines
+        if not self.two_stage:
+            return lines
+        # stage 1 is this loop over a grid-stride share of the row, one partial per block;
+        # stage 2 (the kernel) reduces the partials instead, in a fixed order
+        self.stage1 = ["    t = cuda.threadIdx.x"] + [line[4:] for line in lines[:-1]] + [
+            f"    r{red.id} = {block}(sh_{SUFFIX[dt]}, {acc})",
+            "    if t == 0:",
+            f"        part[cuda.blockIdx.x] = r{red.id}"]
+        self.stage1[2] = f"    for e in range(cuda.grid(1), {length}, cuda.gridsize(1)):"
+        combine = step.replace(val, "part[e]")
+        return [lines[0], pad + "for e in range(t, part.shape[0], cuda.blockDim.x):",
+                inner + f"{acc} = {combine}  # the partials of stage 1", lines[-1]]
 
 
 def _type(v: Var) -> str:
@@ -280,12 +317,21 @@ def _type(v: Var) -> str:
     return f"{SUFFIX[v.dtype.name]}[{dims}]"
 
 
-def signature(plan: KernelPlan, errors: bool) -> tuple:
-    """(dtype name, ndim) per array parameter, "int64" per size, as the kernel is called."""
-    arrays = [(v.dtype.name, len(v.shape)) for v in plan.inputs + plan.outputs]
+def signature(plan: KernelPlan, errors: bool, stage: int = 0) -> tuple:
+    """(dtype name, ndim) per array parameter, "int64" per size, as the kernel is called
+    (``stage`` 1 or 2: the stages of a two-stage reduction)."""
+    arrays = [(v.dtype.name, len(v.shape)) for v in plan.inputs]
+    if stage != 1:
+        arrays += [(v.dtype.name, len(v.shape)) for v in plan.outputs]
+    if stage:
+        arrays.append((_reduction_dtype(plan), 1))
     if errors:
         arrays.append(("int64", 1))
     return tuple(arrays) + ("int64",) * len(plan.sizes)
+
+
+def _reduction_dtype(plan: KernelPlan) -> str:
+    return next(np.dtype(s.dtype).name for s in plan.steps if isinstance(s, Reduction))
 
 
 # ---------------------------------------------------------------------------- the target
@@ -297,8 +343,8 @@ fixed launch list). Kernel comments name the IR nodes; sizes are runtime values 
 import numpy as np
 from numba import boolean, cuda, float32, float64, int32, int64  # noqa: F401
 
-from tracejit.codegen.cuda_block import (MAX_BLOCKS, ROW_THREADS, THREADS, TILE, grid,  # noqa
-                                         row_grid, tiles)
+from tracejit.codegen.cuda_block import (MAX_BLOCKS, PARTIALS, ROW_THREADS, THREADS,  # noqa
+                                         TILE, grid, row_grid, tiles)
 from tracejit.runtime import cuda_runner as rt
 '''
 
@@ -331,7 +377,7 @@ class CudaTarget:
         return True
 
     def kernel_variant(self, plan: KernelPlan):
-        return None  # one source serves every size
+        return two_stage(plan)  # else one source serves every size
 
     def runs_natively(self, node: Node) -> str | None:
         if node.op == "matmul":
@@ -393,6 +439,9 @@ class _Entry:
             if step.kind == "launch":
                 plan = step.plan
                 src, kinds = self.t._sources[step.call]
+                if two_stage(plan):
+                    self._two_stage(step, plan, arg, names, kinds, note)
+                    continue
                 self.signatures.setdefault(step.call, signature(plan, bool(kinds)))
                 config = self._config(plan)
                 key = f"{step.call}[{config}]"
@@ -434,6 +483,26 @@ class _Entry:
                 self.body.append(f"        {', '.join(results)}, = rt.on_host("
                                  f"_fallback[{step.index}], {operands})")
         return self._module(names)
+
+    def _two_stage(self, step, plan, arg, names, kinds, note) -> None:
+        """Launch both stages of a two-stage reduction (see two_stage) into a partials buffer
+        made once in build()."""
+        call, k = step.call, len(self.setup)
+        errors = bool(kinds)
+        self.signatures.setdefault(f"{call}_part", signature(plan, errors, stage=1))
+        self.signatures.setdefault(call, signature(plan, errors, stage=2))
+        dt = NP[_reduction_dtype(plan)]
+        self.setup += [f"    P{k} = rt.empty((PARTIALS,), {dt})  # stage 1's partials",
+                       f"    L{k}a = {call}_part[PARTIALS, ROW_THREADS]",
+                       f"    L{k}b = {call}[1, ROW_THREADS]"]
+        (out,) = step.results
+        t = names[out.id] = f"t{out.id}"
+        self.body.append(f"        {t} = {self._new_array(out)}")
+        flags = [self._flags(kinds)] if kinds else []
+        dims = [self.sizes.ref(n) for n in plan.sizes]
+        self.body.append(note + f" ({call}, two stages)")
+        self.body.append(f"        L{k}a({', '.join(arg + [f'P{k}'] + flags + dims)})")
+        self.body.append(f"        L{k}b({', '.join(arg + [t, f'P{k}'] + flags + dims)})")
 
     def _config(self, plan: KernelPlan) -> str:
         sizes = self.sizes

@@ -37,6 +37,7 @@ TILE = 4 if SIMULATOR else 16
 # blocks of 256 threads resident; more only adds scheduling)
 MAX_BLOCKS = 2 if SIMULATOR else 4096
 MAX_ROW_BLOCKS = 2 if SIMULATOR else 65535
+PARTIALS = 2 if SIMULATOR else 1024  # blocks of a two-stage reduction's first stage
 
 OPS = ("sum", "prod", "amax", "amin")
 DTYPES = ("float32", "float64", "int32", "int64", "bool")
@@ -163,6 +164,7 @@ for _op in OPS:
         _export(_op, _dt)
 del _op, _dt
 
-__all__ = ["ROW_THREADS", "THREADS", "TILE", "MAX_BLOCKS", "MAX_ROW_BLOCKS", "SIMULATOR",
+__all__ = ["ROW_THREADS", "THREADS", "TILE", "MAX_BLOCKS", "MAX_ROW_BLOCKS", "PARTIALS",
+           "SIMULATOR",
            "grid", "row_grid", "tiles", "helper_name", "HELPERS",
            *(helper_name(o, d) for o, d in HELPERS)]

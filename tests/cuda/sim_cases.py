@@ -37,6 +37,10 @@ def full_sum(x):
     return x.sum(), (x * x).mean()
 
 
+def big_sums(x):  # past codegen.cuda.TWO_STAGE_MIN: two-stage reductions
+    return (x * x).sum() / 3, x.amax(), x.long().sum()
+
+
 def matmul(a, b):
     return (a @ b).relu()
 
@@ -71,6 +75,7 @@ def CASES() -> dict:
         "softmax": (softmax, (_f32(3, 10),)),
         "layer_norm": (layer_norm, (_f32(2, 12), _f32(12, seed=1), _f32(12, seed=2))),
         "full_sum": (full_sum, (_f32(4, 6),)),
+        "big_sums": (big_sums, (_f32(300, 230) * 4,)),
         "matmul": (matmul, (_f32(5, 6), _f32(6, 7, seed=1))),
         "conv_step": (conv_step, (_f32(1, 2, 4, 4), _f32(3, 2, 3, 3, seed=1))),
         "int_floordiv": (int_floordiv, (np.arange(6, dtype=np.int64),

@@ -172,3 +172,15 @@ def test_generated_row_reductions_use_warp_shuffles():
     text, _ = ptx.compile_ptx(ns[name].py_func, numba_types(sig))
     assert "shfl.sync.down" in text
     assert np.dtype("float32").name in str(sig)
+
+
+def test_two_stage_full_reductions_compile_to_ptx():
+    # the op cases are too small for two stages (codegen.cuda.TWO_STAGE_MIN)
+    from .programs import fused_graph
+
+    x = tj.randn(300, 300)
+    program = lower_cuda(fused_graph(lambda x: ((x * x).sum() / 3, x.amax(),
+                                                (x.long() // 2).sum()), x))
+    assert {"k0_mul_sum_div_part", "k0_mul_sum_div"} <= set(program.signatures)
+    assert "L0a = k0_mul_sum_div_part[PARTIALS, ROW_THREADS]" in program.source
+    check_ptx(program)
