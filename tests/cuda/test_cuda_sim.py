@@ -61,11 +61,11 @@ def test_simulated_cuda_matches_the_interpreter(simulated, name):
 
 
 def _sweep_ids(all_cases: bool) -> list:
-    """Case ids whose graphs the sweep runs: the PTX sample's cases (a cover of every op, form
-    and dtype), or every unique kernel's case under -m slow; random draws are left out (the
-    interpreter and a host round trip draw in different orders)."""
+    """Case ids whose graphs the sweep runs: a cover of every op, form and float-or-not dtype
+    (test_cuda_ptx.sample), or every unique kernel's case under -m slow; random draws are left
+    out (the interpreter and a host round trip draw in different orders)."""
     from .test_cuda_ptx import sample, unique_kernels
-    items = list(unique_kernels()[0].values()) if all_cases else sample()
+    items = list(unique_kernels()[0].values()) if all_cases else sample(by_dtype=False)
     return list(dict.fromkeys(c for c, _, _ in items if "random" not in c))
 
 
