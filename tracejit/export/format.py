@@ -89,6 +89,7 @@ class Reader:
         if not isinstance(listed, dict):
             raise ExportError(f"{self.path}: {MANIFEST} lists no members")
         self.listed = listed
+        self.read: set = set()  # the members read so far (an export references every one)
         extra = sorted(set(self.infos) - set(listed) - {MANIFEST})
         if extra:
             raise ExportError(f"{self.path}: members the manifest does not list: "
@@ -130,7 +131,15 @@ class Reader:
         if len(data) != size or sha256(data) != digest:
             raise ExportError(f"{self.path}: member {name!r} does not match its sha256 in "
                               f"the manifest (damaged or tampered)")
+        self.read.add(name)
         return data
+
+    def check_all_read(self) -> None:
+        """An export references every member it lists: one nothing refers to is smuggled in."""
+        unread = sorted(set(self.listed) - self.read)
+        if unread:
+            raise ExportError(f"{self.path}: members nothing in the manifest refers to: "
+                              f"{', '.join(map(repr, unread))} (tampered file?)")
 
     def array(self, name: str, dtype=None, shape=None) -> np.ndarray:
         data = self.member(name)

@@ -99,6 +99,7 @@ class Loaded:
             if not isinstance(name, str) or not name.isidentifier():
                 raise ExportError(f"{reader.path}: entry name {name!r:.40} is not an identifier")
             self._entries[name] = Entry(name, e, reader, self._weights, c, device)
+        reader.check_all_read()
 
     # -- entry points
     @property
