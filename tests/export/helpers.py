@@ -64,5 +64,5 @@ FRESH_TRAIN = """
               for _ in range(steps)]
     np.savez(out, **{k: v._data for k, v in m.state_dict().items()})
     print(json.dumps({"losses": losses, "imported": sorted(
-        k for k in sys.modules if k.startswith(("tests", "examples")))}))
+        k for k in sys.modules if k.startswith(("tests", "examples", "tracejit_example")))}))
 """

@@ -45,7 +45,8 @@ def npy_bytes(a: np.ndarray) -> bytes:
     if DTYPES.get(a.dtype.name) != a.dtype:
         raise ExportError(f"an array of dtype {a.dtype} cannot be exported")
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    # NOTE: not np.ascontiguousarray, which makes a 0-d array 1-d
+    np.save(buf, np.array(a, order="C"), allow_pickle=False)
     return buf.getvalue()
 
 

@@ -333,8 +333,9 @@ def _is_value(x) -> bool:
 
 
 def _build_tree(t, it):
-    """Results in the exported structure (tuples, lists, dicts; a namedtuple as a tuple class
-    of the same name and fields, made without exec so nothing named by the file runs)."""
+    """Results in the exported structure (tuples, lists, dicts; a namedtuple as its class when
+    that is already imported, else a tuple class of the same name and fields, made without
+    exec so nothing named by the file runs)."""
     if t == _LEAF:
         return next(it)
     kind = t[0]
@@ -351,7 +352,7 @@ _NAMEDTUPLES: dict = {}
 
 def _namedtuple(qualname: str, fields: tuple):
     key = (qualname, fields)
-    cls = _NAMEDTUPLES.get(key)
+    cls = _NAMEDTUPLES.get(key) or _imported_namedtuple(qualname, fields)
     if cls is None:
         name = qualname.rsplit(".", 1)[-1]
         body = {f: property(operator.itemgetter(i)) for i, f in enumerate(fields)}
@@ -361,6 +362,26 @@ def _namedtuple(qualname: str, fields: tuple):
                         f"{f}={v!r}" for f, v in zip(fields, self)) + ")")
         cls = _NAMEDTUPLES[key] = type(name, (tuple,), body)
     return cls
+
+
+def _imported_namedtuple(qualname: str, fields: tuple):
+    """The class itself when its module is already imported (tracejit's ``MaxResult``, or the
+    user's): looked up in ``sys.modules`` only, never imported, and only a namedtuple class
+    with exactly these fields is taken."""
+    import sys
+
+    module, _, path = qualname.rpartition(".")
+    while module and module not in sys.modules:  # a nested class: Outer.Inner
+        module, _, head = module.rpartition(".")
+        path = f"{head}.{path}"
+    obj = sys.modules.get(module)
+    for part in path.split("."):
+        obj = obj.__dict__.get(part) if obj is not None and hasattr(obj, "__dict__") else None
+    if isinstance(obj, type) and issubclass(obj, tuple) and \
+            getattr(obj, "_fields", None) == tuple(fields):
+        _NAMEDTUPLES[(qualname, tuple(fields))] = obj
+        return obj
+    return None
 
 
 def _check_dynamic(d, entry, c: _Check, where):
