@@ -121,24 +121,27 @@ def test_guards_are_recorded_with_their_values_and_descriptions():
 
 
 def test_unrecordable_python_state_is_refused_naming_it():
-    class Knob:
+    """An optimizer's settings are guarded: one holding an arbitrary object cannot be written
+    down, so the export is refused naming the guard."""
+    model = mlp()
+    opt = tj.optim.SGD(model.parameters(), lr=0.1)
+
+    class Scheduler:
         pass
 
-    class Scaled(tj.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = tj.nn.Linear(2, 2)
-            self.knob = (1, Knob())  # a module attribute tuple holding an arbitrary object
+    opt.param_groups[0]["scheduler"] = Scheduler()
+    loss_fn = tj.nn.CrossEntropyLoss()
 
-        def forward(self, x):
-            return self.fc(x)
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
-    m = Scaled()
-    try:
-        tj.export(m, tj.randn(3, 2))
-    except tj.ExportError as e:
-        assert "cannot be recorded" in str(e)
-    # (when the guard leaves such values out, the export simply succeeds)
+    with pytest.raises(tj.ExportError, match="guard SGD settings: the graph depends on Python "
+                                             "state that cannot be recorded.*Scheduler"):
+        tj.export(step, *batch())
 
 
 def test_dynamic_batch_dim(tmp_path):
@@ -197,3 +200,13 @@ def test_device(tmp_path):
 
 def test_export_error_is_a_value_error():
     assert issubclass(tj.ExportError, ValueError)
+
+
+def test_a_failing_call_names_the_node(tmp_path):
+    def f(x, i):
+        return x[i]
+
+    tj.export(f, tj.randn(3), tj.tensor([0, 1])).save(tmp_path / "g.tjit")
+    loaded = tj.load(tmp_path / "g.tjit")
+    with pytest.raises(tj.GraphRuntimeError, match="getitem: index 7 is out of bounds"):
+        loaded(tj.randn(3), tj.tensor([7, 0]))

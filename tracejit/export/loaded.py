@@ -286,10 +286,13 @@ class Entry:
                 raise TypeError(f"{self.name}: argument leaf {i} must be {want}, got {x!r:.60}")
         sizes = self._check_shapes(leaves)
         fused, _, runner = self._runner(sizes)
-        inputs = [leaves[pos] if kind == "argument" else self._weights_of(pos)
+        inputs = [leaves[pos] if kind == "argument" else self._weights[pos]
                   for _, kind, pos, _, _ in self.inputs]
         arrays = [t._data for t in inputs]
-        outs = runner(*arrays)
+        try:
+            outs = runner(*arrays)
+        except Exception as e:
+            outs = self._explain(e, sizes, arrays)
         for inp, pos in self.mutated:  # as the traced function: in-place updates after the call
             np.copyto(inputs[inp]._data, outs[pos], casting="unsafe")
             inputs[inp]._version[0] += 1
@@ -299,8 +302,32 @@ class Entry:
             results[pos] = inputs[inp]
         return _build_tree(self.out_tree, iter(results))
 
-    def _weights_of(self, name):
-        return self._weights[name]
+    def _explain(self, exc, sizes, arrays):
+        """The compiled code raised: the reference interpreter runs the unfused graph and
+        raises the failing node's error (as a live traced function does, runtime/executor.py).
+        A compile failure (a tracejit bug) runs on the interpreter instead, with a warning."""
+        import warnings
+
+        from ..runtime.compile import CompileError
+        from ..runtime.interpret import GraphRuntimeError, interpret
+
+        graph = self.graph if not sizes or sizes == self.dynamic["symbols"] else self._build(
+            dyn.instantiate(self.graph_dict, self.dynamic, sizes))
+        if isinstance(exc, CompileError):
+            warnings.warn(f"tracejit: compiling {self.name} failed, it runs on the reference "
+                          f"interpreter instead: {exc}", RuntimeWarning, stacklevel=3)
+            return interpret(graph, arrays)
+        from .. import creation
+
+        rng = creation._rng().bit_generator
+        state = rng.state  # the re-run draws nothing: the generator is put back
+        try:
+            interpret(graph, arrays)  # NOTE: compiled graphs never write to their inputs
+        except GraphRuntimeError as e:
+            raise e.with_traceback(None) from exc
+        finally:
+            rng.state = state
+        raise exc
 
     def _check_shapes(self, leaves) -> dict:
         dims = {}
