@@ -253,3 +253,56 @@ def test_loading_runs_no_code_from_the_file(good, tmp_path, monkeypatch):
     assert ran, "the kernels were built by exec of generated source"
     assert not new, new
     assert loaded(tj.randn(4, 8)).shape == (4, 3)
+
+
+def _leaf_paths(x, path=()):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _leaf_paths(v, (*path, k))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from _leaf_paths(v, (*path, i))
+    else:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def dynamic_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "dynamic.tjit"
+    tj.export(mlp(), tj.randn(4, 8), dynamic={"x": {0: "batch"}}).save(path)
+    return path
+
+
+@pytest.mark.parametrize("which", ["predict", "train_step", "dynamic"])
+def test_any_manifest_field_of_a_wrong_value_is_an_export_error(which, good, dynamic_file,
+                                                                tmp_path):
+    """Every manifest field, each replaced by values of the wrong type or range:
+    the file loads (the field was informational) or raises ExportError, nothing else."""
+    import random
+
+    from .make_golden import GOLDEN
+
+    good = {"predict": good, "train_step": GOLDEN / "mlp_train_step.tjit",
+            "dynamic": dynamic_file}[which]
+    base = manifest(good)
+    paths = [p for p in _leaf_paths(base) if p[:1] != ("members",)]
+    rng = random.Random(0)
+    # NOTE: a sample of 40 fields per file, different each file (each load that
+    # passes lowers the graph again: ~50 ms)
+    for k, path in enumerate(rng.sample(paths, min(len(paths), 40))):
+        for value in (None, -1, "x", [], {"$": "bogus"}, 10 ** 12):
+            def man(m, path=path, value=value):
+                target = m
+                for p in path[:-1]:
+                    target = target[p]
+                target[path[-1]] = value
+            path_file = rewrite(good, tmp_path / f"f{k}.tjit", man=man)
+            try:
+                loaded = tj.load(path_file)
+            except tj.ExportError:
+                continue
+            if which == "dynamic":  # the substitutions are used by a call with a new size
+                try:
+                    loaded(tj.randn(3, 8))
+                except (tj.ExportError, ValueError, TypeError):
+                    pass

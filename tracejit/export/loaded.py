@@ -190,6 +190,11 @@ class Entry:
                 raise ExportError(f"{reader.path}: manifest {here}: unknown kind {kind!r:.40}")
             self.inputs.append((c.field(s, "name", (str,), here), kind, pos, shape, dtype))
         self.n_results = c.field(e, "n_results", (int,), where)
+        # the trees are rebuilt on every call: check them now, so a hostile tree fails here
+        if _tree_leaves(self.in_tree, c, f"{where}.in_tree") != len(self.leaves) or \
+                _tree_leaves(self.out_tree, c, f"{where}.out_tree") != self.n_results:
+            raise ExportError(f"{reader.path}: manifest {where}: the argument or result "
+                              f"structure does not match the number of leaves")
         self.mutated = [tuple(c.typed(m, (list,), f"{where}.mutated")) for m in
                         c.field(e, "mutated", (list,), where)]
         self.passthrough = [tuple(c.typed(p, (list,), f"{where}.passthrough")) for p in
@@ -374,6 +379,30 @@ def _build_tree(t, it):
     return tuple(items) if kind == "tuple" else items
 
 
+def _tree_leaves(t, c: _Check, where: str, depth: int = 0) -> int:
+    """The number of leaves of a plain tree, or an ExportError if it is not one."""
+    def bad():
+        return ExportError(f"{c.path}: manifest {where}: not an argument/result structure")
+
+    if t == _LEAF:
+        return 1
+    if depth > 100 or not isinstance(t, tuple) or not t:
+        raise bad()
+    kind = t[0]
+    if kind in ("tuple", "list") and len(t) == 2 and isinstance(t[1], tuple):
+        return sum(_tree_leaves(x, c, where, depth + 1) for x in t[1])
+    if kind == "dict" and len(t) == 2 and isinstance(t[1], tuple) and all(
+            isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], (str, int, float, bool))
+            for kv in t[1]):
+        return sum(_tree_leaves(v, c, where, depth + 1) for _, v in t[1])
+    if kind == "namedtuple" and len(t) == 4 and isinstance(t[1], str) and isinstance(
+            t[2], tuple) and all(isinstance(f, str) and f.isidentifier() for f in t[2]) and \
+            isinstance(t[3], tuple) and len(t[3]) == len(t[2]) and \
+            all(p.isidentifier() for p in t[1].split(".") if p != "<locals>"):
+        return sum(_tree_leaves(x, c, where, depth + 1) for x in t[3])
+    raise bad()
+
+
 _NAMEDTUPLES: dict = {}
 
 
@@ -418,11 +447,13 @@ def _check_dynamic(d, entry, c: _Check, where):
     names = {name for name, kind, *_ in entry.inputs if kind == "argument"}
     symbols = c.field(d, "symbols", (dict,), where)
     for n in symbols.values():
-        c.typed(n, (int,), f"{where}.symbols")
+        if c.typed(n, (int,), f"{where}.symbols") < 1:
+            raise ExportError(f"{entry.where}: a symbolic size's example is {n}")
     dims = c.field(d, "dims", (list,), where)
     for item in dims:
         c.typed(item, (list,), f"{where}.dims")
-        ok = len(item) == 3 and item[0] in names and type(item[1]) is int and item[2] in symbols
+        ok = len(item) == 3 and isinstance(item[0], str) and item[0] in names and \
+            type(item[1]) is int and isinstance(item[2], str) and item[2] in symbols
         if ok:
             shape = next(s for n, k, p, s, _ in entry.inputs if n == item[0])
             ok = 0 <= item[1] < len(shape)
@@ -431,7 +462,8 @@ def _check_dynamic(d, entry, c: _Check, where):
     for sub in c.field(d, "substitutions", (list,), where):
         c.typed(sub, (list,), f"{where}.substitutions")
         ok = len(sub) == 5 and isinstance(sub[0], list) and sub[0] and all(
-            type(p) in (str, int) for p in sub[0]) and sub[1] in symbols and \
+            type(p) in (str, int) for p in sub[0]) and isinstance(sub[1], str) and \
+            sub[1] in symbols and \
             sub[2] in ("affine", "mul", "div", "fill") and all(
             type(x) in (int, float) for x in sub[3:]) and (
             sub[2] != "affine" or all(type(x) is int for x in sub[3:]))
