@@ -34,7 +34,8 @@ def test_function_round_trip_keeps_argument_and_result_structure(tmp_path):
         loaded(x, (a, b), scale=2.0)  # a Python value the graph baked in
     with pytest.raises(TypeError, match="structure"):
         loaded(x, a)
-    with pytest.raises(ValueError, match=r"argument 'x' must have shape \[4, 3\], got \[5, 3\]"):
+    with pytest.raises(ValueError, match=r"argument 'x' dim 0 must be 4 \(shape \[4, 3\]\), "
+                                         r"got 5 \(shape \[5, 3\]\)"):
         loaded(tj.randn(5, 3), (a, b), scale=3.0)
     with pytest.raises(TypeError, match="float32"):
         loaded(tj.randn(4, 3, dtype=tj.float64), (a, b), scale=3.0)
@@ -154,8 +155,12 @@ def test_dynamic_batch_dim(tmp_path):
     for n in (4, 1, 9):
         xn = tj.randn(n, 8)
         np.testing.assert_allclose(loaded(xn)._data, model(xn)._data, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"must have shape \[batch, 8\], got \[3, 7\]"):
+    with pytest.raises(ValueError, match=r"dim 1 must be 8 \(shape \[batch, 8\]\), got 7"):
         loaded(tj.randn(3, 7))
+    with pytest.raises(ValueError, match=r"dim 0 \(batch\) is 0: a symbolic size must be >= 1"):
+        loaded(tj.randn(0, 8))
+    with pytest.raises(ValueError, match=r"must have shape \[batch, 8\] \(2 dims\)"):
+        loaded(tj.randn(8))
 
 
 def test_dynamic_training_step_and_agreeing_symbols(tmp_path):

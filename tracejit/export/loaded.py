@@ -350,8 +350,14 @@ class Entry:
                 n == m or (name, d) in dims for d, (n, m) in enumerate(zip(t.shape, shape)))
             if not ok:
                 want = [dims.get((name, d), m) for d, m in enumerate(shape)]
-                raise ValueError(f"{self.name}: argument {name!r} must have shape "
-                                 f"[{', '.join(map(str, want))}], got {list(t.shape)}")
+                shown = f"[{', '.join(map(str, want))}]"
+                if len(t.shape) != len(shape):
+                    raise ValueError(f"{self.name}: argument {name!r} must have shape {shown} "
+                                     f"({len(shape)} dims), got {list(t.shape)}")
+                d = next(d for d, (n, m) in enumerate(zip(t.shape, shape))
+                         if n != m and (name, d) not in dims)
+                raise ValueError(f"{self.name}: argument {name!r} dim {d} must be {shape[d]} "
+                                 f"(shape {shown}), got {t.shape[d]} (shape {list(t.shape)})")
             shapes[name] = t.shape
         return dyn.bind(self.dynamic, shapes, self.name) if self.dynamic else {}
 
