@@ -155,7 +155,8 @@ def test_dynamic_batch_dim(tmp_path):
     for n in (4, 1, 9):
         xn = tj.randn(n, 8)
         np.testing.assert_allclose(loaded(xn)._data, model(xn)._data, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"dim 1 must be 8 \(shape \[batch, 8\]\), got 7"):
+    with pytest.raises(ValueError, match=r"argument 'x' dim 1 must be 8 \(shape \[batch, 8\]\), "
+                                         r"got 7"):
         loaded(tj.randn(3, 7))
     with pytest.raises(ValueError, match=r"dim 0 \(batch\) is 0: a symbolic size must be >= 1"):
         loaded(tj.randn(0, 8))

@@ -119,6 +119,7 @@ class _Builder:
                 values.append({"tensor": False, "value": _data(x, f"{where}: argument leaf {i}")})
         guards = [{"what": g.what, "value": _data(g.value, f"{where}: guard {g.what}")}
                   for g in cg.guards]
+        labels = _labels(traced, args)
         inputs = []
         fresh = iter(captured)
         for s in cg.inputs:
@@ -126,6 +127,7 @@ class _Builder:
                     "dtype": s.dtype.name, "requires_grad": s.requires_grad}
             if s.kind == "argument":
                 item["position"] = s.position
+                item["label"] = labels.get(s.position, s.name)
             else:
                 item["weight"] = self._weight(next(fresh), s.weight or s.name)
             inputs.append(item)
@@ -186,6 +188,30 @@ class _Builder:
             "entries": self.entries, "weights": self.weights,
         }
         return Exported(manifest, self.members)
+
+
+def _labels(traced, args) -> dict:
+    """Flat leaf position -> the parameter's name, for tensor arguments passed as themselves,
+    for messages: a module's graph inputs are named after ``__call__(*args)`` (``arg0``), its
+    ``forward`` names them (``x``)."""
+    import inspect
+
+    from ..tracing.pytree import flatten
+
+    fn = getattr(getattr(traced, "module", None), "forward", None) or traced.fn
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return {}
+    labels, position = {}, 0
+    for i, a in enumerate(args):
+        leaves: list = []
+        flatten(a, leaves)
+        if isinstance(a, Tensor) and i < len(params):
+            labels[position] = params[i]
+        position += len(leaves)
+    return labels
 
 
 def _data(value, where: str):

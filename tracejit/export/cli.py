@@ -77,6 +77,8 @@ def show(loaded, args) -> int:
         print("  inputs:")
         for iname, kind, pos, shape, dtype in e.inputs:
             what = f"argument {pos}" if kind == "argument" else f"weight {pos}"
+            if kind == "argument" and e.labels.get(iname, iname) != iname:
+                what += f" ({e.labels[iname]})"
             print(f"    {iname}: {type_str(shape, dtype)}  {what}")
         print("  outputs:")
         for k, (kind, x) in enumerate(zip(e.outputs, e.graph.outputs)):

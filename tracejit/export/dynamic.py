@@ -239,13 +239,14 @@ def _show(path) -> str:
 # at call time
 
 
-def bind(entry_dynamic: dict, shapes: dict, fn: str) -> dict:
+def bind(entry_dynamic: dict, shapes: dict, fn: str, labels: dict | None = None) -> dict:
     """Symbol -> size for a call (``shapes``: argument name -> shape), or a ValueError naming
-    the argument, dim and constraint that fails."""
+    the argument (by ``labels``, when given), dim and constraint that fails."""
     sizes: dict = {}
     seen: dict = {}
-    for arg, dim, sym in entry_dynamic["dims"]:
-        n = shapes[arg][dim]
+    for name, dim, sym in entry_dynamic["dims"]:
+        n = shapes[name][dim]
+        arg = (labels or {}).get(name, name)
         if n < 1:
             raise ValueError(f"{fn}: argument {arg!r} dim {dim} ({sym}) is {n}: a symbolic "
                              f"size must be >= 1")

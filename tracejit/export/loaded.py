@@ -171,6 +171,7 @@ class Entry:
                 self.leaves.append((False, c.value(c.field(leaf, "value", (object,), here),
                                                    here)))
         self.inputs = []  # (name, kind, position or weight name, shape, dtype)
+        self.labels = {}  # argument input name -> the name messages use
         for i, s in enumerate(c.field(e, "inputs", (list,), where)):
             here = f"{where}.inputs[{i}]"
             kind = c.field(s, "kind", (str,), here)
@@ -189,6 +190,9 @@ class Entry:
             else:
                 raise ExportError(f"{reader.path}: manifest {here}: unknown kind {kind!r:.40}")
             self.inputs.append((c.field(s, "name", (str,), here), kind, pos, shape, dtype))
+            if kind == "argument":  # how messages name it (a module's forward parameter)
+                self.labels[self.inputs[-1][0]] = c.typed(s.get("label", self.inputs[-1][0]),
+                                                          (str,), f"{here}.label")
         self.n_results = c.field(e, "n_results", (int,), where)
         # the trees are rebuilt on every call: check them now, so a hostile tree fails here
         if _tree_leaves(self.in_tree, c, f"{where}.in_tree") != len(self.leaves) or \
@@ -344,22 +348,23 @@ class Entry:
             if kind != "argument":
                 continue
             t = leaves[pos]
+            label = self.labels.get(name, name)
             if t.dtype != dtype:
-                raise TypeError(f"{self.name}: argument {name!r} must be {dtype}, got {t.dtype}")
+                raise TypeError(f"{self.name}: argument {label!r} must be {dtype}, got {t.dtype}")
             ok = len(t.shape) == len(shape) and all(
                 n == m or (name, d) in dims for d, (n, m) in enumerate(zip(t.shape, shape)))
             if not ok:
                 want = [dims.get((name, d), m) for d, m in enumerate(shape)]
                 shown = f"[{', '.join(map(str, want))}]"
                 if len(t.shape) != len(shape):
-                    raise ValueError(f"{self.name}: argument {name!r} must have shape {shown} "
+                    raise ValueError(f"{self.name}: argument {label!r} must have shape {shown} "
                                      f"({len(shape)} dims), got {list(t.shape)}")
                 d = next(d for d, (n, m) in enumerate(zip(t.shape, shape))
                          if n != m and (name, d) not in dims)
-                raise ValueError(f"{self.name}: argument {name!r} dim {d} must be {shape[d]} "
+                raise ValueError(f"{self.name}: argument {label!r} dim {d} must be {shape[d]} "
                                  f"(shape {shown}), got {t.shape[d]} (shape {list(t.shape)})")
             shapes[name] = t.shape
-        return dyn.bind(self.dynamic, shapes, self.name) if self.dynamic else {}
+        return dyn.bind(self.dynamic, shapes, self.name, self.labels) if self.dynamic else {}
 
     def __repr__(self):
         return f"<exported entry {self.name} ({self.function})>"
