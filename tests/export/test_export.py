@@ -216,3 +216,18 @@ def test_a_failing_call_names_the_node(tmp_path):
     loaded = tj.load(tmp_path / "g.tjit")
     with pytest.raises(tj.GraphRuntimeError, match="getitem: index 7 is out of bounds"):
         loaded(tj.randn(3), tj.tensor([7, 0]))
+
+
+def test_export_api_errors():
+    f = tj.trace(lambda x: x * 2)
+    x = tj.randn(2)
+    with pytest.raises(TypeError, match=r"must be \(fn, \(args...\)\)"):
+        tj.export({"double": f})
+    with pytest.raises(TypeError, match="go with each entry point"):
+        tj.export({"double": (f, (x,))}, x)
+    with pytest.raises(tj.ExportError, match="entry names are identifiers"):
+        tj.export({"not a name": (f, (x,))})
+    with pytest.raises(tj.ExportError, match="dynamic names entries that do not exist"):
+        tj.export({"double": (f, (x,))}, dynamic={"triple": {"x": {0: "n"}}})
+    e = tj.export({"double": (f, (x,)), "with_kwargs": (lambda x, k=1: x + k, (x,), {"k": 3})})
+    assert repr(e) == "<Exported: entries double, with_kwargs; 0 weights>"

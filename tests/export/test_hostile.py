@@ -306,3 +306,8 @@ def test_any_manifest_field_of_a_wrong_value_is_an_export_error(which, good, dyn
                     loaded(tj.randn(3, 8))
                 except (tj.ExportError, ValueError, TypeError):
                     pass
+
+
+def test_a_missing_file_is_the_usual_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        tj.load(tmp_path / "nothing.tjit")

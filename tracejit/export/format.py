@@ -69,6 +69,8 @@ class Reader:
         self.path = str(path)
         try:
             self.zip = zipfile.ZipFile(path)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise  # not the file's fault: the usual errors
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise ExportError(f"{self.path}: not a tracejit export (not a readable zip file: "
                               f"{e}); only exported graphs (tracejit.export) load") from None
