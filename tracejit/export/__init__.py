@@ -9,6 +9,8 @@
 | ``build.py`` | ``export``: CompiledGraph -> manifest entries, JSON graphs, ``.npy`` weights |
 | ``dynamic.py`` | symbolic sizes: found at export, filled in at call time |
 | ``loaded.py`` | ``load``: checks everything, rebuilds kernels from the IR; ``Loaded``, ``Entry`` |
+| ``checks.py`` | typed checks of the untrusted manifest (versions, trees, the dynamic table) |
+| ``trees.py`` | argument and result structures rebuilt from plain data (namedtuples without exec) |
 | ``cli.py`` | ``python -m tracejit show/run/dot/svg/bench`` |
 """
 

@@ -101,7 +101,7 @@ def show(loaded, args) -> int:
 def run(loaded, args) -> int:
     from .. import Tensor
     from ..tracing.pytree import flatten
-    from .loaded import _build_tree
+    from .trees import build_tree
 
     e = _entry(loaded, args)
     n_tensors = sum(1 for is_tensor, _ in e.leaves if is_tensor)
@@ -111,7 +111,7 @@ def run(loaded, args) -> int:
     arrays = iter([np.load(p, allow_pickle=False) for p in args.input])
     leaves = [Tensor._make(np.array(next(arrays))) if is_tensor else value
               for is_tensor, value in e.leaves]
-    call_args, call_kwargs = _build_tree(e.in_tree, iter(leaves))
+    call_args, call_kwargs = build_tree(e.in_tree, iter(leaves))
     result = e(*call_args, **call_kwargs)
     outs: list = []
     flatten(result, outs)
@@ -187,7 +187,7 @@ def random_inputs(entry, seed: int = 0) -> list:
     """Arguments of the recorded shapes: normal floats, zeros for integers and bools (valid
     class labels and indices)."""
     from .. import Tensor
-    from .loaded import _build_tree
+    from .trees import build_tree
 
     rng = np.random.default_rng(seed)
     shapes = {pos: (shape, dtype) for _, kind, pos, shape, dtype in entry.inputs
@@ -200,7 +200,7 @@ def random_inputs(entry, seed: int = 0) -> list:
         shape, dtype = shapes[k]
         a = rng.standard_normal(shape) if dtype.kind == "f" else np.zeros(shape)
         leaves.append(Tensor._make(a.astype(dtype)))
-    return _build_tree(entry.in_tree, iter(leaves))
+    return build_tree(entry.in_tree, iter(leaves))
 
 
 def bench(loaded, args) -> int:

@@ -7,70 +7,15 @@ trace would be (the compile cache makes a second load of the same file fast)."""
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 from .. import serialize
 from ..tensor import Tensor
-from ..tracing.pytree import _LEAF, flatten, plain
+from ..tracing.pytree import flatten, plain
 from . import dynamic as dyn
-from .build import IR_SCHEMA
-from .format import DTYPES, FORMAT, VERSION, ExportError, Reader, parse_json
-
-
-class _Check:
-    """Typed access to untrusted manifest data, errors naming where."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def field(self, d, key, types, where):
-        if not isinstance(d, dict) or key not in d:
-            raise ExportError(f"{self.path}: manifest {where}: missing field {key!r}")
-        return self.typed(d[key], types, f"{where}.{key}")
-
-    def typed(self, x, types, where):
-        if not isinstance(x, types) or (isinstance(x, bool) and bool not in types):
-            raise ExportError(f"{self.path}: manifest {where}: expected "
-                              f"{' or '.join(t.__name__ for t in types)}, got {x!r:.80}")
-        return x
-
-    def shape(self, x, where):
-        self.typed(x, (list,), where)
-        if any(type(n) is not int or n < 0 for n in x):
-            raise ExportError(f"{self.path}: manifest {where}: bad shape {x!r:.80}")
-        return tuple(x)
-
-    def dtype(self, x, where):
-        dt = DTYPES.get(x) if isinstance(x, str) else None
-        if dt is None:
-            raise ExportError(f"{self.path}: manifest {where}: unknown dtype {x!r:.40}")
-        return dt
-
-    def value(self, x, where):
-        try:
-            return serialize.value_from_data(x, where=where)
-        except serialize.SerializeError as e:
-            raise ExportError(f"{self.path}: manifest {e}") from None
-
-
-def check_versions(path: str, manifest: dict) -> None:
-    """Refuse a newer major version of the container or of the IR schema (both numbers in the
-    message); older and newer minors load (a minor only ever adds what old readers ignore)."""
-    c = _Check(path)
-    version = c.field(manifest, "version", (int,), "")
-    if version > VERSION or version < 1:
-        raise ExportError(f"{path}: export format version {version} is newer than this tracejit "
-                          f"reads (version {VERSION}); upgrade tracejit to load it")
-    ir = c.field(manifest, "ir", (dict,), "")
-    if c.field(ir, "name", (str,), "ir") != IR_SCHEMA["name"]:
-        raise ExportError(f"{path}: the graphs are {ir['name']!r}, not {IR_SCHEMA['name']!r}")
-    major = c.field(ir, "major", (int,), "ir")
-    c.field(ir, "minor", (int,), "ir")
-    if major > IR_SCHEMA["major"] or major < 1:
-        raise ExportError(f"{path}: IR schema {major}.{ir['minor']} is newer than this tracejit "
-                          f"reads ({IR_SCHEMA['major']}.{IR_SCHEMA['minor']}); upgrade tracejit")
+from .checks import Check, check_dynamic, check_versions, tree_leaves
+from .format import FORMAT, ExportError, Reader, parse_json
+from .trees import build_tree
 
 
 class Loaded:
@@ -83,7 +28,7 @@ class Loaded:
 
     def __init__(self, reader: Reader, device: str = "cpu"):
         m = reader.manifest
-        c = _Check(reader.path)
+        c = Check(reader.path)
         self.path = reader.path
         self.manifest = m
         check_versions(reader.path, m)
@@ -156,7 +101,7 @@ class Loaded:
 class Entry:
     """One loaded entry point: takes and returns what the traced function did."""
 
-    def __init__(self, name, e, reader, weights, c: _Check, device):
+    def __init__(self, name, e, reader, weights, c: Check, device):
         where = f"entries[{name!r}]"
         self.name = name
         self.function = c.field(e, "function", (str,), where)
@@ -195,8 +140,8 @@ class Entry:
                                                           (str,), f"{here}.label")
         self.n_results = c.field(e, "n_results", (int,), where)
         # the trees are rebuilt on every call: check them now, so a hostile tree fails here
-        if _tree_leaves(self.in_tree, c, f"{where}.in_tree") != len(self.leaves) or \
-                _tree_leaves(self.out_tree, c, f"{where}.out_tree") != self.n_results:
+        if tree_leaves(self.in_tree, c, f"{where}.in_tree") != len(self.leaves) or \
+                tree_leaves(self.out_tree, c, f"{where}.out_tree") != self.n_results:
             raise ExportError(f"{reader.path}: manifest {where}: the argument or result "
                               f"structure does not match the number of leaves")
         self.mutated = [tuple(c.typed(m, (list,), f"{where}.mutated")) for m in
@@ -221,7 +166,7 @@ class Entry:
         self.graph_dict = parse_json(reader.member(c.field(e, "graph", (str,), where)),
                                      f"{reader.path}: {e['graph']}")
         self.where = f"{reader.path}: entry {name!r}"
-        self.dynamic = _check_dynamic(e.get("dynamic"), self, c, where)
+        self.dynamic = check_dynamic(e.get("dynamic"), self, c, where)
         self.device = device
         self._weights = weights  # shared by all entries of the file
         graph = self._build(self.graph_dict)
@@ -309,7 +254,7 @@ class Entry:
                    for o, x in zip(outs[:self.n_results], fused.outputs)]
         for pos, inp in self.passthrough:
             results[pos] = inputs[inp]
-        return _build_tree(self.out_tree, iter(results))
+        return build_tree(self.out_tree, iter(results))
 
     def _explain(self, exc, sizes, arrays):
         """The compiled code raised: the reference interpreter runs the unfused graph and
@@ -373,130 +318,6 @@ class Entry:
 def _is_value(x) -> bool:
     from ..ir import Var
     return not isinstance(x, Var)
-
-
-def _build_tree(t, it):
-    """Results in the exported structure (tuples, lists, dicts; a namedtuple as its class when
-    that is already imported, else a tuple class of the same name and fields, made without
-    exec so nothing named by the file runs)."""
-    if t == _LEAF:
-        return next(it)
-    kind = t[0]
-    if kind == "namedtuple":
-        return _namedtuple(t[1], t[2])(*[_build_tree(c, it) for c in t[3]])
-    if kind == "dict":
-        return {k: _build_tree(c, it) for k, c in t[1]}
-    items = [_build_tree(c, it) for c in t[1]]
-    return tuple(items) if kind == "tuple" else items
-
-
-def _tree_leaves(t, c: _Check, where: str, depth: int = 0) -> int:
-    """The number of leaves of a plain tree, or an ExportError if it is not one."""
-    def bad():
-        return ExportError(f"{c.path}: manifest {where}: not an argument/result structure")
-
-    if t == _LEAF:
-        return 1
-    if depth > 100 or not isinstance(t, tuple) or not t:
-        raise bad()
-    kind = t[0]
-    if kind in ("tuple", "list") and len(t) == 2 and isinstance(t[1], tuple):
-        return sum(_tree_leaves(x, c, where, depth + 1) for x in t[1])
-    if kind == "dict" and len(t) == 2 and isinstance(t[1], tuple) and all(
-            isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], (str, int, float, bool))
-            for kv in t[1]):
-        return sum(_tree_leaves(v, c, where, depth + 1) for _, v in t[1])
-    if kind == "namedtuple" and len(t) == 4 and isinstance(t[1], str) and isinstance(
-            t[2], tuple) and all(isinstance(f, str) and f.isidentifier() for f in t[2]) and \
-            isinstance(t[3], tuple) and len(t[3]) == len(t[2]) and \
-            all(p.isidentifier() for p in t[1].split(".") if p != "<locals>"):
-        return sum(_tree_leaves(x, c, where, depth + 1) for x in t[3])
-    raise bad()
-
-
-_NAMEDTUPLES: dict = {}
-
-
-def _namedtuple(qualname: str, fields: tuple):
-    key = (qualname, fields)
-    cls = _NAMEDTUPLES.get(key) or _imported_namedtuple(qualname, fields)
-    if cls is None:
-        name = qualname.rsplit(".", 1)[-1]
-        body = {f: property(operator.itemgetter(i)) for i, f in enumerate(fields)}
-        body.update(_fields=fields, __slots__=(),
-                    __new__=lambda c, *args: tuple.__new__(c, args),
-                    __repr__=lambda self: f"{name}(" + ", ".join(
-                        f"{f}={v!r}" for f, v in zip(fields, self)) + ")")
-        cls = _NAMEDTUPLES[key] = type(name, (tuple,), body)
-    return cls
-
-
-def _imported_namedtuple(qualname: str, fields: tuple):
-    """The class itself when its module is already imported (tracejit's ``MaxResult``, or the
-    user's): looked up in ``sys.modules`` only, never imported, and only a namedtuple class
-    with exactly these fields is taken."""
-    import sys
-
-    module, _, path = qualname.rpartition(".")
-    while module and module not in sys.modules:  # a nested class: Outer.Inner
-        module, _, head = module.rpartition(".")
-        path = f"{head}.{path}"
-    obj = sys.modules.get(module)
-    for part in path.split("."):
-        obj = obj.__dict__.get(part) if obj is not None and hasattr(obj, "__dict__") else None
-    if isinstance(obj, type) and issubclass(obj, tuple) and \
-            getattr(obj, "_fields", None) == tuple(fields):
-        _NAMEDTUPLES[(qualname, tuple(fields))] = obj
-        return obj
-    return None
-
-
-def _check_dynamic(d, entry, c: _Check, where):
-    if d is None:
-        return None
-    where = f"{where}.dynamic"
-    names = {name for name, kind, *_ in entry.inputs if kind == "argument"}
-    symbols = c.field(d, "symbols", (dict,), where)
-    for n in symbols.values():
-        if c.typed(n, (int,), f"{where}.symbols") < 1:
-            raise ExportError(f"{entry.where}: a symbolic size's example is {n}")
-    dims = c.field(d, "dims", (list,), where)
-    for item in dims:
-        c.typed(item, (list,), f"{where}.dims")
-        ok = len(item) == 3 and isinstance(item[0], str) and item[0] in names and \
-            type(item[1]) is int and isinstance(item[2], str) and item[2] in symbols
-        if ok:
-            shape = next(s for n, k, p, s, _ in entry.inputs if n == item[0])
-            ok = 0 <= item[1] < len(shape)
-        if not ok:
-            raise ExportError(f"{entry.where}: malformed dynamic dim {item!r:.80}")
-    for sub in c.field(d, "substitutions", (list,), where):
-        c.typed(sub, (list,), f"{where}.substitutions")
-        ok = len(sub) == 5 and isinstance(sub[0], list) and sub[0] and all(
-            type(p) in (str, int) for p in sub[0]) and isinstance(sub[1], str) and \
-            sub[1] in symbols and \
-            sub[2] in ("affine", "mul", "div", "fill") and all(
-            type(x) in (int, float) for x in sub[3:]) and (
-            sub[2] != "affine" or all(type(x) is int for x in sub[3:]))
-        if not ok:
-            raise ExportError(f"{entry.where}: malformed dynamic substitution {sub!r:.80}")
-        _check_path(entry, sub[0])
-    return d
-
-
-def _check_path(entry, path):
-    """A substitution may only replace a number that is there (never add structure)."""
-    target = entry.graph_dict
-    for p in path:
-        ok = (isinstance(target, dict) and isinstance(p, str) and p in target) or (
-            isinstance(target, list) and type(p) is int and 0 <= p < len(target))
-        if not ok:
-            raise ExportError(f"{entry.where}: dynamic substitution path {path!r:.80} is not in "
-                              f"the graph")
-        target = target[p]
-    if type(target) not in (int, float) and not (path[-1] == "data" and isinstance(target, str)):
-        raise ExportError(f"{entry.where}: dynamic substitution at {path!r:.80} replaces a "
-                          f"non-number")
 
 
 def load(path, device: str = "cpu"):
