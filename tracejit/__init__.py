@@ -41,6 +41,7 @@ from .creation import (
 )
 from .dtypes import bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype
 from .errors import DTypeError, GraphRuntimeError, ShapeError, TraceError
+from .export import ExportError, export, load
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
 from .runtime.cache import clear_cache
@@ -65,6 +66,6 @@ __all__ = [
     "ShapeError", "DTypeError", "TraceError", "GraphRuntimeError", "autograd", "dtypes", "ops",
     "nn", "optim", "cuda", "utils",
     "trace", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
-    "clear_cache",
+    "clear_cache", "export", "load", "ExportError",
     *_function_names,
 ]

@@ -1,7 +1,9 @@
 """``python -m tracejit demo``: the classic fit of y = sin(x) by a cubic (numpy, eager autograd,
 compiled), then a compiled MLP training run with eager-vs-compiled step times.
 
-``python -m tracejit cache info`` / ``cache clear``: the on-disk compile cache."""
+``python -m tracejit cache info`` / ``cache clear``: the on-disk compile cache.
+
+``python -m tracejit show|run|dot|svg|bench FILE``: exported files (tracejit/export/cli.py)."""
 
 from __future__ import annotations
 
@@ -208,7 +210,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("cache", help="show or clear the on-disk compile cache")
     p.add_argument("action", choices=["info", "clear"],
                    help="info: location, entries, size and limit; clear: delete compiled code")
+    from tracejit.export import cli as export_cli
+
+    export_cli.add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in export_cli.COMMANDS:
+        return export_cli.main(args)
     if args.command == "demo":
         demo(args.steps, args.mlp_steps)
     elif args.command == "cache":

@@ -188,6 +188,10 @@ class Graph:
         out.append("}")
         return "\n".join(out)
 
+    def to_svg(self) -> str:
+        """SVG of ``to_dot()``, drawn by Graphviz's ``dot`` program (RuntimeError without it)."""
+        return render_svg(self.to_dot())
+
     # ------------------------------------------------------------------ identity
     def content_hash(self) -> str:
         """A hash of what the graph computes (ops, types, attributes, constants, wiring),
@@ -206,6 +210,22 @@ class Graph:
                         for x in self.outputs)
         h.update(f"out({outs})".encode())
         return h.hexdigest()
+
+
+def render_svg(dot_text: str) -> str:
+    """DOT text drawn as SVG by Graphviz's ``dot`` program, which must be on PATH."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dot")
+    if exe is None:
+        raise RuntimeError("drawing SVG needs Graphviz's `dot` program on PATH (install "
+                           "graphviz); Graph.to_dot() gives the DOT text without it")
+    done = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True,
+                          timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"dot failed: {done.stderr.strip()}")
+    return done.stdout
 
 
 def _scalar_key(x) -> str:

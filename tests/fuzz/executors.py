@@ -127,12 +127,30 @@ def _compiled_calls(p: P):
     return results
 
 
+def run_export_load(p: P) -> Result:
+    """``tj.export`` the program's function for its example arguments, save, load, run: the
+    loaded graph is lowered again from the file (its kernels' source matches the compiled
+    row's, so the in-process module cache makes this cheap)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        tj.manual_seed(SEED)
+        tj.export(tj.trace(p.function(), backend="cpu"), *p.make_args()).save(Path(d) / "p.tjit")
+        loaded = tj.load(Path(d) / "p.tjit")
+    tj.manual_seed(SEED)
+    args = p.make_args()
+    out = loaded(*args)
+    return Result(_arrays(_leaves(p, out)), _arrays(args))
+
+
 EXECUTORS = {
     "interpret": run_interpret,
     "interpret_raw": lambda p: _run_graph(p, "raw"),
     "interpret_opt": lambda p: _run_graph(p, "optimized"),
     "tracing_call": lambda p: _compiled_calls(p)[0],
     "compiled": lambda p: _compiled_calls(p)[1],
+    "export_load": run_export_load,
 }
 
 
