@@ -282,8 +282,9 @@ def _log1p(em, node):
     u = em.op("Add", [x, one])
     um1 = em.op("Sub", [u, one])
     r = em.op("Div", [em.op("Mul", [em.op("Log", [u]), x]), um1])
-    keep = em.op("Or", [em.op("Equal", [um1, em.const(0, t)]), em.op("IsInf", [u])])
-    return em.op("Where", [keep, x, r])
+    keep = em.op("Or", [em.op("Equal", [um1, em.const(0, t)]),
+                        em.op("IsInf", [u], detect_negative=0)])  # log1p(-inf) is nan
+    return _where_signed(em, keep, x, r, t)  # log1p(-0.0) is -0.0
 
 
 def _expm1(em, node):
@@ -300,7 +301,7 @@ def _expm1_of(em, x: str, t) -> str:
     r = em.op("Div", [em.op("Mul", [um1, x]), em.op("Log", [u])])
     r = em.op("Where", [em.op("Equal", [um1, em.const(-1, t)]), um1, r])
     r = em.op("Where", [em.op("IsInf", [u]), u, r])
-    return em.op("Where", [em.op("Equal", [u, one]), x, r])
+    return _where_signed(em, em.op("Equal", [u, one]), x, r, t)  # expm1(-0.0) is -0.0
 
 
 def _isnan(em, node):
@@ -355,9 +356,21 @@ def _signbit(em, x: str, t) -> str:
                         em.op("Less", [em.op("Div", [em.const(1, t), x]), zero])])
 
 
+def _sign_factor(em, negative: str, t) -> str:
+    return em.op("Where", [negative, em.const(-1, t), em.const(1, t)])
+
+
 def _copysign_zero(em, sign_of: str, t) -> str:
-    """copysign(0, sign_of)."""
-    return em.op("Where", [_signbit(em, sign_of, t), em.const(-0.0, t), em.const(0.0, t)])
+    """copysign(0, sign_of), made by a Mul (see _where_signed)."""
+    return em.op("Mul", [em.const(0, t), _sign_factor(em, _signbit(em, sign_of, t), t)])
+
+
+def _where_signed(em, c: str, a: str, b: str, t) -> str:
+    """Where(c, a, b) keeping the sign of a zero: onnxruntime's Where answers +0.0 where it
+    selects -0.0 (measured with 1.32), so the magnitude is selected and the sign put back."""
+    r = em.op("Abs", [em.op("Where", [c, a, b])])
+    negative = _where_bool(em, c, _signbit(em, a, t), _signbit(em, b, t))
+    return em.op("Mul", [r, _sign_factor(em, negative, t)])
 
 
 def _divmod_float(em, a: str, b: str, t):
@@ -372,15 +385,16 @@ def _divmod_float(em, a: str, b: str, t):
     fix = em.op("And", [nonzero_mod, em.op("Xor", [em.op("Less", [b, zero]),
                                                  em.op("Less", [fmod, zero])])])
     mod = em.op("Where", [fix, em.op("Add", [fmod, b]), fmod])
-    mod = em.op("Where", [nonzero_mod, mod, _copysign_zero(em, b, t)])
+    mod = _where_signed(em, nonzero_mod, mod, _copysign_zero(em, b, t), t)
     div = em.op("Where", [fix, em.op("Sub", [div, one]), div])
     floor = em.op("Floor", [div])
     up = em.op("Greater", [em.op("Sub", [div, floor]), em.const(0.5, t)])
     floor = em.op("Where", [up, em.op("Add", [floor, one]), floor])
     quot = em.op("Div", [a, b])
-    floor = em.op("Where", [em.op("Equal", [div, zero]), _copysign_zero(em, quot, t), floor])
+    floor = _where_signed(em, em.op("Equal", [div, zero]), _copysign_zero(em, quot, t), floor, t)
     b_zero = em.op("Equal", [b, zero])  # x / 0 and fmod(x, 0): what numpy answers there
-    return em.op("Where", [b_zero, quot, floor]), em.op("Where", [b_zero, fmod, mod])
+    return (_where_signed(em, b_zero, quot, floor, t),
+            _where_signed(em, b_zero, fmod, mod, t))
 
 
 def _floordiv(em, node):
@@ -408,10 +422,15 @@ def _pow(em, node):
     return em.op("Pow", [a, b])
 
 
+def _where_bool(em, c: str, a: str, b: str) -> str:
+    """Where on bools (onnxruntime has no bool Where): (c and a) or (not c and b)."""
+    return em.op("Or", [em.op("And", [c, a]), em.op("And", [em.op("Not", [c]), b])])
+
+
 def _where(em, node):
     (c, a, b), (_, t, _), _ = _operands(em, node)
-    if np.dtype(t) == np.bool_:  # onnxruntime has no bool Where: (c and a) or (not c and b)
-        return em.op("Or", [em.op("And", [c, a]), em.op("And", [em.op("Not", [c]), b])])
+    if np.dtype(t) == np.bool_:
+        return _where_bool(em, c, a, b)
     return em.op("Where", [c, a, b])
 
 
