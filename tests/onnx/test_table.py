@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,9 @@ def test_results_that_are_none_are_left_out_and_none_at_all_is_an_error():
 
     with pytest.raises(tj.TraceError, match="returns no tensors"):
         tj.onnx.export(setter, tj.zeros(3))
+
+
+def test_docs_name_every_op_row():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "onnx.md").read_text()
+    missing = [n for n in ops.OPS if f"`{n}`" not in text]
+    assert not missing, f"docs/onnx.md does not say how {missing} export"
