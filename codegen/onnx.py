@@ -652,7 +652,7 @@ def _index_put(em, node):
     shape = em.op("Shape", [xs])
     size = em.op("Size", [xs])
     positions = em.op("Reshape", [em.op("Range", [em.const(np.int64(0)), size,
-                                                  em.const(np.int64(1))]), shape])
+                                                  em.const(np.int64(1))]), shape], allowzero=1)
     where, ndim = _basic_index(em, positions, len(x.shape), basic)
     if adv is not None:
         where = _advanced(em, where, ndim, adv, idx)
@@ -661,7 +661,7 @@ def _index_put(em, node):
     attrs = {"reduction": "add"} if d["accumulate"] else {}
     out = em.op("ScatterElements", [flat, em.op("Reshape", [where, em.ints([-1])]),
                                     em.op("Reshape", [vals, em.ints([-1])])], axis=0, **attrs)
-    return em.op("Reshape", [out, shape])
+    return em.op("Reshape", [out, shape], allowzero=1)
 
 
 def _fit(em, name: str, shape, target, skip: int) -> str:

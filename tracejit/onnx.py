@@ -38,7 +38,10 @@ def export(fn_or_module, *example_args, path=None, opset: int = 18, dynamic: dic
     """
     render_onnx = _require()
     from .tracing import trace
+    from .tracing.front import TracedFunction
 
+    if isinstance(fn_or_module, TracedFunction):  # traced again: its backend need not compile
+        fn_or_module = fn_or_module.module or fn_or_module.fn
     traced = trace(fn_or_module, backend="interpret")
     example = list(example_args)
     names, nice = _argument_names(traced, example)

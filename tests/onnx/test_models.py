@@ -193,3 +193,28 @@ def test_a_graph_that_depends_on_the_batch_size_is_refused():
 
     with pytest.raises(tj.TraceError, match="changes with the size of dynamic axis 'batch'"):
         tj.onnx.export(fn, tj.ones(4, 2), dynamic={"x": {0: "batch"}})
+
+
+# programs the fuzz test's onnxruntime row found (tests/fuzz/executors.py)
+def _fuzz_regressions():
+    from ..fuzz.program import In, P, S, V
+    return [
+        P(inputs=[In((0, 0), 'int32', 'o', [])],
+          steps=[S('logical_and', V(0), -3), S('.clone', V(0)),
+                 S('tensor', value=np.array([], dtype='int32')),
+                 S('.__setitem__', V(2), (), V(3)), S('neg', V(4))],
+          outputs=[V(5)]),
+        P(inputs=[In((3, 0), 'int32', 'c', [[], [], []])],
+          steps=[S('tensor', value=np.array([1, 2, 0, 0, -2], dtype='int64')),
+                 S('.index_put', V(0), (V(1),), False, accumulate=True),
+                 S('pad', V(2), pad=(2, 1, 0, 0), value=0), S('.clone', V(3)),
+                 S('.mul_', V(4), True)],
+          outputs=[V(5), V(5)]),
+    ]
+
+
+@pytest.mark.parametrize("k", range(2))
+def test_fuzz_regressions(k):
+    from ..fuzz.executors import check_all, run_onnxruntime
+
+    check_all(_fuzz_regressions()[k], {"onnxruntime": run_onnxruntime})

@@ -115,3 +115,19 @@ def test_docs_name_every_op_row():
     text = (Path(__file__).resolve().parents[2] / "docs" / "onnx.md").read_text()
     missing = [n for n in ops.OPS if f"`{n}`" not in text]
     assert not missing, f"docs/onnx.md does not say how {missing} export"
+
+
+def test_an_already_traced_function_or_module_exports():
+    @tj.trace
+    def f(x, scale):
+        return (x * scale).tanh()
+
+    model = tj.trace(nn.Linear(3, 2))
+    x = tj.randn(4, 3)
+    got = run(session(tj.onnx.export(f, x, 2.0)), [x._data])[0]
+    np.testing.assert_allclose(got, np.tanh(x._data * 2.0), rtol=1e-5, atol=1e-6)
+    exported = tj.onnx.export(model, x)
+    assert [i.name for i in exported.graph.input] == ["x"]
+    with tj.eager():
+        want = model.module(x)._data
+    np.testing.assert_allclose(run(session(exported), [x._data])[0], want, rtol=1e-5, atol=1e-6)
