@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import TraceError
+from .ir import Var
 
 EXTRA = "pip install 'tracejit[onnx]'"
 
@@ -181,7 +182,8 @@ def _dynamic_dims(g1, g2, sym, size, dims, Dim):
         if n1.op != n2.op or len(n1.inputs) != len(n2.inputs):
             fail(f"'{n1.op}' became '{n2.op}'", n1)
         for a, b in zip(n1.inputs, n2.inputs):
-            if (hasattr(a, "id")) != (hasattr(b, "id")) or not hasattr(a, "id") and a != b:
+            scalar = not isinstance(a, Var)
+            if scalar == isinstance(b, Var) or scalar and not _equal(a, b):
                 fail("an operand follows the size", n1)
         shape_attrs = {"shape", "value"} if n1.op in ("reshape", "expand", "const") else set()
         for (k, a), (_, b) in zip(n1.attrs, n2.attrs):
@@ -189,7 +191,7 @@ def _dynamic_dims(g1, g2, sym, size, dims, Dim):
                 if k == "value" and not _same_fill(a.array, b.array):
                     fail("a constant's values follow the size", n1)
                 continue
-            if a != b:
+            if not _equal(a, b):
                 fail(f"attribute {k} is {a!r} at one size and {b!r} at the other", n1)
         vars2[n1.out.id] = (n1.out, n2.out)
     for v1, v2 in vars2.values():
@@ -203,6 +205,15 @@ def _dynamic_dims(g1, g2, sym, size, dims, Dim):
                     fail(f"a dimension depends on two dynamic axes (value %{v1.id})")
                 new[i] = Dim(sym, d2 - d1, d1 - (d2 - d1) * size)
         dims[v1.id] = tuple(new)
+
+
+def _equal(a, b) -> bool:
+    """Attribute or operand equality, NaN equal to NaN (clamp bounds, pad fills)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def _same_fill(a, b) -> bool:

@@ -218,3 +218,13 @@ def test_fuzz_regressions(k):
     from ..fuzz.executors import check_all, run_onnxruntime
 
     check_all(_fuzz_regressions()[k], {"onnxruntime": run_onnxruntime})
+
+
+def test_dynamic_batch_with_nan_attributes():
+    fn = lambda x: tj.where(F.pad(x, (1, 1), value=NAN).isnan(), 0.5, x.sum()) * 2  # noqa: E731
+    sess = session(tj.onnx.export(fn, tj.ones(2, 3), dynamic={"x": {0: "n"}}))
+    for n in (1, 5):
+        a = np.random.default_rng(n).standard_normal((n, 3)).astype(np.float32)
+        with tj.eager():
+            want = fn(tj.from_numpy(a))
+        assert_close(run(sess, [a])[0], want, f"batch {n}")
