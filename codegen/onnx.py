@@ -129,6 +129,22 @@ class Emitter:
             self._consts[key] = shape
         return self._consts[key]
 
+    def broadcast(self, name: str, dtype, shape: str) -> str:
+        """``name`` broadcast to the run-time shape ``shape`` as ``x + (-0.0)`` (``x or
+        False``): the same values, signed zeros too, without Expand (see ``expand``)."""
+        fill = -0.0 if _is_float(dtype) else 0
+        value = numpy_helper.from_array(np.asarray([fill], dtype=dtype))
+        zeros = self.op("ConstantOfShape", [shape], value=value)
+        return self.op("Or" if np.dtype(dtype) == np.bool_ else "Add", [name, zeros])
+
+    def expand(self, name: str, dtype, dims) -> str:
+        """Expand to ``dims``. NOTE: onnxruntime's optimizer (basic level, 1.32) drops an
+        Expand of a size-1 axis to size 0 ((1, 1) -> (1, 0) stays (1, 1)); targets holding a
+        0 broadcast by an Add instead."""
+        if any(isinstance(d, (int, np.integer)) and d == 0 for d in dims):
+            return self.broadcast(name, dtype, self.shape_value(dims))
+        return self.op("Expand", [name, self.shape_value(dims)])
+
     def shape_value(self, dims) -> str:
         """A 1-d int64 value holding the shape ``dims`` (ints and Dims)."""
         if all(isinstance(d, (int, np.integer)) for d in dims):
@@ -319,7 +335,7 @@ def _isfinite(em, node):
 
 
 def _full_like_bool(em, node, value: bool) -> str:
-    return em.op("Expand", [em.const(value, np.bool_), em.shape_value(em.shape_of(node.out))])
+    return em.expand(em.const(value, np.bool_), np.bool_, em.shape_of(node.out))
 
 
 def _max_nan(em, a: str, b: str, t, fn: str = "Max") -> str:
@@ -536,7 +552,8 @@ def _permute(em, node):
 
 
 def _expand(em, node):
-    return em.op("Expand", [em.value(node.inputs[0]), em.shape_value(em.shape_of(node.out))])
+    x = node.inputs[0]
+    return em.expand(em.value(x), x.dtype, em.shape_of(node.out))
 
 
 def _cat(em, node):
@@ -621,8 +638,8 @@ def _advanced(em, name: str, ndim: int, adv, idx: list) -> str:
     if pos != list(range(len(pos))):
         name = em.op("Transpose", [name], perm=pos + rest)
     bshape = ops.broadcast_shapes("getitem", *(idx[adv[p]].shape for p in pos))
-    target = em.ints(bshape)
-    stacked = [em.op("Unsqueeze", [em.op("Expand", [i, target]), em.ints([-1])]) for i in index]
+    stacked = [em.op("Unsqueeze", [em.expand(i, np.int64, bshape), em.ints([-1])])
+               for i in index]
     r = em.op("GatherND", [name, em.op("Concat", stacked, axis=-1)])
     adjacent = pos == list(range(pos[0], pos[-1] + 1))
     if adjacent and pos[0] > 0:  # the index dims go where the first indexed axis was
@@ -656,7 +673,7 @@ def _index_put(em, node):
     where, ndim = _basic_index(em, positions, len(x.shape), basic)
     if adv is not None:
         where = _advanced(em, where, ndim, adv, idx)
-    vals = em.op("Expand", [em.value(v, x.dtype), em.op("Shape", [where])])
+    vals = em.broadcast(em.value(v, x.dtype), x.dtype, em.op("Shape", [where]))
     flat = em.op("Reshape", [xs, em.ints([-1])])
     attrs = {"reduction": "add"} if d["accumulate"] else {}
     out = em.op("ScatterElements", [flat, em.op("Reshape", [where, em.ints([-1])]),
@@ -748,9 +765,9 @@ def _fold(em, node):
     c = ckk // kk
     grid, (hp, wp) = _window_grid(d, d["output_size"])
     (ph, pw), (h, w) = d["padding"], d["output_size"]
-    zeros = em.op("Expand", [em.const(0, cols.dtype), em.shape_value([n, c, hp * wp])])
+    zeros = em.expand(em.const(0, cols.dtype), cols.dtype, [n, c, hp * wp])
     src = em.op("Reshape", [em.value(cols), em.shape_value([n, c, kk * L])], allowzero=1)
-    index = em.op("Expand", [em.const(grid.reshape(1, 1, -1)), em.shape_value([n, c, kk * L])])
+    index = em.expand(em.const(grid.reshape(1, 1, -1)), np.int64, [n, c, kk * L])
     image = em.op("ScatterElements", [zeros, index, src], axis=2, reduction="add")
     image = em.op("Reshape", [image, em.shape_value([n, c, hp, wp])], allowzero=1)
     if ph or pw:
@@ -768,7 +785,7 @@ def _const(em, node):
         flat = a.reshape(-1)
         if flat.size == 0 or not (flat == flat[0]).all() and not np.isnan(flat).all():
             _refuse(node, "holds values that depend on the size of a dynamic axis")
-        return em.op("Expand", [em.const(flat[0]), em.shape_value(dims)])
+        return em.expand(em.const(flat[0]), a.dtype, dims)
     return em.op("Identity", [em.const(a)])
 
 

@@ -228,3 +228,16 @@ def test_dynamic_batch_with_nan_attributes():
         with tj.eager():
             want = fn(tj.from_numpy(a))
         assert_close(run(sess, [a])[0], want, f"batch {n}")
+
+
+def test_broadcasts_to_size_zero():
+    # onnxruntime's optimizer keeps (1, 1) where an Expand makes it (1, 0): export avoids it
+    x = np.array([[-0.0]], np.float32)
+    _same(lambda t: (t.expand(1, 0), t.expand(3, 0) + 1, t.expand(0, 1)), x)
+
+    def put(t, v):
+        y = t.clone()
+        y[::-1] += v
+        return y
+
+    _same(put, np.zeros((1, 0), np.int32), np.ones((1, 1), np.int64))
