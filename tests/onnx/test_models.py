@@ -241,3 +241,10 @@ def test_broadcasts_to_size_zero():
         return y
 
     _same(put, np.zeros((1, 0), np.int32), np.ones((1, 1), np.int64))
+
+
+def test_a_dynamic_sequence_length_of_an_unrolled_lstm_is_refused():
+    lstm = _example("lstm").build_model(0, hidden=4, layers=1)
+    x = tj.randn(2, 5, 10)
+    with pytest.raises(tj.TraceError, match="dynamic axis 'seq'"):
+        tj.onnx.export(lstm, x, dynamic={"x": {0: "batch", 1: "seq"}})
