@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from tracejit import dtypes as D
 from tracejit import ops
 from tracejit.ir import Graph, Node, Var
 
-MIN_OPSET = 18  # Reduce* take axes as an input, Col2Im exists
+MIN_OPSET = 18  # the rules pass Reduce* axes as an input, as opset 18 wants
 MAX_OPSET = min(28, onnx.defs.onnx_opset_version())  # the newest onnxruntime 1.32 runs
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -945,5 +945,4 @@ def _value_info(name, dtype, shape):
         name, onnx_dtype(dtype), [str(d) if isinstance(d, Dim) else int(d) for d in shape])
 
 
-__all__ = ["render", "RULES", "REFUSED", "OnnxExportError", "Dim", "MIN_OPSET", "MAX_OPSET",
-           "TensorProto"]
+__all__ = ["render", "RULES", "REFUSED", "OnnxExportError", "Dim", "MIN_OPSET", "MAX_OPSET"]
