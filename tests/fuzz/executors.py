@@ -144,6 +144,42 @@ def run_export_load(p: P) -> Result:
     return Result(_arrays(_leaves(p, out)), _arrays(args))
 
 
+class Unsupported(Exception):
+    """An executor cannot run this program (the reason is counted, the row skipped)."""
+
+
+def run_onnxruntime(p: P) -> Result:
+    """Exported with ``tj.onnx.export`` and run in onnxruntime. Programs it refuses (random
+    draws, float64 erf) and programs that update their inputs in place (an exported model
+    computes its results only) are skipped with the reason."""
+    import onnxruntime as ort
+
+    from tracejit.codegen.onnx import OnnxExportError
+
+    before = _arrays(p.make_args())
+    args = p.make_args()
+    with tj.eager():
+        p.function()(*args)
+    if any(not np.array_equal(b, a, equal_nan=b.dtype.kind == "f")
+           for b, a in zip(before, _arrays(args))):
+        raise Unsupported("updates an input in place")
+    try:
+        model = tj.onnx.export(p.function(), *p.make_args())
+    except OnnxExportError as e:
+        raise Unsupported(str(e).split(" (at ")[0]) from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    feed = {i.name: np.array(a, order="C") for i, a in zip(sess.get_inputs(), before)}
+    return Result(list(sess.run(None, feed)), before)
+
+
+def _onnx_installed() -> bool:
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
 EXECUTORS = {
     "interpret": run_interpret,
     "interpret_raw": lambda p: _run_graph(p, "raw"),
@@ -151,7 +187,9 @@ EXECUTORS = {
     "tracing_call": lambda p: _compiled_calls(p)[0],
     "compiled": lambda p: _compiled_calls(p)[1],
     "export_load": run_export_load,
+    **({"onnxruntime": run_onnxruntime} if _onnx_installed() else {}),
 }
+SKIPPED: dict = {}  # (executor, reason) -> programs it did not run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +372,11 @@ def check_all(p: P, executors=None, stats: dict | None = None) -> None:
     for name, run in (executors or EXECUTORS).items():
         try:
             got = run(p)
+        except Unsupported as e:
+            SKIPPED[name, str(e)] = SKIPPED.get((name, str(e)), 0) + 1
+            if stats is not None:
+                stats[f"skipped {name}"] = stats.get(f"skipped {name}", 0) + 1
+            continue
         except AssertionError:
             raise
         except Exception as e:
