@@ -206,3 +206,26 @@ def test_dynamic_takes_numbers_only():
         tj.dynamic(tj.ones(1))
     with pytest.raises(TypeError, match="Python number"):
         tj.dynamic("0.1")
+
+
+def test_zero_grad_first_clears_a_gradient_set_between_calls():
+    """The step is not guarded on whether .grad came in None (zero_grad drops it unseen), so a
+    gradient set between calls must still be cleared, as eagerly."""
+    w = tj.ones(3, requires_grad=True)
+    q = tj.ones(2, requires_grad=True)  # used only under no_grad: it never gets a gradient
+    opt = optim.SGD([w, q], lr=0.1)
+
+    @tj.trace(backend="interpret")
+    def step():
+        opt.zero_grad()
+        with tj.no_grad():
+            shift = q.sum()
+        (w * 2).sum().backward()
+        opt.step()
+        return shift
+
+    step()
+    step()
+    q.grad = tj.ones(2)
+    step()
+    assert q.grad is None and step.cache_info().misses == 1

@@ -190,7 +190,11 @@ class Tracer:
             if var.id != vid and self.originals.get(var.id) is not t:
                 mutated.append((position[vid], len(out_refs)))
                 out_refs.append(var)
-            if t._grad is not self.initial_grads[vid]:  # backward() or zero_grad() ran inside
+            # backward() or zero_grad() ran inside; NOTE: a gradient zero_grad() dropped unseen
+            # is written back as None even when it came in None: later calls are not guarded on
+            # it (grad_reset), and may bring one
+            reset = id(t) in self.grads_reset_unseen and t._grad is None
+            if t._grad is not self.initial_grads[vid] or reset:
                 if t._grad is None:
                     grads.append((position[vid], None))
                 else:
