@@ -229,3 +229,18 @@ def test_zero_grad_first_clears_a_gradient_set_between_calls():
     q.grad = tj.ones(2)
     step()
     assert q.grad is None and step.cache_info().misses == 1
+
+
+def test_a_guarded_closure_number_suggests_dynamic(monkeypatch, capsys):
+    monkeypatch.setenv("TRACEJIT_DEBUG", "recompiles")
+    scale = 0.5
+
+    @tj.trace(backend="interpret")
+    def f(x):
+        return x * scale
+
+    f(tj.ones(2))
+    scale = 0.25  # noqa: F841 - read by f through its closure
+    f(tj.ones(2))
+    err = capsys.readouterr().err
+    assert "closure 'scale' changed from 0.5 to 0.25" in err and "tracejit.dynamic" in err

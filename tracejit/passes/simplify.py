@@ -1,12 +1,13 @@
-"""simplify: algebraic identities that remove work without changing any result.
+"""simplify: algebraic identities that remove work without changing any result, and small
+powers computed without pow (within an ulp or two of numpy's np.power, see ``_power``).
 
-x+0, x-0, x*1, x/1, x**1 -> x; small powers as torch's CPU kernel computes them: x**2 -> x*x,
-x**3 -> x*x*x, x**4 -> (x*x)*(x*x), and for floats x**-1 -> 1/x, x**-2 -> 1/(x*x),
-x**0.5 -> sqrt(x), x**-0.5 -> rsqrt(x) with pow's special values (see ``_power``); x*0 -> 0 for integers
-only (a float x may be inf or nan); neg(neg x) -> x; permute of permute -> one permute (or
-none); reshape of reshape -> one reshape; no-op casts, reshapes, expands and permutes disappear;
-a sum/prod/amax/amin over no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast
-where the result type differs (the sum of ints or bools is int64).
+x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x, x**3 -> x*x*x, x**4 -> (x*x)*(x*x), and for floats
+x**-1 -> 1/x, x**-2 -> 1/(x*x), x**0.5 -> sqrt(x), x**-0.5 -> rsqrt(x) with pow's special
+values, as torch's CPU kernel computes them; x*0 -> 0 for integers only (a float x may be inf
+or nan); neg(neg x) -> x; permute of permute -> one permute (or none); reshape of reshape ->
+one reshape; no-op casts, reshapes, expands and permutes disappear; a sum/prod/amax/amin over
+no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast where the result type
+differs (the sum of ints or bools is int64).
 A node is only replaced by a value of exactly its type, and never so that a graph output
 becomes an alias of a graph input.
 """
