@@ -474,8 +474,7 @@ class CpuTarget:
                 lines.append(note)
                 lines += _index_put(node, arg, t)
             elif step.kind == "fallback":
-                operands = ", ".join(a if a is not None else repr(x)
-                                     for a, x in zip(arg, node.inputs))
+                operands = ", ".join(a for a in arg if a is not None)  # see entry.fallback
                 lines.append(note + " (numpy)")
                 results = []
                 for v in step.results:

@@ -131,20 +131,31 @@ def plan_entry(graph: Graph, plans: dict, target: Target) -> EntryPlan:
 
 
 def fallback(node: Node):
-    """A callable running ``node`` with numpy (a fused group: all of its results)."""
+    """A callable running ``node`` with numpy (a fused group: all of its results). It takes the
+    node's array operands only: its Python scalars (inf and nan among them) stay the node's
+    own objects, never spelled as source text."""
     op = ops.OPS[node.op]
     attrs = node.attr_dict
+    inputs = list(node.inputs)
+    arrays_at = [k for k, x in enumerate(inputs) if isinstance(x, Var)]
+
+    def operands(arrays) -> list:
+        vals = list(inputs)
+        for k, a in zip(arrays_at, arrays, strict=True):
+            vals[k] = a
+        return vals
+
     if len(defined_vars(node)) > 1:  # a fused group with extra outputs: all of its results
         from tracejit.runtime.interpret import interpret
 
-        def run_group(*args):
-            return tuple(interpret(attrs["body"], list(args)))
+        def run_group(*arrays):
+            return tuple(interpret(attrs["body"], operands(arrays)))
 
         run_group.__name__ = f"numpy_{attrs['kernel']}"
         return run_group
 
-    def run(*args):
-        return ops.compute(op, list(args), attrs)
+    def run(*arrays):
+        return ops.compute(op, operands(arrays), attrs)
 
     run.__name__ = f"numpy_{node.op}"
     return run

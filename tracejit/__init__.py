@@ -12,7 +12,7 @@ import os as _os
 # costs microseconds. Set before numba starts its threads; a value you set yourself wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import autograd, cuda, dtypes, nn, ops, optim  # noqa: E402 - nn and optim build on the names above
+from . import autograd, cuda, dtypes, nn, ops, optim, utils  # noqa: E402 - nn and optim build on the names above
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (
                        arange,
@@ -63,7 +63,7 @@ __all__ = [
     "manual_seed", "seed", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
     "ShapeError", "DTypeError", "TraceError", "GraphRuntimeError", "autograd", "dtypes", "ops",
-    "nn", "optim", "cuda",
+    "nn", "optim", "cuda", "utils",
     "trace", "dynamic", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
     "clear_cache",
     *_function_names,

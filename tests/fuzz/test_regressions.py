@@ -144,3 +144,14 @@ def test_exp_of_log_program():
                         In((4,), 'float64', 'c', [0.0, 0.0, 0.0, -1.0])],
                 steps=[S('log', V(1)), S('exp', V(2))],
                 outputs=[V(3)]))
+
+
+def test_numpy_fallback_with_an_infinite_scalar_operand():
+    # a node run through numpy in a Python entry got its scalar operands spelled as source
+    # text: repr(inf) is ``inf``, an unbound name, so the compiled call raised NameError (the
+    # interpreter's result was used, with a warning). Fallbacks now keep the node's own scalars.
+    check_all(P(inputs=[In((4,), 'float32', 'c', [0.0, 0.0, 0.0, -1.53708815574646])],
+                steps=[S('cumsum', V(0), dim=0),
+                       S('.index_put', V(1), (...,), inf, accumulate=False),
+                       S('.index_put', V(1), (...,), nan, accumulate=False)],
+                outputs=[V(2), V(3), V(1)]))

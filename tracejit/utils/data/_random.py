@@ -1,0 +1,34 @@
+"""Where the data utilities draw randomness from.
+
+tracejit has no ``Generator`` class of its own: ``generator=`` arguments take a
+``numpy.random.Generator`` (or None). None means tracejit's global generator, the one
+``tracejit.manual_seed`` seeds, so ``tj.manual_seed(0)`` makes shuffling reproducible as
+``torch.manual_seed(0)`` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...creation import _rng
+
+
+def check_generator(generator, who: str) -> None:
+    if generator is not None and not isinstance(generator, np.random.Generator):
+        raise TypeError(f"{who}: generator should be a numpy.random.Generator or None "
+                        f"(tracejit has no Generator class), got {type(generator).__name__}")
+
+
+def source(generator) -> np.random.Generator:
+    """The generator to draw from: the one given, else tracejit's global one."""
+    check_generator(generator, "generator")
+    return _rng() if generator is None else generator
+
+
+def draw_seed(generator=None) -> int:
+    """A seed in [0, 2**63), as torch's ``torch.empty((), dtype=int64).random_()``."""
+    return int(source(generator).integers(0, 2 ** 63, dtype=np.int64))
+
+
+def permutation(n: int, generator=None) -> list[int]:
+    return source(generator).permutation(n).tolist()
