@@ -101,6 +101,18 @@ def gelu_tj(x):
     return x.gelu(approximate="tanh")
 
 
+# gelu written out as users write it, with the cube spelled two ways: simplify turns x ** 3
+# into x * x * x (issue 13), so both should run at the same speed; tanh is the module's
+def gelu_pow3(x, tanh=None):
+    tanh = tanh or (lambda t: t.tanh())
+    return 0.5 * x * (1 + tanh(GELU_C * (x + 0.044715 * x ** 3)))
+
+
+def gelu_cube(x, tanh=None):
+    tanh = tanh or (lambda t: t.tanh())
+    return 0.5 * x * (1 + tanh(GELU_C * (x + 0.044715 * (x * x * x))))
+
+
 # the same 10-op chain as the eager benchmark (this script's folder is on sys.path)
 from eager_overhead import chain_numpy as chain_np  # noqa: E402
 from eager_overhead import chain_tracejit as chain_tj  # noqa: E402
@@ -168,6 +180,8 @@ def torch_fns(torch):
 
     return {
         "gelu": lambda x: F.gelu(x, approximate="tanh"),
+        "gelu_pow3": lambda x: gelu_pow3(x, torch.tanh),
+        "gelu_cube": lambda x: gelu_cube(x, torch.tanh),
         "chain": chain,
         "softmax": lambda x: torch.softmax(x, -1),
         "layer_norm": lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b),
@@ -191,6 +205,8 @@ def jax_fns(jax, jnp):
 
     return {
         "gelu": lambda x: jax.nn.gelu(x, approximate=True),
+        "gelu_pow3": lambda x: gelu_pow3(x, jnp.tanh),
+        "gelu_cube": lambda x: gelu_cube(x, jnp.tanh),
         "chain": chain,
         "softmax": lambda x: jax.nn.softmax(x, axis=-1),
         "layer_norm": layer_norm,
@@ -242,6 +258,10 @@ def workloads(quick: bool) -> list:
                  lambda rng: [_normal(rng, n4)], gelu_np, gelu_tj),
         Workload(f"gelu_{label(n16)}", "gelu", f"gelu tanh, {n16:,} elements",
                  lambda rng: [_normal(rng, n16)], gelu_np, gelu_tj),
+        Workload(f"gelu_pow3_{label(n4)}", "gelu_pow3", f"gelu written with x ** 3, {n4:,} "
+                 f"elements", lambda rng: [_normal(rng, n4)], gelu_np, gelu_pow3),
+        Workload(f"gelu_cube_{label(n4)}", "gelu_cube", f"gelu written with x * x * x, {n4:,} "
+                 f"elements", lambda rng: [_normal(rng, n4)], gelu_np, gelu_cube),
         Workload(f"chain_{label(n4)}", "chain", f"10-op elementwise chain, 3 x {n4:,} elements",
                  lambda rng: [_normal(rng, n4) for _ in range(3)], chain_np, chain_tj),
         Workload(f"softmax_{rows}x{cols}", "softmax", f"softmax over rows of {rows}x{cols}",
@@ -588,7 +608,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=None, help="samples per cell (default 15, "
                    "--quick 3)")
     p.add_argument("--only", default="", help="comma-separated workloads or groups: tiny, gelu, "
-                   "chain, softmax, layer_norm, mlp, compile (e.g. gelu_4M)")
+                   "gelu_pow3, gelu_cube, chain, softmax, layer_norm, mlp, compile (e.g. gelu_4M)")
     p.add_argument("--threads", type=int, default=None,
                    help="limit every thread pool (numba, OpenMP, BLAS, torch, XLA) to N threads "
                         "(re-executes with the environment set); default: each library's own")

@@ -268,8 +268,11 @@ for name, fn in BINARY.items():
     # Python scalars are weak: they do not widen the tensor's dtype
     for sname, s in (("float", 2.0), ("int", 3), ("bool", True)):
         for dtype in (F32, I64):
+            # NOTE: simplify computes float x ** 3 as x * x * x (as torch does): an ulp from
+            # numpy's np.power, which eager runs
+            tol = 1e-6 if name == "pow" and sname == "int" and dtype == F32 else 0
             case(f"binary-{name}-{_DT[dtype]}-py{sname}", lambda x, s=s, fn=fn: fn(x, s),
-                 _binary_data(name, (2, 3), dtype))
+                 _binary_data(name, (2, 3), dtype), tol=tol)
             if name in REFLECTED:
                 case(f"binary-{name}-py{sname}-{_DT[dtype]}", lambda x, s=s, fn=fn: fn(s, x),
                      _binary_data(name, (2, 3), dtype))
@@ -356,10 +359,11 @@ for name, fn in {**REDUCE, **SINGLE_DIM}.items():
                      lambda x, fn=fn, d=d, k=k: fn(x, d, k), pos(shape) if "norm" in name
                      else data(shape), may_raise=0 in shape and name in _NO_IDENTITY,
                      tol=1e-6 if "norm3" in name else 0)
+    # NOTE: norm3's |x| ** 3 is |x| * |x| * |x| in graphs (simplify), an ulp from np.power
     case(f"reduce-{name}-strided", lambda x, fn=fn: fn(x, 1, False), data((3, 4), F32),
-         layout="strided")
+         layout="strided", tol=1e-6 if "norm3" in name else 0)
     case(f"reduce-{name}-strided3", lambda x, fn=fn: fn(x, -1, True), data((2, 3, 4), F32),
-         layout="strided")
+         layout="strided", tol=1e-6 if "norm3" in name else 0)
     for dtype in (I64, I32, B, F64):
         refused = (name in _FLOAT_ONLY and dtype != F64) or (name in _NO_BOOL and dtype == B)
         case(f"reduce-{name}-{_DT[dtype]}", lambda x, fn=fn: fn(x, 0, False),

@@ -47,7 +47,7 @@ from .functions import __all__ as _function_names
 from .runtime.cache import clear_cache
 from .runtime.memory import empty_cache
 from .tensor import Tensor, device
-from .tracing import eager, get_mode, set_mode, trace
+from .tracing import dynamic, eager, get_mode, set_mode, trace
 from .transforms import grad, value_and_grad
 from .version import __version__  # noqa: F401
 
@@ -65,7 +65,7 @@ __all__ = [
     "float32", "float64", "int32", "int64", "bool_", "get_default_dtype", "set_default_dtype",
     "ShapeError", "DTypeError", "TraceError", "GraphRuntimeError", "autograd", "dtypes", "ops",
     "nn", "optim", "cuda", "utils", "onnx",
-    "trace", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
+    "trace", "dynamic", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
     "clear_cache", "export", "load", "ExportError",
     *_function_names,
 ]

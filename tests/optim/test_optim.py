@@ -9,7 +9,7 @@ import pytest
 
 import tracejit as tj
 import tracejit.optim as optim
-from tracejit.optim.lr_scheduler import StepLR
+from tracejit.optim.lr_scheduler import ExponentialLR, MultiStepLR, StepLR
 
 from ..conftest import assert_close, data, gradcheck, leaf64
 
@@ -472,3 +472,20 @@ def test_step_lr():
     assert other.step_size == 3 and other.last_epoch == 7
     with pytest.raises(KeyError, match="initial_lr"):
         StepLR(optim.SGD([tj.zeros(1)], lr=0.1), step_size=2, last_epoch=3)
+
+
+def test_multistep_and_exponential_lr():
+    for make, want in (
+            (lambda o: MultiStepLR(o, milestones=[2, 5, 5], gamma=0.1),
+             lambda e: 0.1 * 0.1 ** ((e >= 2) + 2 * (e >= 5))),
+            (lambda o: ExponentialLR(o, gamma=0.9), lambda e: 0.1 * 0.9 ** e)):
+        opt = optim.SGD([tj.zeros(1, requires_grad=True)], lr=0.1)
+        sched = make(opt)
+        lrs = [sched.get_last_lr()[0]]
+        for _ in range(7):
+            opt.step()
+            sched.step()
+            lrs.append(sched.get_last_lr()[0])
+        np.testing.assert_allclose(lrs, [want(e) for e in range(8)], rtol=1e-12)
+        sched.step(3)  # the closed form
+        np.testing.assert_allclose(sched.get_last_lr()[0], want(3), rtol=1e-12)

@@ -126,3 +126,19 @@ def test_step_lr_matches_torch():
         js.step()
         assert js.get_last_lr() == ts.get_last_lr()
     assert jopt.param_groups[0]["initial_lr"] == topt.param_groups[0]["initial_lr"]
+
+
+@pytest.mark.parametrize("name, kwargs", [("MultiStepLR", {"milestones": [1, 3, 3], "gamma": 0.3}),
+                                          ("ExponentialLR", {"gamma": 0.7})])
+def test_more_schedulers_match_torch(name, kwargs):
+    from tracejit.optim import lr_scheduler
+    topt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    jopt = optim.SGD([tj.zeros(1, requires_grad=True)], lr=0.1)
+    ts = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
+    js = getattr(lr_scheduler, name)(jopt, **kwargs)
+    for _ in range(6):
+        topt.step()
+        jopt.step()
+        ts.step()
+        js.step()
+        assert js.get_last_lr() == pytest.approx(ts.get_last_lr(), rel=1e-15)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..creation import tensor, zeros_like
 from ..dtypes import get_default_dtype
 from ..tensor import maximum
-from .optimizer import Optimizer, _check_unsupported
+from .optimizer import Optimizer, _check_unsupported, scaled
 
 
 class Adam(Optimizer):
@@ -22,7 +24,13 @@ class Adam(Optimizer):
         v_hat = max(v_hat, v) if amsgrad else v
         denom = sqrt(v_hat) / sqrt(1 - beta2 ** t) + eps
         p = p - lr / (1 - beta1 ** t) * m / denom
+
+    In a traced step lr, betas, eps and weight_decay are graph inputs and the step count is the
+    state's tensor, so neither a scheduler nor the count traces again; the scalar math (the
+    bias corrections, ``lr / bias_correction1``) is float64 there as it is in eager Python.
     """
+
+    dynamic_options = ("lr", "betas", "eps", "weight_decay")
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
@@ -66,9 +74,16 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = zeros_like(p)
         return state
 
-    def _update_group(self, group: dict[str, Any]) -> None:
-        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
+    def _prepare_state(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._init_state(p, group["amsgrad"])
+
+    def _update_group(self, group: dict[str, Any], options: dict[str, Any]) -> None:
+        # numbers from options (0-d tensors when traced), branches on the group's values
+        lr, eps, weight_decay = options["lr"], options["eps"], options["weight_decay"]
+        beta1, beta2 = options["betas"]
         amsgrad = group["amsgrad"]
         for p in group["params"]:
             if p.grad is None:
@@ -78,23 +93,22 @@ class Adam(Optimizer):
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             step = self._next_step(p)
 
-            if weight_decay != 0:
+            if group["weight_decay"] != 0:
                 if group["decoupled_weight_decay"]:
                     p.mul_(1 - lr * weight_decay)
                 else:
-                    grad = grad.add(p, alpha=weight_decay)
+                    grad = grad.add(scaled(p, weight_decay))
 
             # torch: exp_avg.lerp_(grad, 1 - beta1); the same average with mul_/add_
-            exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+            exp_avg.mul_(beta1).add_(scaled(grad, 1 - beta1))
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
-            if isinstance(step, int):
-                bias_correction1 = 1 - beta1 ** step
-                bias_correction2 = 1 - beta2 ** step
-            else:  # traced: the step is a tensor, so the corrections are graph values
-                step = step.to(p.dtype)
-                bias_correction1 = 1 - beta1 ** step
-                bias_correction2 = 1 - beta2 ** step
+            if not isinstance(step, int):
+                # traced: the step is the state's float32 tensor (an exact count); the
+                # corrections are float64 graph values, as Python floats are eagerly
+                step = step.to(np.float64)
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
             step_size = lr / bias_correction1
             bias_correction2_sqrt = bias_correction2 ** 0.5
 

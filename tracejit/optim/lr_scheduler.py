@@ -1,4 +1,7 @@
-"""Learning-rate schedulers, as ``torch.optim.lr_scheduler`` (StepLR for now).
+"""Learning-rate schedulers, as ``torch.optim.lr_scheduler``: StepLR, MultiStepLR, ExponentialLR.
+
+A scheduler writes each group's ``lr``; a traced training step reads it as a graph input
+(``Optimizer.dynamic_options``), so a new learning rate does not trace again.
 
 >>> sched = tracejit.optim.lr_scheduler.StepLR(opt, step_size=30, gamma=0.1)
 >>> for epoch in range(100): train(); sched.step()
@@ -6,6 +9,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import Counter
 from typing import Any
 
 from .optimizer import Optimizer
@@ -77,3 +82,40 @@ class StepLR(LRScheduler):
     def _get_closed_form_lr(self) -> list[float]:
         return [base_lr * self.gamma ** (self.last_epoch // self.step_size)
                 for base_lr in self.base_lrs]
+
+
+class MultiStepLR(LRScheduler):
+    """Multiply each group's lr by ``gamma`` at each epoch in ``milestones``."""
+
+    def __init__(self, optimizer: Optimizer, milestones, gamma: float = 0.1,
+                 last_epoch: int = -1):
+        self.milestones = Counter(milestones)
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch not in self.milestones:
+            return [group["lr"] for group in self.optimizer.param_groups]
+        factor = self.gamma ** self.milestones[self.last_epoch]
+        return [group["lr"] * factor for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        milestones = sorted(self.milestones.elements())
+        return [base_lr * self.gamma ** bisect_right(milestones, self.last_epoch)
+                for base_lr in self.base_lrs]
+
+
+class ExponentialLR(LRScheduler):
+    """Multiply each group's lr by ``gamma`` every epoch."""
+
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1):
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch == 0:
+            return [group["lr"] for group in self.optimizer.param_groups]
+        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]

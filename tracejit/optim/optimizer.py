@@ -7,6 +7,15 @@
 
 Every update is written with in-place Tensor ops under ``no_grad`` and every state tensor is
 made with tracejit ops, so a traced training step records the update as graph nodes.
+
+Inside a traced step the options a scheduler changes (``dynamic_options``: lr, momentum,
+betas, eps, weight_decay) are graph inputs, not guards: ``step`` hands ``_update_group`` the
+group's numbers as 0-d float64 tensors read afresh on every call (``Tracer.dynamic_number``),
+so one compiled graph serves every learning rate. 0-d tensors promote as Python scalars do
+(the float32 result keeps its dtype, the number is rounded to float32 where it meets a float32
+tensor) and arithmetic among them is float64 like Python's, so the traced update does the
+same arithmetic as the eager one. Branches on an option (``if weight_decay != 0``) read the
+Python value and are guarded by whether it is zero.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from collections import defaultdict
 from itertools import chain
 from typing import Any, Callable, Iterable
 
-from .. import autograd
+from .. import autograd, dispatch
 from ..creation import tensor
 from ..dispatch import current_tracer
 from ..dtypes import get_default_dtype
@@ -40,6 +49,26 @@ def _typename(x) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
+def _is_number(v) -> bool:
+    return type(v) in (int, float)
+
+
+def _number_shape(v):
+    """What a traced graph depends on in a dynamic option: only whether it is zero (the
+    updates branch on that) and its kind; tuples (betas) element by element."""
+    if isinstance(v, tuple):
+        return tuple(_number_shape(x) for x in v)
+    if _is_number(v):
+        return "zero" if v == 0 else "nonzero"
+    return v
+
+
+def scaled(t, factor):
+    """``t * factor``, skipping the Python number 1 as ``add(t, alpha=1)`` does; a tensor
+    factor (a dynamic option inside a trace) always multiplies."""
+    return t if not isinstance(factor, Tensor) and factor == 1 else t * factor
+
+
 def _check_unsupported(defaults: dict, name: str) -> None:
     """Options torch has that change the algorithm's contract, not just speed."""
     if defaults.get("differentiable"):
@@ -60,9 +89,12 @@ def _check_unsupported(defaults: dict, name: str) -> None:
 class Optimizer:
     """Base class: holds ``param_groups`` (list of dicts) and per-parameter ``state``.
 
-    Subclasses pass their ``defaults`` and implement ``step``. ``foreach`` is accepted for
-    torch compatibility and has no effect (updates always run one tensor at a time).
+    Subclasses pass their ``defaults`` and implement ``_update_group``. ``foreach`` is accepted
+    for torch compatibility and has no effect (updates always run one tensor at a time).
     """
+
+    #: group options read as graph inputs inside a traced step (see the module docstring)
+    dynamic_options: tuple = ()
 
     def __init__(self, params: Iterable, defaults: dict[str, Any]):
         self.defaults = defaults
@@ -127,18 +159,23 @@ class Optimizer:
     # ------------------------------------------------------------------ stepping
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset gradients: ``.grad = None`` (default) or zero them in place."""
+        tracer = current_tracer()
         for group in self.param_groups:
             for p in group["params"]:
+                if set_to_none:
+                    # NOTE: set without reading .grad: a read would make a traced step depend on
+                    # whether the parameters came in with gradients (see Tracer.grad_reset)
+                    if tracer is not None:
+                        tracer.grad_reset(p)
+                    p.grad = None
+                    continue
                 if p.grad is None:
                     continue
-                if set_to_none:
-                    p.grad = None
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
                 else:
-                    if p.grad.grad_fn is not None:
-                        p.grad.detach_()
-                    else:
-                        p.grad.requires_grad_(False)
-                    p.grad.zero_()
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
 
     def step(self, closure: Callable[[], Any] | None = None):
         """Update the parameters once; ``closure`` re-evaluates the loss and is returned."""
@@ -146,23 +183,62 @@ class Optimizer:
         if closure is not None:
             with autograd.enable_grad():
                 loss = closure()
-        if current_tracer() is not None:
-            # inside a traced training step the hyperparameters and the shape of the state are
-            # baked into the graph: a changed learning rate or new state retraces
-            current_tracer().guard(self._trace_signature, f"{type(self).__name__} settings")
+        tracer = current_tracer()
+        if tracer is not None:
+            # state made on the first step is made before the graph reads it (eagerly, not as
+            # graph constants), so the second call does not trace again for a new state layout
+            with dispatch.tracing(None), autograd.no_grad():
+                self._prepare_state()
+            # the static options and the layout of the state are baked into the graph: a
+            # change retraces; the dynamic options are inputs (see the module docstring)
+            tracer.guard(self._trace_signature, f"{type(self).__name__} settings")
         with autograd.no_grad():
-            for group in self.param_groups:
-                self._update_group(group)
+            for i, group in enumerate(self.param_groups):
+                self._update_group(group, self._options(tracer, i, group))
         return loss
 
     def _trace_signature(self):
-        groups = tuple(tuple((k, v if not isinstance(v, list) else tuple(v))
-                             for k, v in g.items() if k != "params") for g in self.param_groups)
+        """What a traced step bakes in, as (name, value) pairs (a recompile names the ones that
+        changed): every static option, whether each dynamic one is zero, the state's layout."""
+        def option(k, v):
+            if k in self.dynamic_options:
+                return _number_shape(v)
+            return tuple(v) if isinstance(v, list) else v
+
+        options = tuple((f"param_groups[{i}][{k!r}]", option(k, v))
+                        for i, g in enumerate(self.param_groups)
+                        for k, v in g.items() if k != "params")
         state = tuple(tuple(sorted(self.state[p])) if p in self.state else ()
                       for g in self.param_groups for p in g["params"])
-        return groups, state
+        return options + (("state layout", state),)
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    def _options(self, tracer, index: int, group: dict[str, Any]) -> dict[str, Any]:
+        """The group's options as the update reads them: the group itself eagerly; inside a
+        trace, its dynamic options as 0-d float64 graph inputs."""
+        if tracer is None:
+            return group
+        options = dict(group)
+        for name in self.dynamic_options:
+            value = group.get(name)
+            if _is_number(value):
+                options[name] = tracer.dynamic_number(
+                    lambda name=name: self.param_groups[index][name], f"group{index}.{name}",
+                    key=(id(self), index, name))
+            elif isinstance(value, tuple):  # betas
+                options[name] = tuple(
+                    tracer.dynamic_number(lambda name=name, j=j: self.param_groups[index][name][j],
+                                          f"group{index}.{name}[{j}]",
+                                          key=(id(self), index, name, j))
+                    if _is_number(v) else v for j, v in enumerate(value))
+        return options
+
+    def _prepare_state(self) -> None:
+        """Create the state the next step would create, when that needs no step to run
+        (Adam's zeros; not SGD's momentum buffer, which is the first gradient)."""
+
+    def _update_group(self, group: dict[str, Any], options: dict[str, Any]) -> None:
+        """Update ``group``'s parameters; numbers come from ``options`` (Python numbers, or
+        0-d tensors inside a trace), branches read ``group``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement its update")
 
     def _next_step(self, p: Tensor):

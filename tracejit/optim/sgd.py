@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .optimizer import Optimizer, _check_unsupported
+from .optimizer import Optimizer, _check_unsupported, scaled
 
 
 class SGD(Optimizer):
@@ -17,7 +17,13 @@ class SGD(Optimizer):
         buf = g (first step)  or  buf = momentum * buf + (1 - dampening) * g
         g = g + momentum * buf (nesterov)  or  g = buf
         p = p - lr * g
+
+    lr, momentum and weight_decay are graph inputs in a traced step (a scheduler does not
+    retrace); the first step with momentum differs (the buffer starts as the gradient), so a
+    traced step with momentum is traced for its first step and once more for the others.
     """
+
+    dynamic_options = ("lr", "momentum", "weight_decay")
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
@@ -32,25 +38,26 @@ class SGD(Optimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         _check_sgd(group)
 
-    def _update_group(self, group: dict[str, Any]) -> None:
-        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-        weight_decay, nesterov = group["weight_decay"], group["nesterov"]
+    def _update_group(self, group: dict[str, Any], options: dict[str, Any]) -> None:
+        # numbers from options (0-d tensors when traced), branches on the group's values
+        lr, momentum, weight_decay = options["lr"], options["momentum"], options["weight_decay"]
+        dampening, nesterov = group["dampening"], group["nesterov"]
         for p in group["params"]:
             if p.grad is None:
                 continue
             grad = -p.grad if group["maximize"] else p.grad
-            if weight_decay != 0:
-                grad = grad.add(p, alpha=weight_decay)
-            if momentum != 0:
+            if group["weight_decay"] != 0:
+                grad = grad.add(scaled(p, weight_decay))
+            if group["momentum"] != 0:
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = grad.detach().clone()
                     state["momentum_buffer"] = buf
                 else:
-                    buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-                grad = grad.add(buf, alpha=momentum) if nesterov else buf
-            p.add_(grad, alpha=-lr)
+                    buf.mul_(momentum).add_(scaled(grad, 1 - dampening))
+                grad = grad.add(scaled(buf, momentum)) if nesterov else buf
+            p.add_(scaled(grad, -lr))
 
 
 def _check_sgd(group: dict[str, Any]) -> None:

@@ -1,11 +1,13 @@
-"""simplify: algebraic identities that remove work without changing any result.
+"""simplify: algebraic identities that remove work without changing any result, and small
+powers computed without pow (within an ulp or two of numpy's np.power, see ``_power``).
 
-x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x; x**0.5 -> sqrt(x) for floats (numpy and torch
-take a square root there too, so (-inf)**0.5 is nan, not C pow's inf); x*0 -> 0 for integers
-only (a float x may be inf or nan); neg(neg x) -> x; permute of permute -> one permute (or
-none); reshape of reshape -> one reshape; no-op casts, reshapes, expands and permutes disappear;
-a sum/prod/amax/amin over no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast
-where the result type differs (the sum of ints or bools is int64).
+x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x, x**3 -> x*x*x, x**4 -> (x*x)*(x*x), and for floats
+x**-1 -> 1/x, x**-2 -> 1/(x*x), x**0.5 -> sqrt(x), x**-0.5 -> rsqrt(x) with pow's special
+values, as torch's CPU kernel computes them; x*0 -> 0 for integers only (a float x may be inf
+or nan); neg(neg x) -> x; permute of permute -> one permute (or none); reshape of reshape ->
+one reshape; no-op casts, reshapes, expands and permutes disappear; a sum/prod/amax/amin over
+no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast where the result type
+differs (the sum of ints or bools is int64).
 A node is only replaced by a value of exactly its type, and never so that a graph output
 becomes an alias of a graph input.
 """
@@ -41,6 +43,7 @@ def _is(x, value, producers) -> bool:
 
 
 def simplify(graph: Graph) -> Graph:
+    fresh = _Fresh(graph)
     producers: dict = {}
     mapping: dict = {}  # var id -> replacement Var
     input_ids = {v.id for v in graph.inputs}
@@ -50,7 +53,12 @@ def simplify(graph: Graph) -> Graph:
     for node in graph.nodes:
         inputs = tuple(substitute(x, mapping) for x in node.inputs)
         node = Node(node.out, node.op, inputs, node.attrs, node.loc)
-        replacement = _rewrite(node, producers)
+        replacement = _rewrite(node, producers, fresh)
+        if isinstance(replacement, list):  # new nodes, the last one binding node.out
+            for extra in replacement[:-1]:
+                producers[extra.out.id] = extra
+                nodes.append(extra)
+            replacement = replacement[-1]
         if isinstance(replacement, Var):
             ok = replacement.shape == node.out.shape and replacement.dtype == node.out.dtype
             if ok and not (node.out.id in output_ids and replacement.id in input_ids):
@@ -62,11 +70,95 @@ def simplify(graph: Graph) -> Graph:
             node = replacement
         producers[node.out.id] = node
         nodes.append(node)
-    return rebuild(graph, nodes, [substitute(x, mapping) for x in graph.outputs])
+    outputs = [substitute(x, mapping) for x in graph.outputs]
+    if fresh.used:
+        return _in_program_order(graph, nodes, outputs)
+    return rebuild(graph, nodes, outputs)
 
 
-def _rewrite(node: Node, producers):
-    """A Var that already holds the node's value, a cheaper Node, or None."""
+def _in_program_order(graph: Graph, nodes: list, outputs: list) -> Graph:
+    """Renumber node values so ids increase in program order again after a rewrite added
+    intermediates with new ids (fusion orders a group's nodes by id)."""
+    next_id = max([v.id for v in graph.inputs] + [n.out.id for n in nodes], default=-1) + 1
+    mapping: dict = {}
+    renumbered = []
+    for n in nodes:
+        out = Var(next_id, n.out.shape, n.out.dtype, n.out.device)
+        next_id += 1
+        ins = tuple(substitute(x, mapping) for x in n.inputs)
+        mapping[n.out.id] = out
+        renumbered.append(Node(out, n.op, ins, n.attrs, n.loc))
+    return rebuild(graph, renumbered, [substitute(x, mapping) for x in outputs])
+
+
+class _Fresh:
+    """New Var ids for the intermediates of a rewrite (above every id in the graph)."""
+
+    def __init__(self, graph: Graph):
+        ids = [v.id for v in graph.inputs] + [n.out.id for n in graph.nodes]
+        self.next = max(ids, default=-1) + 1
+        self.used = False
+
+    def like(self, v: Var) -> Var:
+        var = Var(self.next, v.shape, v.dtype, v.device)
+        self.next += 1
+        self.used = True
+        return var
+
+    def like_bool(self, v: Var) -> Var:
+        return self.like(Var(v.id, v.shape, np.dtype(np.bool_), v.device))
+
+
+def _power(node: Node, fresh: _Fresh):
+    """``x ** y`` for a Python-number exponent y in {2, 3, 4, -1, -2, 0.5, -0.5}, without pow:
+    the Node or the list of Nodes computing it, or None.
+
+    These are the spellings torch's CPU kernel uses (pow_tensor_scalar_optimized_kernel), and
+    they vectorise like any multiplication, where C pow is a library call per element. x*x,
+    1/x and sqrt(x) are exactly numpy's np.power; x*x*x, (x*x)*(x*x), 1/(x*x) and 1/sqrt(x)
+    round twice and differ from it by an ulp in about a third of the elements (np.power itself
+    is not correctly rounded: float32 ** 3 is 1 ulp off the exact result in ~10% of elements).
+    Special values are numpy's: x ** -0.5 selects pow's inf at +-0 and 0 at -inf (1/sqrt, and
+    torch, give -inf at -0.0 and nan at -inf); (-inf) ** 0.5 is nan, as numpy's power takes a
+    square root for 0.5.
+    NOTE: only when x has the result's type (int ** 2.0 is float, int * int is not), and
+    negative powers only for floats (integers to negative powers raise).
+    """
+    x, y = node.inputs
+    out, loc = node.out, node.loc
+    if not isinstance(x, Var) or x.dtype != out.dtype or isinstance(y, (Var, bool)):
+        return None
+    is_float = out.dtype.kind == "f"
+    if y == 2:
+        return Node(out, "mul", (x, x), (), loc)
+    if y in (3, 4):
+        sq = Node(fresh.like(out), "mul", (x, x), (), loc)
+        last = (sq.out, x) if y == 3 else (sq.out, sq.out)
+        return [sq, Node(out, "mul", last, (), loc)]
+    if not is_float:
+        return None
+    if y == 0.5:
+        return Node(out, "sqrt", (x,), (), loc)
+    if y == -0.5:
+        # NOTE: C pow's (-0.0) ** -0.5 is inf and (-inf) ** -0.5 is 0, where 1/sqrt gives -inf
+        # and nan (torch's values): two selects keep numpy's, still no pow
+        r = Node(fresh.like(out), "rsqrt", (x,), (), loc)
+        zero = Node(fresh.like_bool(out), "eq", (x, 0.0), (), loc)
+        at_zero = Node(fresh.like(out), "where", (zero.out, float("inf"), r.out), (), loc)
+        neg_inf = Node(fresh.like_bool(out), "eq", (x, float("-inf")), (), loc)
+        return [r, zero, at_zero, neg_inf,
+                Node(out, "where", (neg_inf.out, 0.0, at_zero.out), (), loc)]
+    if y == -1:
+        return Node(out, "div", (1.0, x), (), loc)
+    if y == -2:
+        sq = Node(fresh.like(out), "mul", (x, x), (), loc)
+        return [sq, Node(out, "div", (1.0, sq.out), (), loc)]
+    return None
+
+
+def _rewrite(node: Node, producers, fresh: _Fresh):
+    """A Var that already holds the node's value, a cheaper Node (or a list of Nodes, the last
+    binding the node's value), or None."""
     op, ins, out = node.op, node.inputs, node.out
     attrs = node.attr_dict
     if op == "add":
@@ -88,12 +180,7 @@ def _rewrite(node: Node, producers):
     elif op == "pow":
         if _is(ins[1], 1, producers):
             return ins[0]
-        # NOTE: only when x has the result's type: int ** 2.0 is float, int * int is not
-        if _is_scalar(ins[1], 2) and isinstance(ins[0], Var) and ins[0].dtype == out.dtype:
-            return Node(out, "mul", (ins[0], ins[0]), (), node.loc)
-        if _is_scalar(ins[1], 0.5) and isinstance(ins[0], Var) and ins[0].dtype == out.dtype \
-                and out.dtype.kind == "f":
-            return Node(out, "sqrt", (ins[0],), (), node.loc)
+        return _power(node, fresh)
     elif OPS[op].reduction and not attrs["dims"]:
         # NOTE: a reduction over no dims has no row for a kernel to walk: it is elementwise
         x = ins[0]

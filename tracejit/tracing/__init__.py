@@ -19,7 +19,7 @@ The package, front to back:
 """
 
 from ..runtime.executor import write_back
-from .capture import Source, discover_sources, guard_python_values
+from .capture import NumberSource, Source, discover_sources, dynamic, guard_python_values
 from .compiled import CompiledGraph, GuardSpec, InputSpec, OutputSpec
 from .debug import debug_enabled
 from .front import TracedFunction, trace
@@ -29,8 +29,8 @@ from .specializations import CacheInfo, Specialization, Specializations
 from .tracer import Captured, Tracer
 
 __all__ = [
-    "CacheInfo", "Captured", "CompiledGraph", "GuardSpec", "InputSpec", "OutputSpec", "Source",
-    "Specialization", "Specializations", "TracedFunction", "Tracer", "debug_enabled",
-    "discover_sources", "eager", "flatten", "get_mode", "guard_python_values", "set_mode",
-    "trace", "unflatten", "write_back",
+    "CacheInfo", "Captured", "CompiledGraph", "GuardSpec", "InputSpec", "NumberSource",
+    "OutputSpec", "Source", "Specialization", "Specializations", "TracedFunction", "Tracer",
+    "debug_enabled", "discover_sources", "dynamic", "eager", "flatten", "get_mode",
+    "guard_python_values", "set_mode", "trace", "unflatten", "write_back",
 ]

@@ -4,6 +4,11 @@ A tensor the traced function reaches without receiving it (a parameter) becomes 
 read afresh on every call, never a constant: ``discover_sources`` records how to find each one
 again (a ``Source``). Python numbers and strings it reads from its closure and globals are baked
 into the graph, so ``guard_python_values`` guards them.
+
+Numbers that change on every epoch (a scheduled learning rate, Adam's betas) would retrace at
+every change if they were guarded: library code reads them through ``Tracer.dynamic_number``
+instead, which makes them 0-d float64 graph inputs fetched afresh on every call
+(``NumberSource``); users mark their own with ``dynamic(value)``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,42 @@ class Source:
         for step in self.path:
             obj = obj[step[1]] if step[0] == "item" else getattr(obj, step[1])
         return obj
+
+
+@dataclass
+class NumberSource:
+    """A Python number read afresh on every call (``Tracer.dynamic_number``): the graph input is
+    a 0-d float64 tensor holding it. A value that is no longer a number fails the fetch, which
+    makes the call trace again."""
+    name: str
+    read: object  # () -> the number now
+
+    def fetch(self, fn, args):
+        value = self.read()
+        if type(value) not in (int, float) and not isinstance(value, np.floating):
+            raise TypeError(f"{self.name} is no longer a Python number ({type(value).__name__})")
+        return Tensor._make(np.array(value, dtype=np.float64))
+
+
+def dynamic(value) -> Tensor:
+    """A number that may change between calls without tracing again: a 0-d float64 tensor.
+
+    >>> lr = tracejit.dynamic(0.1)          # in a closure, a global or passed as an argument
+    >>> lr.fill_(0.01)                       # or ``lr = tracejit.dynamic(0.01)``: no retrace
+
+    Mixed with float32 tensors it acts as a Python float does (torch's promotion of 0-d
+    tensors: the result stays float32 and the number is rounded to float32 where it is used),
+    so results are the same as with the plain number; arithmetic among such numbers is float64,
+    as Python's is. A plain Python number in a closure or global is instead baked into the
+    graph and guarded (a new value traces again).
+    """
+    if isinstance(value, Tensor):
+        raise TypeError("dynamic() takes a Python number; a tensor is already read afresh "
+                        "on every call")
+    if type(value) not in (int, float) and not isinstance(value, np.floating):
+        raise TypeError(f"dynamic() takes a Python number, got {type(value).__name__}")
+    from ..creation import tensor
+    return tensor(float(value), dtype=np.float64)
 
 
 _SKIP_TYPES = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
@@ -88,6 +129,12 @@ def discover_sources(fn, flat_args, arg_names, max_nodes: int = 20000,
                 found[id(obj)] = Source(name, root, key, path)
                 if entry_grads is not None:
                     entry_grads[id(obj)] = obj.grad
+                if isinstance(obj._grad, Tensor) and len(path) <= 8:
+                    # NOTE: a gradient set outside (``w.grad = g``, eager accumulation) and read
+                    # inside (a traced ``opt.step``) is fetched afresh too; without a path the
+                    # graph would keep reading the first call's gradient tensor
+                    stack.append((f"{name}.grad", root, key, path + (("attr", "_grad"),),
+                                  obj._grad))
             continue
         if isinstance(obj, _SKIP_TYPES) or obj is None or id(obj) in seen or len(path) > 8:
             continue

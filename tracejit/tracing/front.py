@@ -291,6 +291,9 @@ class TracedFunction:
             # training is not traced again once backward() has filled its .grad
             for c in tracer.captured:
                 c.grad_none = None
+        for c in tracer.captured:
+            if id(c.tensor) in tracer.grads_reset_unseen:
+                c.grad_none = None  # zero_grad() dropped its gradient unseen (Tracer.grad_reset)
         if debug_enabled("graph"):
             _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
         optimized = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))

@@ -102,7 +102,11 @@ class Specialization:
                             for k in dict.fromkeys(list(old_d) + list(new_d))
                             if old_d.get(k) != new_d.get(k)]
                     return f"{what} changed ({', '.join(diff)})"
-                return f"{what} changed from {value!r} to {now!r}"
+                hint = ""
+                if what.startswith(("closure ", "global ")) and type(value) in (int, float):
+                    # a number baked into the graph (capture.guard_python_values)
+                    hint = " (to change it without tracing again, make it tracejit.dynamic(...))"
+                return f"{what} changed from {value!r} to {now!r}{hint}"
         for c in self.captured:
             name = c.source.name if c.source else c.var and f"captured tensor %{c.var.id}"
             try:

@@ -13,14 +13,15 @@ from ..autograd import grad_mode
 from ..errors import TraceError, user_frame, user_location
 from ..ir import Const, GraphBuilder, Var
 from ..tensor import Tensor
-from .capture import Source
+from .capture import NumberSource, Source
 
 
 @dataclass
 class Captured:
     """A tensor the traced function reached that is not an argument: a graph input."""
     var: Var
-    source: Source | None  # how to fetch it again; None: the very same object is reused
+    source: Source | NumberSource | None  # how to fetch it again; None: the very same
+    # object is reused
     tensor: object  # the object seen while tracing
     requires_grad: bool = False  # guarded, with whether .grad was None, at every call
     grad_none: bool | None = True  # None: the function never reads .grad, so no guard
@@ -43,6 +44,9 @@ class Tracer:
         self.guards: list = []  # (fetch, value, description): Python state the graph relies on
         self.guard_keys: set = set()
         self.grad_read = False  # some tensor's .grad was read: the graph depends on it
+        self.numbers: dict = {}  # key -> the 0-d tensor of a dynamic number (dynamic_number)
+        self.grads_reset_unseen: set = set()  # ids of tensors whose .grad was set to None
+        # before anything read a gradient (see grad_reset)
 
     # -- values
     def bind(self, t, var: Var) -> None:
@@ -71,6 +75,28 @@ class Tracer:
                 return
             self.guard_keys.add(key)
         self.guards.append((fetch, fetch(), what))
+
+    def dynamic_number(self, read, name: str, key=None):
+        """Library code reads a Python number that changes between calls (a scheduled learning
+        rate): instead of a guard, it becomes a 0-d float64 graph input that ``read()`` fills
+        on every call. Returns that tensor; the same ``key`` gives the same tensor."""
+        if key is not None and key in self.numbers:
+            return self.numbers[key]
+        source = NumberSource(name, read)
+        t = source.fetch(self.fn, ())
+        v = self.add_argument(name, t)
+        self.captured.append(Captured(v, source, t, False, True))
+        if key is not None:
+            self.numbers[key] = t
+        return t
+
+    def grad_reset(self, t) -> None:
+        """``t.grad = None`` (``zero_grad()``) before any gradient was read or replaced: the
+        graph does not depend on whether ``t`` came in with a gradient, so that is not guarded
+        (a training step starting with ``zero_grad()`` is not traced again on its second call,
+        when the parameters arrive with the first call's gradients)."""
+        if not self.grad_read and self.entry_grads.get(id(t), t._grad) is t._grad:
+            self.grads_reset_unseen.add(id(t))
 
     def note_backward(self) -> None:
         self.ran_backward = True
@@ -164,7 +190,11 @@ class Tracer:
             if var.id != vid and self.originals.get(var.id) is not t:
                 mutated.append((position[vid], len(out_refs)))
                 out_refs.append(var)
-            if t._grad is not self.initial_grads[vid]:  # backward() or zero_grad() ran inside
+            # backward() or zero_grad() ran inside; NOTE: a gradient zero_grad() dropped unseen
+            # is written back as None even when it came in None: later calls are not guarded on
+            # it (grad_reset), and may bring one
+            reset = id(t) in self.grads_reset_unseen and t._grad is None
+            if t._grad is not self.initial_grads[vid] or reset:
                 if t._grad is None:
                     grads.append((position[vid], None))
                 else:

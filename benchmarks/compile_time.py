@@ -1,0 +1,169 @@
+"""Where the cold compile time of a training step goes (issue 13).
+
+    TRACEJIT_CACHE_DIR is set to a fresh temporary directory by this script:
+    python benchmarks/compile_time.py [--batch 256] [--repeat 1]
+
+Traces and compiles the MLP training step of ``python -m tracejit`` (784-256-10, SGD with
+momentum, cross-entropy) in a fresh process with an empty cache, and splits the time from the
+first call to the first compiled result into our stages (timers around them) and numba's
+(its per-pass pipeline timings, ``metadata['pipeline_times']``, and the LLVM time from
+numba's event API, ``numba:llvm_lock``):
+
+- trace: running the step eagerly while recording the graph (Python, numpy);
+- passes: ``passes.PIPELINE`` and ``COMPILE_PIPELINE`` (fold ... fuse);
+- lower: ``codegen.lower`` (plans and the CPU renderer);
+- import: writing and importing the generated module (``runtime.compile.load_module``);
+- numba: the first call of the entry, which compiles it and every kernel it calls, split into
+  type inference, parfor passes, lowering to LLVM IR, LLVM (optimisation and machine code) and
+  the rest of numba's pipeline.
+
+Each run is a subprocess of its own (numba compiles a function once per process); with
+``--repeat N`` the table gives medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+STAGES = ["trace", "passes", "lower", "import", "numba"]
+NUMBA_PARTS = ["type inference", "parfors", "lowering (IR)", "LLVM", "numba other"]
+
+
+def _category(pass_name: str) -> str:
+    name = pass_name.lower()
+    if "typeinference" in name or "type_inference" in name:
+        return "type inference"
+    if "parfor" in name and "lowering" not in name:
+        return "parfors"
+    if "lowering" in name:
+        return "lowering (IR)"
+    return "numba other"
+
+
+def child(batch: int) -> dict:
+    """Runs in the subprocess: time every stage of the first compiled step."""
+    import numpy as np
+    from numba.core import event
+
+    import tracejit as tj
+    import tracejit.codegen as codegen
+    import tracejit.passes as passes
+    from tracejit import nn, optim
+    from tracejit.runtime import compile as rcompile
+    from tracejit.tracing import front
+
+    spent: dict = defaultdict(float)
+
+    def timed(stage, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[stage] += time.perf_counter() - t0
+        return wrapper
+
+    front._call_watched = timed("trace", front._call_watched)
+    passes.run_pipeline = timed("passes", passes.run_pipeline)
+    codegen.lower = timed("lower", codegen.lower)
+    rcompile.load_module = timed("import", rcompile.load_module)
+    rcompile.Runner._first_call = timed("numba", rcompile.Runner._first_call)
+
+    rng = np.random.default_rng(0)
+    x = tj.tensor(rng.standard_normal((batch, 784)).astype(np.float32))
+    y = tj.tensor(rng.integers(0, 10, batch))
+    tj.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    @tj.trace
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    llvm = event.TimingListener()
+    t0 = time.perf_counter()
+    with event.install_listener("numba:llvm_lock", llvm):
+        # SGD with momentum: the 1st call traces the first step, the 2nd traces the others,
+        # the 3rd runs (and compiles) that graph: as python -m tracejit's warm-up
+        for _ in range(3):
+            step(x, y)
+    total = time.perf_counter() - t0
+
+    parts: dict = defaultdict(float)
+    functions = 0
+    spec = step.specs()[-1]
+    module = spec.runner.module
+    for value in vars(module).values():
+        for cres in getattr(value, "overloads", {}).values():
+            functions += 1
+            for pipeline in cres.metadata.get("pipeline_times", {}).values():
+                for pass_name, t in pipeline.items():
+                    parts[_category(pass_name)] += t.init + t.run + t.finalize
+    llvm_s = llvm.duration if llvm.done else 0.0
+    parts["LLVM"] = llvm_s
+    # numba's lowering passes include the LLVM work done under the lock while they run
+    parts["lowering (IR)"] = max(parts["lowering (IR)"] - llvm_s, 0.0)
+    parts["numba other"] = max(spent["numba"] - sum(parts[k] for k in NUMBA_PARTS
+                                                    if k != "numba other"), 0.0)
+    kernels = sum(1 for v in vars(module).values() if hasattr(v, "overloads"))
+    parallel = sum(1 for v in vars(module).values()
+                   if getattr(v, "targetoptions", {}).get("parallel"))
+    return {"total": total, **{k: spent[k] for k in STAGES}, **dict(parts),
+            "functions": kernels, "compiled": functions, "parallel": parallel,
+            "nodes": len(spec.compiled.graph.nodes)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--repeat", type=int, default=1, help="fresh processes; medians")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.batch)))
+        return 0
+    runs = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as d:
+            env = dict(os.environ, TRACEJIT_CACHE_DIR=d)
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                                  "--batch", str(args.batch)], env=env, capture_output=True,
+                                 text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def med(k):
+        return statistics.median(r[k] for r in runs)
+
+    total = med("total")
+    print(f"MLP training step 784-256-10, batch {args.batch}, SGD momentum; cold cache; "
+          f"{args.repeat} fresh process(es), medians")
+    print(f"generated module: {runs[0]['functions']} numba functions "
+          f"({runs[0]['parallel']} parallel), {runs[0]['nodes']} fused-graph nodes\n")
+    print("| stage | seconds | share |")
+    print("|---|---|---|")
+    for k in STAGES:
+        print(f"| {k} | {med(k):.2f} | {med(k) / total:.0%} |")
+        if k == "numba":
+            for part in NUMBA_PARTS:
+                print(f"| &nbsp;&nbsp;{part} | {med(part):.2f} | {med(part) / total:.0%} |")
+    rest = statistics.median(r["total"] - sum(r[k] for k in STAGES) for r in runs)
+    print(f"| eager runs, guards, other | {rest:.2f} | {rest / total:.0%} |")
+    print(f"| **first call to compiled result (3 calls)** | **{total:.2f}** | 100% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
