@@ -40,7 +40,8 @@ def test_show(files):
     d, _, _ = files
     out = cli("show", d / "train.tjit")
     assert out.returncode == 0, out.stderr
-    for text in ("tracejit export v1", "weights: 8 tensors", "entry train_step",
+    for text in ("tracejit export v1", "weights: 11 tensors", "group0.lr: f64[]",
+                 "entry train_step",
                  "runs its own backward", "x: f32[4,8]  argument 0", "Linear attributes ==",
                  "= matmul", "mutation of"):
         assert text in out.stdout, text
