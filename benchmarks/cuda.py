@@ -147,7 +147,7 @@ def bench_rows(cuda, torch) -> None:
 
 
 def bench_matmul(cuda, torch) -> None:
-    from tracejit.codegen.cuda_block import TILE, tiles
+    from tracejit.runtime.cuda_launch import TILE, tiles
     print("matmul f32 4096^3")
     n = size(4096, 8)
     rng = np.random.default_rng(0)

@@ -345,9 +345,12 @@ def helpers_digest() -> str:
     """A hash of the device helpers generated kernels inline. NOTE: numba-cuda's cache checks
     only the module's own file, so the header carries this: editing a helper changes the
     source, hence the module's name, and no stale machine code is loaded."""
+    from tracejit.runtime import cuda_launch  # the geometry kernels are compiled with
+
     digest = hashlib.sha256()
-    for name in ("cuda_prelude.py", "cuda_block.py"):
-        digest.update((Path(__file__).parent / name).read_bytes())
+    for path in (Path(__file__).parent / "cuda_prelude.py", Path(__file__).parent / "cuda_block.py",
+                 Path(cuda_launch.__file__)):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -358,8 +361,8 @@ fixed launch list). Kernel comments name the IR nodes; sizes are runtime values 
 import numpy as np
 from numba import boolean, cuda, float32, float64, int32, int64  # noqa: F401
 
-from tracejit.codegen.cuda_block import (MAX_BLOCKS, PARTIALS, ROW_THREADS, THREADS,  # noqa
-                                         TILE, grid, row_grid, tiles)
+from tracejit.runtime.cuda_launch import (MAX_BLOCKS, PARTIALS, ROW_THREADS, THREADS,  # noqa
+                                          TILE, grid, row_grid, tiles)
 from tracejit.runtime import cuda_runner as rt
 '''
 

@@ -221,7 +221,7 @@ def _copy_kernel(ndim: int):
 
 
 def copy_into(x, out) -> None:
-    from tracejit.codegen.cuda_block import THREADS, grid
+    from .cuda_launch import THREADS, grid
     n = int(np.prod(out.shape, dtype=np.int64))
     if n:
         _copy_kernel(len(out.shape))[grid(n), THREADS](x, out, n)
@@ -286,7 +286,7 @@ def _is_device(x) -> bool:
 def matmul_launcher(kernel, grid3):
     """cuBLAS (cupy.matmul into ``out``) when cupy is importable, else ``kernel`` (the tiled
     matmul) configured for the grid ``(tiles of n, tiles of m, batch)``."""
-    from tracejit.codegen.cuda_block import TILE, tiles
+    from .cuda_launch import TILE, tiles
     if HAVE_CUPY and not _simulated():
         import cupy
 
