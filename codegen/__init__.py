@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 
 from .cpu import CpuTarget
+from .cuda import CudaTarget
 from .entry import EntryPlan, plan_entry
 from .kernel import plan_kernels
 from .memory_plan import plan_memory
@@ -27,7 +28,7 @@ from .program import Lowered, Program
 
 # target name -> its class: built with the lowering's options, it answers the neutral planning's
 # questions (entry.Target) and renders the plans. A new target is one more entry.
-TARGETS = {"cpu": CpuTarget}
+TARGETS = {"cpu": CpuTarget, "cuda": CudaTarget}
 
 
 @dataclass
@@ -78,7 +79,8 @@ def _debug() -> bool:
 
 def lower(graph, target: str = "cpu", **options) -> Program:
     """Source for a fused graph (``tracejit.passes.fuse``) on ``target``; ``options`` go to
-    the target (cpu: ``fastmath``, ``precise_math``, ``parallel``)."""
+    the target (cpu: ``fastmath``, ``precise_math``, ``parallel``; cuda: ``fastmath``,
+    ``host_fallback``)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: one of {sorted(TARGETS)}")
     state = _Lowering(graph, TARGETS[target](**options))
