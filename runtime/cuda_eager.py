@@ -136,9 +136,13 @@ def device_error(op_name: str, devices: list, index: int) -> RuntimeError:
                         f"move them with .to(device), .cuda() or .cpu()){user_frame(3)}")
 
 
+_INDEX_FROM = {"getitem": 1, "index_put": 2}  # where each op's index tensors start
+
+
 def _operands(op, inputs) -> list:
-    """Device arrays and scalars for ``inputs``; 0-d CPU tensors move to the device (torch lets
-    CPU scalars join CUDA ops); anything else on the CPU is an error naming both devices."""
+    """Device arrays and scalars for ``inputs``; 0-d CPU tensors and CPU index tensors move to
+    the device (torch lets them join CUDA ops); anything else on the CPU is an error naming both
+    devices."""
     from tracejit.tensor import Tensor
     args = []
     for k, x in enumerate(inputs):
@@ -148,7 +152,8 @@ def _operands(op, inputs) -> list:
         a = x._data
         if is_device_array(a):
             args.append(a)
-        elif a.ndim == 0:
+        elif a.ndim == 0 or (k >= _INDEX_FROM.get(op.name, len(inputs)) and a.dtype.kind in "iub"):
+            # CPU scalars, and CPU index tensors of getitem/index_put (x[[0, 2]]), as torch
             args.append(to_device(a, op.name))
         else:
             devices = [str(t.device) for t in inputs if isinstance(t, Tensor)]

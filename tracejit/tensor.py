@@ -1147,11 +1147,18 @@ class Tensor:
     def __setitem__(self, key, value):
         spec, idx = _parse_index("setitem", key, self.shape)
         value = _wrap(value)
+        if isinstance(value, Tensor) and value.is_cuda != self.is_cuda:
+            value = value.to(self.device)  # as copy_, setitem crosses devices
+        elif not isinstance(value, Tensor) and self.is_cuda:
+            # NOTE: a 0-d device value: the CUDA renderer's host round trip for index_put passes
+            # a scalar operand where its fallback expects arrays only
+            from .creation import full
+            value = full((), value, dtype=self.dtype, device="cuda")
         if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
             # torch drops the value's leading size-1 dims: x[0] = tensor([1.5]) works
             lead = next((i for i, n in enumerate(value.shape) if n != 1), value.ndim)
             value = value.reshape(value.shape[lead:])
-        if current_tracer() is None and not (grad_mode.enabled and (
+        if current_tracer() is None and _is_host(self._data) and not (grad_mode.enabled and (
                 self.requires_grad or _req(value))):
             basic, adv = spec
             v = value._data if isinstance(value, Tensor) else value
@@ -1177,7 +1184,7 @@ class Tensor:
                              f"got {index.dtype}{user_frame()}")
         d = norm_dim("index_select", dim, self.shape)
         n = self.shape[d] if self.ndim else 1
-        if current_tracer() is None and index.numel() and not (
+        if current_tracer() is None and index.numel() and not index.is_cuda and not (
                 0 <= index._data.min() <= index._data.max() < n):  # no negative wrap, as torch
             bad = index._data.min() if index._data.min() < 0 else index._data.max()
             raise IndexError(f"index_select: index {bad} is out of range for dimension {d} "
@@ -1317,6 +1324,8 @@ class Tensor:
         if not isinstance(src, Tensor):
             from .creation import tensor
             src = tensor(src, dtype=self.dtype)
+        if src.is_cuda != self.is_cuda:  # copy_ crosses devices, as torch's does
+            src = src.to(self.device)
         if src.ndim > self.ndim:
             raise ShapeError(f"copy_: source of shape {tuple(src.shape)} cannot be broadcast to "
                              f"{tuple(self.shape)}{user_frame()}")
@@ -1471,7 +1480,7 @@ def _parse_index(name: str, key, shape: Sequence[int]):
                 if k.ndim == 0:
                     raise NotImplementedError(f"{name}: indexing with a 0-d bool tensor is not "
                                               f"supported; use tracejit.where")
-                items.extend(("T", Tensor._make(a)) for a in np.nonzero(k._data))
+                items.extend(("T", Tensor._make(a)) for a in np.nonzero(_host_data(k)))
             elif k.dtype.kind in "iu":
                 items.append(("T", k))
             else:

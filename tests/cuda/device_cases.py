@@ -37,6 +37,20 @@ def views_and_copies(tj, dev):
             x.transpose(0, 1).reshape(3, 8))
 
 
+def indexing(tj, dev):
+    tj.manual_seed(7)
+    x = _seeded(tj, dev, 3, 4)
+    y = tj.zeros(3, 4, device=dev)
+    y[0] = 5.0
+    y[1] = tj.ones(4)  # a CPU value crosses devices, as copy_ does
+    y[:, 3] = x[:, 0]
+    z = tj.zeros(2, 4, device=dev)
+    z.copy_(tj.ones(2, 4))  # from the CPU
+    e = tj.zeros(0, 4, device=dev)
+    return (x[[0, 2]], x[tj.tensor([2, 0])], x[x > 0], x.index_select(1, tj.tensor([3, 1])),
+            x.gather(1, tj.tensor([[0], [1], [2]], device=dev)), y, z, e + 1, e.sum(0))
+
+
 def matmul(tj, dev):
     tj.manual_seed(3)
     a, b = _seeded(tj, dev, 5, 3), _seeded(tj, dev, 3, 6)
@@ -112,8 +126,8 @@ def mlp_adam(tj, dev):
     return _train(tj, dev, tj.optim.Adam, 2, lr=0.01)
 
 
-CASES = {f.__name__: f for f in (elementwise, reductions, views_and_copies, matmul, inplace,
-                                 factories, autograd, mlp_sgd, mlp_adam)}
+CASES = {f.__name__: f for f in (elementwise, reductions, views_and_copies, indexing, matmul,
+                                 inplace, factories, autograd, mlp_sgd, mlp_adam)}
 
 
 def as_arrays(results) -> list:
@@ -152,6 +166,11 @@ def checks(tj) -> dict:
     v = tj.ones(3, requires_grad=True)  # a CPU leaf: the copy's gradient comes back to it
     (v.cuda() * x[:3]).sum().backward()
     out["to_grad"] = f"{v.grad.device} {v.grad.tolist()} {v.cuda().grad_fn}"
+    # a CUDA model loads a CPU state dict in place, and its state dict is on the device
+    m = tj.nn.Linear(2, 1).cuda()
+    m.load_state_dict({"weight": tj.ones(1, 2), "bias": tj.zeros(1)})
+    sd = m.state_dict()
+    out["state_dict"] = f"{sd['weight'].device} {m(tj.ones(1, 2, device='cuda')).tolist()}"
     out["scalar_tensor"] = str((x + tj.tensor(2.0)).tolist())  # CPU 0-d tensors may join
     out["item"] = str(x.sum().item())
 
