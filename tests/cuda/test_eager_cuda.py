@@ -1,7 +1,8 @@
-"""Eager CUDA ops under numba-cuda's simulator: ONE child process runs every case of
-tests/cuda/device_cases.py on "cuda" (elementwise with broadcasting and promotion, reductions,
-views, matmul, in-place ops, factories with device=, autograd, an MLP training step with SGD
-and Adam) and the CUDA-only checks; here the same cases run on the CPU and must agree."""
+"""Eager CUDA ops under numba-cuda's simulator (in process on a real GPU: the first check of a
+GPU session): ONE child process runs every case of tests/cuda/device_cases.py on "cuda"
+(elementwise with broadcasting and promotion, reductions, views, indexing, matmul, in-place
+ops, factories with device=, autograd, an MLP training step with SGD and Adam) and the
+CUDA-only checks; here the same cases run on the CPU and must agree."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ pytest.importorskip("numba_cuda")
 
 @pytest.fixture(scope="module")
 def simulated():
+    if tj.cuda.is_available() and not tj.cuda.is_simulator():
+        from .device_cases import run  # a real GPU: the same cases in process
+        return run({})
     return run_in_simulator("tests.cuda.device_cases:run", timeout=300)
 
 
@@ -69,6 +73,8 @@ def test_cuda_only_behaviour(simulated, check, expected):
         assert "device_cases.py" in got  # the user's line, as every tracejit error names it
 
 
+@pytest.mark.skipif(tj.cuda.is_available() and not tj.cuda.is_simulator(),
+                    reason="a real GPU compiles every kernel on its first run")
 def test_simulated_cases_stay_small(simulated):
     seconds = {k: float(v) for k, v in simulated.items() if k.endswith(".seconds")}
     assert sum(seconds.values()) < 60, seconds
