@@ -171,6 +171,18 @@ def checks(tj) -> dict:
     m.load_state_dict({"weight": tj.ones(1, 2), "bias": tj.zeros(1)})
     sd = m.state_dict()
     out["state_dict"] = f"{sd['weight'].device} {m(tj.ones(1, 2, device='cuda')).tolist()}"
+    # an Adam checkpoint saved on the CPU resumes a CUDA model: the moments follow the device
+    m_cpu = tj.nn.Linear(2, 1)
+    opt = tj.optim.Adam(m_cpu.parameters())
+    m_cpu(tj.ones(1, 2)).sum().backward()
+    opt.step()
+    m.load_state_dict(m_cpu.state_dict())
+    opt_cuda = tj.optim.Adam(m.parameters())
+    opt_cuda.load_state_dict(opt.state_dict())
+    m(tj.ones(1, 2, device="cuda")).sum().backward()
+    opt_cuda.step()
+    moments = [s["exp_avg"].device for s in opt_cuda.state.values()]
+    out["optimizer_state"] = f"{moments} {m.weight.is_cuda}"
     out["scalar_tensor"] = str((x + tj.tensor(2.0)).tolist())  # CPU 0-d tensors may join
     out["item"] = str(x.sum().item())
 

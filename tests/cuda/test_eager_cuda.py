@@ -57,6 +57,7 @@ def test_eager_cuda_matches_the_cpu(simulated, name):
     ("dropout", "True True"),
     ("to_grad", "cpu [0.0, 1.0, 2.0] <ToCopyBackward0>"),
     ("state_dict", "cuda:0 [[2.0]]"),
+    ("optimizer_state", "[device(type='cuda', index=0), device(type='cuda', index=0)] True"),
     ("scalar_tensor", "[2.0, 3.0, 4.0, 5.0]"),
     ("item", "6.0"),
     # as_tensor of a numba device array shares it: an in-place add shows in the array
