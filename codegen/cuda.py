@@ -492,8 +492,8 @@ class _Entry:
                         f"({_type(node.out)}); use the CPU backend (backend='cpu'), or "
                         f"host_fallback=True to run it on the host between copies")
                 self.round_trips.append(node.op)
-                operands = ", ".join(a if a is not None else repr(x)
-                                     for a, x in zip(arg, node.inputs))
+                # array operands only: the fallback keeps the node's scalars (entry.fallback)
+                operands = ", ".join(a for a in arg if a is not None)
                 results = [f"t{v.id}" for v in step.results]
                 for v in step.results:
                     names[v.id] = f"t{v.id}"

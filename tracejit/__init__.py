@@ -12,7 +12,9 @@ import os as _os
 # costs microseconds. Set before numba starts its threads; a value you set yourself wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import autograd, cuda, dtypes, nn, onnx, ops, optim, utils  # noqa: E402 - nn and optim build on the names above; onnx imports the onnx package only when exporting
+# cuda_ops registers eager CUDA ops (dispatch.cuda_backend); numba-cuda is imported on first use;
+# onnx imports the onnx package only when exporting
+from . import autograd, cuda, cuda_ops, dtypes, nn, onnx, ops, optim, utils  # noqa: E402, F401 - nn and optim build on the names above
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (
                        arange,

@@ -183,6 +183,14 @@ def _store_grad(t, g, create_graph):
         t.grad = g.clone() if t.grad is None else t.grad + g
         return
     _stores.count = getattr(_stores, "count", 0) + 1
+    if t.is_cuda:  # device arrays: the same steps as Tensor ops (generated kernels)
+        if t.grad is None:
+            t.grad = g if create_graph else g.to(t.dtype).clone()
+        elif create_graph:
+            t.grad = t.grad + g
+        else:
+            t.grad._assign_device(t.grad + g, "add", False)
+        return
     if t.grad is None:
         t.grad = g if create_graph else Tensor._make(np.array(g._data, dtype=t.dtype))
     elif create_graph or not t.grad._data.flags.writeable:
@@ -217,7 +225,7 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                     f"grad can be implicitly created only for scalar outputs (got an output of "
                     f"shape {tuple(out.shape)}; reduce it first, e.g. .sum() or .mean(), or pass "
                     f"gradient= of the same shape){user_frame()}")
-            g = ones(out.shape, dtype=out.dtype)
+            g = ones(out.shape, dtype=out.dtype, device="cuda" if out.is_cuda else None)
         elif not isinstance(g, Tensor):
             g = tensor(g, dtype=out.dtype)
         if tuple(g.shape) != tuple(out.shape):

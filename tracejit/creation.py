@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import dispatch, ops
 from . import dtypes as D
-from . import ops
 from .dispatch import apply, current_tracer
-from .tensor import Tensor, _check_device, _shape_arg
+from .errors import user_frame
+from .tensor import Tensor, _check_device, _host_data, _shape_arg
 
 _GEN = [np.random.default_rng(0)]
 
@@ -35,7 +36,7 @@ def _rng() -> np.random.Generator:
 def _to_array(data, dtype=None) -> np.ndarray:
     """Convert data to a fresh array with torch's dtype inference (floats -> float32)."""
     if isinstance(data, Tensor):
-        arr = data._data
+        arr = _host_data(data)  # a CUDA tensor's values are copied to the host
     elif isinstance(data, (np.ndarray, np.generic)):
         arr = np.asarray(data)
         if dtype is None and arr.dtype not in D.SUPPORTED:
@@ -62,13 +63,42 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     >>> tracejit.tensor([1, 2]).dtype, tracejit.tensor([1.0]).dtype
     (dtype('int64'), dtype('float32'))
     """
-    if isinstance(data, Tensor) and current_tracer() is not None:
+    if isinstance(data, Tensor) and (current_tracer() is not None or data.is_cuda):
         t = data.detach().clone() if dtype is None else data.detach().to(dtype, copy=True)
+        if device is not None:
+            t = t.to(device)
         return t.requires_grad_(True) if requires_grad else t
+    if _cuda_array(data):
+        return tensor(as_tensor(data), dtype, device, requires_grad)
     return _new(_to_array(data, dtype), device, requires_grad)
 
 
-as_tensor = tensor
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """``data`` as a tensor: CUDA arrays (cupy, torch CUDA tensors, numba device arrays:
+    anything with ``__cuda_array_interface__``) are shared without a copy; other data is
+    copied as ``tensor`` does."""
+    if isinstance(data, Tensor):
+        return data.to(dtype=dtype, device=device)
+    if _cuda_array(data):
+        return _from_cuda_array(data, "as_tensor").to(dtype=dtype, device=device)
+    return tensor(data, dtype, device)
+
+
+def _cuda_array(obj) -> bool:
+    # NOTE: numba's device arrays have copy_to_host; under the simulator that is all they have
+    return not isinstance(obj, (Tensor, np.ndarray)) and (
+        hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "copy_to_host"))
+
+
+def _from_cuda_array(obj, what) -> Tensor:
+    """A CUDA tensor viewing ``obj``'s device memory (zero-copy; ``obj`` stays its owner)."""
+    from . import cuda
+    numba_cuda = cuda.require(what)
+    arr = obj if hasattr(obj, "copy_to_host") else numba_cuda.as_cuda_array(obj)
+    D.as_dtype(arr.dtype)
+    dispatch.cuda_in_use = True
+    cuda_eager = dispatch.cuda_backend
+    return Tensor._make(cuda_eager._tensor_array(arr))
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -83,13 +113,19 @@ def from_dlpack(obj) -> Tensor:
     """A tensor sharing memory with any DLPack producer (numpy arrays, torch CPU tensors...)."""
     if isinstance(obj, Tensor):  # as torch.from_dlpack(t): shares t's memory, no gradient
         return obj.detach()  # (traced: the same value, never the tracing call's array)
+    if _cuda_array(obj):  # cupy arrays, torch CUDA tensors: shared through the CUDA interface
+        return _from_cuda_array(obj, "from_dlpack")
     return from_numpy(np.from_dlpack(obj))
 
 
 def _new(arr: np.ndarray, device=None, requires_grad=False) -> Tensor:
-    if device is not None:
-        _check_device(device)
     t = Tensor._make(arr)
+    if device is not None and _check_device(device).type == "cuda":
+        # made on the host and copied: the values (random draws included) match the CPU's
+        if current_tracer() is not None:
+            raise NotImplementedError("device='cuda' inside a traced function: make the "
+                                      "tensor outside and pass it in" + user_frame(2))
+        t = t.cuda()
     if current_tracer() is not None:  # made from Python data inside a traced function
         current_tracer().constant(t)
     if requires_grad:
@@ -117,6 +153,7 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
 
 def _like(factory):
     def make(t, dtype=None, device=None, requires_grad=False):
+        device = device if device is not None else _device_of(t)
         return factory(t.shape, dtype=dtype or t.dtype, device=device,
                        requires_grad=requires_grad)
     return make
@@ -127,17 +164,23 @@ ones_like = _like(ones)
 empty_like = _like(empty)
 
 
+def _device_of(t):
+    """*_like factories follow their tensor's device, as torch's do (None: the CPU)."""
+    return "cuda" if isinstance(t, Tensor) and t.is_cuda else None
+
+
 def full_like(t, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    device = device if device is not None else _device_of(t)
     return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device,
                 requires_grad=requires_grad)
 
 
-def rand_like(t, dtype=None):
-    return rand(t.shape, dtype=dtype or t.dtype)
+def rand_like(t, dtype=None, device=None):
+    return rand(t.shape, dtype=dtype or t.dtype, device=device or _device_of(t))
 
 
-def randn_like(t, dtype=None):
-    return randn(t.shape, dtype=dtype or t.dtype)
+def randn_like(t, dtype=None, device=None):
+    return randn(t.shape, dtype=dtype or t.dtype, device=device or _device_of(t))
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -166,9 +209,10 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 
 def _random(op, size, dtype, device, requires_grad, **params):
+    dev = _check_device(device) if device is not None else None
     t = apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
-    if device is not None:
-        _check_device(device)
+    if dev is not None and dev.type == "cuda":  # drawn on the host: the CPU's numbers, copied
+        t = t.cuda()
     return t.requires_grad_(True) if requires_grad else t
 
 

@@ -42,8 +42,30 @@ def apply(op: OpDef, *inputs, **attrs):
     return eager(op, inputs, attrs)
 
 
+# True once a CUDA tensor has existed in this process (set by tracejit.tensor). Until then
+# CPU ops pay one global check for devices, not a look at every input.
+cuda_in_use = False
+
+# The CUDA backend of eager ops and device copies (runtime/cuda_eager.py), registered by
+# tracejit.cuda_ops when tracejit is imported. NOTE: a slot, not an import: core modules never
+# import the runtime (tests/test_layers.py).
+cuda_backend = None
+
+
+def _on_cuda(inputs) -> bool:
+    ndarray = np.ndarray
+    for x in inputs:
+        d = getattr(x, "_data", None)
+        if d is not None and type(d) is not ndarray and not isinstance(d, ndarray):
+            return True
+    return False
+
+
 def eager(op: OpDef, inputs: tuple, attrs: dict):
-    """``op`` computed now on numpy; the result joins the autograd tape when it needs to."""
+    """``op`` computed now on numpy (or, for CUDA inputs, by a generated kernel:
+    runtime/cuda_eager.py); the result joins the autograd tape when it needs to."""
+    if cuda_in_use and _on_cuda(inputs):
+        return cuda_backend.eager(op, inputs, attrs)
     Tensor = _tensor.Tensor
     res = compute(op, [x._data if isinstance(x, Tensor) else x for x in inputs], attrs)
     out = Tensor._make(res)
@@ -65,4 +87,4 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
 # imported last, by name, so either module may be imported first
 from . import tensor as _tensor  # noqa: E402
 
-__all__ = ["apply", "eager", "current_tracer", "tracing"]
+__all__ = ["apply", "eager", "current_tracer", "tracing", "cuda_in_use"]

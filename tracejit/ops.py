@@ -848,7 +848,8 @@ def _getitem_infer(avals, spec):
 
 def _getitem_vjp(g, out, x, *idx, spec):
     from .tensor import zeros
-    grads = _apply(INDEX_PUT, zeros(x.shape, dtype=g.dtype), g, *idx, spec=spec, accumulate=True)
+    grads = _apply(INDEX_PUT, zeros(x.shape, dtype=g.dtype, device=g.device), g,
+                   *idx, spec=spec, accumulate=True)
     return (grads,) + (None,) * len(idx)
 
 
@@ -969,7 +970,8 @@ SCATTER_ADD = register(OpDef("scatter_add", INDEX, _scatter_add_impl, _scatter_a
 
 def _scatter_add_zeros(g, shape, index, dim):
     from .tensor import zeros
-    return _apply(SCATTER_ADD, zeros(shape, dtype=g.dtype), index, g, dim=dim)
+    return _apply(SCATTER_ADD, zeros(shape, dtype=g.dtype, device=g.device), index, g,
+                  dim=dim)
 
 
 # ----------------------------------------------------------------------------------------------

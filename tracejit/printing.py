@@ -9,7 +9,9 @@ from . import dtypes as D
 _DEFAULT_SHOWN = {D.int64, D.bool_}
 
 
-def tensor_repr(t) -> str:
+def tensor_repr(t, device=None) -> str:
+    """torch's repr; ``device`` (a CUDA tensor's, its values ``t`` copied to the host) is
+    shown first among the extras, as torch shows it."""
     a = t._data
     prefix = "tensor("
     if a.size == 0:
@@ -22,7 +24,7 @@ def tensor_repr(t) -> str:
                 width = 5 if not a.all() else 4
                 formatter = {"bool": lambda v: str(bool(v)).rjust(width)}
             body = np.array2string(a, separator=", ", prefix=prefix, formatter=formatter)
-    extras = []
+    extras = [f"device='{device}'"] if device is not None else []
     if a.dtype not in _DEFAULT_SHOWN and a.dtype != D.get_default_dtype():
         extras.append(f"dtype=tracejit.{a.dtype.name}")
     if t._grad_fn is not None:

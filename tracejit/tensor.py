@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import autograd, ops
+from . import autograd, dispatch, ops
 from . import dtypes as D
 from .autograd import grad_mode
 from .dispatch import apply, current_tracer
@@ -25,6 +25,20 @@ from .ops import norm_dim, norm_dims
 _PRINT_FIX = ("print outside the traced function (return the value), or, to debug, run it op "
               "by op: `with tracejit.eager(): f(...)`, tracejit.set_mode('eager') or "
               "TRACEJIT_DISABLE=1")
+
+_NUMPY_ON_CUDA = ("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
+                  "tensor to host memory first.")
+
+
+def _device_copy(a):
+    cuda_eager = dispatch.cuda_backend
+    return cuda_eager.clone(a)
+
+
+def device_mismatch(what, devices):
+    cuda_eager = dispatch.cuda_backend
+    return cuda_eager.device_error(what, devices, 1)
+
 
 MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
 
@@ -60,31 +74,80 @@ class device:
 
 
 CPU = device("cpu")
+CUDA0 = device("cuda", 0)
 
 
-def parse_to_args(args, dtype=None, dev=None):
-    """The dtype asked for by ``.to(...)`` arguments (a dtype, a tensor, a device name), after
-    refusing devices other than the CPU."""
+def parse_to_args(args, dtype=None, dev=None, with_device=False):
+    """The dtype asked for by ``.to(...)`` arguments (a dtype, a tensor, a device name), and
+    with ``with_device`` the device too (None: unchanged)."""
     for a in args:
         if isinstance(a, Tensor):
             dtype = a.dtype
+            dev = a.device
         elif isinstance(a, device) or isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda"):
             dev = a
         else:
             dtype = a
     if dev is not None:
-        _check_device(dev)
-    return dtype
+        dev = _check_device(dev)
+    return (dtype, dev) if with_device else dtype
 
 
-def _check_device(dev):
+def _check_device(dev, what="Tensor.cuda"):
+    """The device ``dev`` names; for CUDA, tracejit's error when no GPU can run it (and only
+    cuda:0 for now: one device per process)."""
     d = device(dev)
-    if d.type != "cpu":
-        raise NotImplementedError(
-            f"device {d}: eager tensors live on the CPU; CUDA runs through compiled "
-            f"@tracejit.trace functions (target='cuda') in a later release. Use device='cpu'."
-            f"{user_frame()}")
-    return d
+    if d.type == "cuda":
+        from . import cuda
+        cuda.require(what)
+        if d.index not in (None, 0):
+            raise NotImplementedError(f"device {d}: tracejit runs on one GPU, cuda:0, for now"
+                                      f"{user_frame()}")
+        return CUDA0
+    return CPU
+
+
+def _is_host(a) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def _to_copy_vjp(g, out, x, device):
+    return (g.cpu() if _is_host(x._data) else g.cuda(),)
+
+
+# A copy across devices on the autograd tape (torch's ToCopyBackward0): the gradient goes back
+# to the source's device. Not an op-table row: it never reaches the tracer or a kernel.
+_TO_COPY = ops.OpDef("_to_copy", ops.SHAPE, impl=None, infer=None, vjp=_to_copy_vjp)
+
+
+def _to_device(t, dev):
+    """``t`` on device ``dev`` (itself when it is there already), else a copy; differentiable,
+    as torch's ``t.to(device)``."""
+    if (dev.type == "cuda") == (not _is_host(t._data)):
+        return t
+    if current_tracer() is not None:
+        raise NotImplementedError(f"moving a tensor to {dev} inside a traced function: move "
+                                  f"the arguments before the call{user_frame(2)}")
+    cuda_eager = dispatch.cuda_backend
+    if dev.type == "cuda":
+        data = cuda_eager.to_device(t._data)
+        dispatch.cuda_in_use = True
+    else:
+        data = cuda_eager.to_host(t._data)
+    out = Tensor._make(data)
+    if t.requires_grad and grad_mode.enabled:
+        out._grad_fn = autograd.TapeNode(_TO_COPY, (t,), {"device": str(dev)}, data,
+                                         out._version)
+        out.requires_grad = True
+    return out
+
+
+def _host_data(t) -> np.ndarray:
+    """The values of ``t`` as a host array (a copy for CUDA tensors)."""
+    if _is_host(t._data):
+        return t._data
+    cuda_eager = dispatch.cuda_backend
+    return cuda_eager.to_host(t._data)
 
 
 def _shape_arg(shape) -> tuple:
@@ -164,8 +227,20 @@ class Tensor:
         return self._data.dtype
 
     @property
+    def is_cuda(self) -> bool:
+        return not _is_host(self._data)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """Zero-copy export of a CUDA tensor (cupy.asarray(t), torch.as_tensor(t, ...))."""
+        if _is_host(self._data):
+            raise AttributeError("__cuda_array_interface__: this tensor is on the CPU; move it "
+                                 "with .cuda() first")
+        return self._data.__cuda_array_interface__
+
+    @property
     def device(self) -> device:
-        return CPU
+        return CPU if _is_host(self._data) else CUDA0
 
     @property
     def ndim(self) -> int:
@@ -183,23 +258,27 @@ class Tensor:
         return self._data.size
 
     def element_size(self) -> int:
-        return self._data.itemsize
+        return self._data.dtype.itemsize
 
     @property
     def nbytes(self) -> int:
-        return self._data.nbytes
+        return self._data.size * self._data.dtype.itemsize
 
     def stride(self, dim: int | None = None):
-        s = tuple(b // self._data.itemsize for b in self._data.strides)
+        s = tuple(b // self._data.dtype.itemsize for b in self._data.strides)
         return s if dim is None else s[norm_dim("stride", dim, self.shape)]
 
     def is_contiguous(self) -> bool:
+        if not _is_host(self._data):
+            return dispatch.cuda_backend.is_contiguous(self._data)
         return self._data.flags.c_contiguous
 
     def is_floating_point(self) -> bool:
         return self._data.dtype.kind == "f"
 
     def data_ptr(self) -> int:
+        if not _is_host(self._data):
+            return self._data.__cuda_array_interface__["data"][0]
         return self._data.ctypes.data
 
     @property
@@ -222,6 +301,8 @@ class Tensor:
     def numpy(self, force: bool = False) -> np.ndarray:
         """The underlying array (no copy). Like torch, refuses tensors that require grad."""
         self._guard_data("t.numpy()")
+        if not _is_host(self._data):
+            raise TypeError(_NUMPY_ON_CUDA + user_frame())
         if self.requires_grad and not force:
             raise RuntimeError(f"Can't call numpy() on Tensor that requires grad (shape "
                                f"{tuple(self.shape)}). Use tensor.detach().numpy() instead."
@@ -230,15 +311,23 @@ class Tensor:
 
     def __array__(self, dtype=None, copy=None):
         self._guard_data("converting a tensor to a numpy array")
+        if not _is_host(self._data):
+            raise TypeError(_NUMPY_ON_CUDA + user_frame())
         if dtype is not None and dtype != self._data.dtype:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
 
     def __dlpack__(self, *args, **kwargs):
         self._guard_data("exporting a tensor through DLPack (t.__dlpack__())")
+        if not _is_host(self._data):
+            raise NotImplementedError("__dlpack__ of a CUDA tensor: numba device arrays have no "
+                                      "DLPack export; use __cuda_array_interface__ "
+                                      "(cupy.asarray(t), torch.as_tensor(t, device='cuda'))")
         return self._data.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
+        if not _is_host(self._data):
+            return (2, 0)  # kDLCUDA, device 0
         return self._data.__dlpack_device__()
 
     def _guard_data(self, what, fix=None):
@@ -252,11 +341,11 @@ class Tensor:
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to "
                                f"a Python scalar (item() needs exactly one){user_frame()}")
-        return self._data.item()
+        return _host_data(self).item()  # a CUDA tensor: a copy to the host (and a wait)
 
     def tolist(self):
         self._guard_data("t.tolist()")
-        return self._data.tolist()
+        return _host_data(self).tolist()
 
     def __float__(self):
         self._guard_data("float(t)")
@@ -278,7 +367,7 @@ class Tensor:
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous "
                                f"(shape {tuple(self.shape)}){user_frame()}")
-        return bool(self._data.item())
+        return bool(_host_data(self).item())
 
     def __len__(self):
         if self.ndim == 0:
@@ -301,6 +390,10 @@ class Tensor:
     def __repr__(self):
         self._guard_data("printing a tensor (print(t), str(t), repr(t))", _PRINT_FIX)
         from .printing import tensor_repr
+        if not _is_host(self._data):  # torch: the values (copied to the host) and the device
+            host = Tensor._make(_host_data(self))
+            host._grad_fn, host.requires_grad = self._grad_fn, self.requires_grad
+            return tensor_repr(host, device=self.device)
         return tensor_repr(self)
 
     # NOTE: copy.copy and copy.deepcopy are traced (an alias of the same value, a clone); with
@@ -384,13 +477,19 @@ class Tensor:
 
     # ------------------------------------------------------------------ dtype / device
     def to(self, *args, dtype=None, device=None, copy=False) -> "Tensor":
-        dtype = parse_to_args(args, dtype, device)
+        """A tensor of this dtype on this device: ``t.to("cuda")``, ``t.to(tj.float64)``."""
+        dtype, dev = parse_to_args(args, dtype, device, with_device=True)
+        t = self
+        if dev is not None:
+            moved = _to_device(self, dev)
+            copy = copy and moved is self
+            t = moved
         if dtype is None:
-            return self.clone() if copy else self
+            return t.clone() if copy else t
         dtype = D.as_dtype(dtype)
-        if dtype == self.dtype and not copy:
-            return self
-        return apply(ops.CAST, self, dtype=dtype)
+        if dtype == t.dtype and not copy:
+            return t
+        return apply(ops.CAST, t, dtype=dtype)
 
     def type(self, dtype=None):
         if dtype is None:
@@ -416,16 +515,18 @@ class Tensor:
         return self.to(D.bool_)
 
     def cpu(self):
-        return self
+        """This tensor on the host (itself when it is there)."""
+        return _to_device(self, CPU)
 
-    def cuda(self, *args, **kwargs):
-        _check_device("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        """This tensor on the GPU: ``CudaUnavailableError`` without one."""
+        return _to_device(self, _check_device("cuda" if device is None else device))
 
     def clone(self) -> "Tensor":
         return apply(ops.COPY, self)
 
     def contiguous(self) -> "Tensor":
-        return self if self._data.flags.c_contiguous else apply(ops.COPY, self)
+        return self if self.is_contiguous() else apply(ops.COPY, self)
 
     # ------------------------------------------------------------------ arithmetic operators
     def __add__(self, o):
@@ -1046,11 +1147,18 @@ class Tensor:
     def __setitem__(self, key, value):
         spec, idx = _parse_index("setitem", key, self.shape)
         value = _wrap(value)
+        if isinstance(value, Tensor) and value.is_cuda != self.is_cuda:
+            value = value.to(self.device)  # as copy_, setitem crosses devices
+        elif not isinstance(value, Tensor) and self.is_cuda:
+            # NOTE: a 0-d device value: the CUDA renderer's host round trip for index_put passes
+            # a scalar operand where its fallback expects arrays only
+            from .creation import full
+            value = full((), value, dtype=self.dtype, device="cuda")
         if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
             # torch drops the value's leading size-1 dims: x[0] = tensor([1.5]) works
             lead = next((i for i, n in enumerate(value.shape) if n != 1), value.ndim)
             value = value.reshape(value.shape[lead:])
-        if current_tracer() is None and not (grad_mode.enabled and (
+        if current_tracer() is None and _is_host(self._data) and not (grad_mode.enabled and (
                 self.requires_grad or _req(value))):
             basic, adv = spec
             v = value._data if isinstance(value, Tensor) else value
@@ -1076,7 +1184,7 @@ class Tensor:
                              f"got {index.dtype}{user_frame()}")
         d = norm_dim("index_select", dim, self.shape)
         n = self.shape[d] if self.ndim else 1
-        if current_tracer() is None and index.numel() and not (
+        if current_tracer() is None and index.numel() and not index.is_cuda and not (
                 0 <= index._data.min() <= index._data.max() < n):  # no negative wrap, as torch
             bad = index._data.min() if index._data.min() < 0 else index._data.max()
             raise IndexError(f"index_select: index {bad} is out of range for dimension {d} "
@@ -1130,7 +1238,7 @@ class Tensor:
         if not grad:
             return self
         self._check_inplace(name)
-        src = Tensor._make(self._data.copy())
+        src = Tensor._make(self._data.copy() if _is_host(self._data) else _device_copy(self._data))
         src._grad_fn, src.requires_grad = self._grad_fn, self.requires_grad
         if current_tracer() is not None:
             current_tracer().alias(src, self)
@@ -1150,6 +1258,8 @@ class Tensor:
         if res.dtype != self.dtype and D.category(res.dtype) > D.category(self.dtype):
             raise DTypeError(f"{name}_: result type {res.dtype} can't be cast to the desired "
                              f"output type {self.dtype}{user_frame(2)}")
+        if not _is_host(self._data):
+            return self._assign_device(res, name, grad)
         if not self._data.flags.writeable:
             raise RuntimeError(f"{name}_: this tensor is a broadcast (expanded) view and cannot be "
                                f"written in place; call .clone() first{user_frame(2)}")
@@ -1161,6 +1271,22 @@ class Tensor:
             current_tracer().assign(self, res)
         if grad:
             # the old value is gone: so is its history (a copy of a constant has no gradient)
+            self._grad_fn, self.requires_grad = res._grad_fn, res.requires_grad
+        return self
+
+    def _assign_device(self, res, name, grad):
+        """``_assign`` for CUDA tensors: a device copy into this tensor's memory."""
+        cuda_eager = dispatch.cuda_backend
+        if _is_host(res._data):
+            raise device_mismatch(f"{name}_", [str(self.device), "cpu"])
+        if any(s == 0 for s in self._data.strides) and self.numel() > 1:
+            raise RuntimeError(f"{name}_: this tensor is a broadcast (expanded) view and cannot be "
+                               f"written in place; call .clone() first{user_frame(3)}")
+        if res.dtype != self.dtype:
+            res = res.to(self.dtype)
+        cuda_eager.copy_into(res._data, self._data)
+        self._version[0] += 1
+        if grad:
             self._grad_fn, self.requires_grad = res._grad_fn, res.requires_grad
         return self
 
@@ -1198,6 +1324,8 @@ class Tensor:
         if not isinstance(src, Tensor):
             from .creation import tensor
             src = tensor(src, dtype=self.dtype)
+        if src.is_cuda != self.is_cuda:  # copy_ crosses devices, as torch's does
+            src = src.to(self.device)
         if src.ndim > self.ndim:
             raise ShapeError(f"copy_: source of shape {tuple(src.shape)} cannot be broadcast to "
                              f"{tuple(self.shape)}{user_frame()}")
@@ -1218,6 +1346,10 @@ class Tensor:
             from .creation import tensor
             res = where(tensor(True), value, self._snapshot("fill", grad))
             return self._assign(res.to(self.dtype), "fill", grad)
+        if not _is_host(self._data):  # a full of the value on the device, then a copy
+            from .creation import full
+            return self._assign_device(full(self.shape, value, dtype=self.dtype, device="cuda"),
+                                       "fill", False)
         self._data.fill(value)
         self._version[0] += 1
         return self
@@ -1256,25 +1388,28 @@ class Tensor:
         with autograd.no_grad():
             return self.copy_(randn(self.shape, dtype=self.dtype) * std + mean)
 
+    def _new_device(self):  # new_* factories follow this tensor's device, as torch's do
+        return "cuda" if self.is_cuda else None
+
     def new_tensor(self, data, dtype=None):
         from .creation import tensor
-        return tensor(data, dtype=dtype or self.dtype)
+        return tensor(data, dtype=dtype or self.dtype, device=self._new_device())
 
     def new_zeros(self, *size, dtype=None):
         from .creation import zeros
-        return zeros(*size, dtype=dtype or self.dtype)
+        return zeros(*size, dtype=dtype or self.dtype, device=self._new_device())
 
     def new_ones(self, *size, dtype=None):
         from .creation import ones
-        return ones(*size, dtype=dtype or self.dtype)
+        return ones(*size, dtype=dtype or self.dtype, device=self._new_device())
 
     def new_full(self, size, fill_value, dtype=None):
         from .creation import full
-        return full(size, fill_value, dtype=dtype or self.dtype)
+        return full(size, fill_value, dtype=dtype or self.dtype, device=self._new_device())
 
     def new_empty(self, *size, dtype=None):
         from .creation import empty
-        return empty(*size, dtype=dtype or self.dtype)
+        return empty(*size, dtype=dtype or self.dtype, device=self._new_device())
 
 
 def _make_unary_inplace(name):
@@ -1345,7 +1480,7 @@ def _parse_index(name: str, key, shape: Sequence[int]):
                 if k.ndim == 0:
                     raise NotImplementedError(f"{name}: indexing with a 0-d bool tensor is not "
                                               f"supported; use tracejit.where")
-                items.extend(("T", Tensor._make(a)) for a in np.nonzero(k._data))
+                items.extend(("T", Tensor._make(a)) for a in np.nonzero(_host_data(k)))
             elif k.dtype.kind in "iu":
                 items.append(("T", k))
             else:
@@ -1433,9 +1568,9 @@ def minimum(a, b) -> Tensor:
     return apply(ops.MINIMUM, _wrap(a), _wrap(b))
 
 
-def zeros(shape, dtype=None) -> Tensor:
+def zeros(shape, dtype=None, device=None) -> Tensor:
     from .creation import zeros as make
-    return make(shape, dtype=dtype)
+    return make(shape, dtype=dtype, device=device)
 
 
 def cat(tensors, dim=0) -> Tensor:

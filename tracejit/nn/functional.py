@@ -204,7 +204,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     elif count_include_pad or padding == (0, 0):
         out = total / (kernel[0] * kernel[1])
     else:
-        counts = _unfold(ones(1, 1, h, w, dtype=x.dtype), kernel, dilation, padding, stride)
+        ones_hw = ones(1, 1, h, w, dtype=x.dtype, device=x.device)
+        counts = _unfold(ones_hw, kernel, dilation, padding, stride)
         out = total / counts.sum(1)
     oh = (h + 2 * padding[0] - (kernel[0] - 1) - 1) // stride[0] + 1
     out = out.reshape(n, c, oh, -1)
@@ -235,7 +236,8 @@ def dropout(x, p=0.5, training=True, inplace=False):
     if p == 1.0:
         out = x * 0.0
     else:
-        keep = rand(x.shape, dtype=x.dtype if x.dtype.kind == "f" else None) >= p
+        keep = rand(x.shape, dtype=x.dtype if x.dtype.kind == "f" else None,
+                    device=x.device) >= p
         out = x * keep / (1.0 - p)
     return x.copy_(out) if inplace else out
 
@@ -268,7 +270,7 @@ def one_hot(tensor, num_classes=-1):
         raise DTypeError(f"one_hot: expects an integer class-index tensor, got {tensor.dtype}")
     if num_classes < 0:
         num_classes = int(tensor.amax().item()) + 1 if tensor.numel() else 0
-    classes = arange(num_classes)
+    classes = arange(num_classes, device=tensor.device)
     return (tensor.unsqueeze(-1) == classes).long()
 
 
@@ -305,7 +307,9 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_classes("nll_loss", input, target)
     class_dim = 1 if input.ndim >= 2 else 0
     n_classes = input.shape[class_dim]
-    if current_tracer() is None:  # values are only known eagerly
+    # values are only known eagerly; on CUDA the gather kernel counts indices out of range and
+    # raises after its launch (no host copy of the target here)
+    if current_tracer() is None and not target.is_cuda:
         t = target._data
         bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
         if bad.any():

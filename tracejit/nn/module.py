@@ -312,10 +312,13 @@ class Module:
         return self
 
     def to(self, *args, dtype=None, device=None) -> "Module":
-        """Cast floating-point parameters and buffers to ``dtype`` in place (integer buffers
-        such as BatchNorm's ``num_batches_tracked`` keep their dtype); devices other than the
-        CPU are refused as for tensors."""
-        dtype = parse_to_args(args, dtype, device)
+        """Move parameters and buffers to ``device`` and cast floating-point ones to ``dtype``,
+        in place as torch does (the Parameter objects stay, so optimizers keep working; integer
+        buffers such as BatchNorm's ``num_batches_tracked`` keep their dtype):
+        ``model.to("cuda")``."""
+        dtype, dev = parse_to_args(args, dtype, device, with_device=True)
+        if dev is not None:
+            self._cast(lambda t: t.detach().to(dev))
         if dtype is None:
             return self
         dtype = D.as_dtype(dtype)
@@ -331,11 +334,11 @@ class Module:
         return self.to(D.float64)
 
     def cpu(self) -> "Module":
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None) -> "Module":
-        _check_device("cuda")
-        return self
+        """Parameters and buffers to the GPU, in place; ``CudaUnavailableError`` without one."""
+        return self.to(_check_device("cuda" if device is None else device, "Module.cuda"))
 
     # ------------------------------------------------------------------ state dict
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
@@ -396,7 +399,7 @@ class Module:
                     continue
                 with no_grad():
                     if assign:
-                        target._data = value.detach()._data.astype(target.dtype, copy=False)
+                        target._data = value.detach().to(target.dtype, device=target.device)._data
                     else:
                         target.copy_(value.detach())
         unexpected = [k for k in state_dict.keys() if k not in expected]

@@ -287,7 +287,8 @@ class Optimizer:
         def cast(param, value, key=None):
             if isinstance(value, Tensor):
                 if key != "step" and param.is_floating_point() and value.is_floating_point():
-                    value = value.to(param.dtype)
+                    value = value.to(param.dtype, device=param.device)  # as torch: the
+                    # moments follow their parameter (a CPU checkpoint into a CUDA model)
                 return value.clone()
             if isinstance(value, dict):
                 return {k: cast(param, v, k) for k, v in value.items()}

@@ -33,7 +33,7 @@ from .. import autograd, dispatch
 from .. import dtypes as D
 from ..autograd import grad_mode
 from ..dispatch import current_tracer
-from ..errors import TraceError
+from ..errors import TraceError, user_frame
 from ..ir import Graph, Var
 from ..runtime.executor import execute, recover, write_back
 from ..tensor import Tensor
@@ -179,6 +179,8 @@ class TracedFunction:
         return unflatten(spec.out_tree, results)
 
     def __call__(self, *args, **kwargs):
+        if dispatch.cuda_in_use:  # one global check until a CUDA tensor exists
+            self._refuse_cuda(args, kwargs)
         tracer = current_tracer()
         if not kwargs and tracer is None and self._fast:
             key = self._simple_key(args)
@@ -210,6 +212,18 @@ class TracedFunction:
         return result
 
     # -- internals
+    def _refuse_cuda(self, args, kwargs):
+        """Traced calls with CUDA tensors are not wired yet (the specializations and the
+        compiled call are host-only): say so, and how to run it instead."""
+        if current_tracer() is not None or _eager_now():
+            return  # op by op: eager CUDA ops run it
+        _, leaves = self._flat(args, kwargs)
+        if any(isinstance(t, Tensor) and t.is_cuda for t in leaves):
+            raise NotImplementedError(
+                f"{self.name}: traced functions with CUDA tensors are not supported yet; run it "
+                f"op by op on the GPU (`with tracejit.eager(): {self.name}(...)`), or on the CPU "
+                f"(.cpu() the arguments){user_frame()}")
+
     def _flat(self, args, kwargs):
         leaves: list = []
         tree = flatten((args, kwargs), leaves)

@@ -131,6 +131,11 @@ class Tracer:
     def record(self, op, inputs, attrs):
         args = [self.var_of(x) if isinstance(x, Tensor) else x for x in inputs]
         out = dispatch.eager(op, inputs, attrs)
+        if dispatch.cuda_in_use and out.is_cuda:  # a captured CUDA tensor (parameters, ...)
+            raise NotImplementedError(
+                f"{op.name} on CUDA tensors inside a traced function: tracing with CUDA "
+                f"tensors is not supported yet; run the function op by op on the GPU "
+                f"(`with tracejit.eager():`), or keep its tensors on the CPU{_where()}")
         loc = _loc()
         v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, loc)
         if not grad_mode.enabled and not self.ran_backward and any(
