@@ -234,3 +234,17 @@ def test_export_api_errors():
         tj.export({"double": (f, (x,))}, dynamic={"triple": {"x": {0: "n"}}})
     e = tj.export({"double": (f, (x,)), "with_kwargs": (lambda x, k=1: x + k, (x,), {"k": 3})})
     assert repr(e) == "<Exported: entries double, with_kwargs; 0 weights>"
+
+
+def test_python_number_and_bool_arguments_are_recorded(tmp_path):
+    # a bool among the arguments was refused on load ("expected object, got True"): the
+    # manifest check took bools for ints; found by the slow round trip of every traced-op case
+    def f(x, k, flag):
+        return x * k if flag else x - k
+
+    x = tj.randn(3)
+    tj.export(f, x, 2, True).save(tmp_path / "f.tjit")
+    loaded = tj.load(tmp_path / "f.tjit")
+    np.testing.assert_array_equal(loaded(x, 2, True)._data, (x * 2)._data)
+    with pytest.raises(TypeError, match=r"leaf 2 must be True \(exported for this value\)"):
+        loaded(x, 2, False)  # Python values must equal the recorded ones

@@ -22,7 +22,8 @@ class Check:
         return self.typed(d[key], types, f"{where}.{key}")
 
     def typed(self, x, types, where):
-        if not isinstance(x, types) or (isinstance(x, bool) and bool not in types):
+        # a bool is an int to isinstance: it passes only where asked for (or anything is)
+        if not isinstance(x, types) or (isinstance(x, bool) and not {bool, object} & set(types)):
             raise ExportError(f"{self.path}: manifest {where}: expected "
                               f"{' or '.join(t.__name__ for t in types)}, got {x!r:.80}")
         return x
