@@ -130,13 +130,35 @@ def _explain_failure(spec, inputs: list, exc: Exception) -> list:
         rng.state = state
 
 
-def write_back(compiled, inputs: list, outs: list) -> None:
-    """Leave inputs as eager execution would: in-place updates, then ``.grad`` assignments
-    (``compiled``: a ``CompiledGraph``; ``outs``: the arrays of its graph outputs)."""
-    for inp, pos in compiled.mutated:
+def _owner(a: np.ndarray) -> np.ndarray:
+    """The array owning ``a``'s memory (numpy bases views on the innermost owner)."""
+    return a if a.base is None else a.base
+
+
+def write_mutations(mutated, inputs: list, outs: list) -> None:
+    """Copy each mutated input's new value (``outs[pos]``) into input ``inp`` (a Tensor), for
+    ``(inp, pos)`` in ``mutated``, bumping its version counter as an in-place op would."""
+    if len(mutated) > 1:
+        # NOTE: a new value may be (a view of) another input that is written back too:
+        # ``b.copy_(a); a.add_(1)`` leaves b's new value as input a's array; written after a,
+        # b would get a's new value. Such values are copied before any input is written.
+        owners = {id(_owner(inputs[inp]._data)) for inp, _ in mutated}
+        outs = list(outs)
+        for inp, pos in mutated:
+            v = outs[pos]
+            if isinstance(v, np.ndarray) and id(_owner(v)) in owners and \
+                    _owner(v) is not _owner(inputs[inp]._data):
+                outs[pos] = v.copy()
+    for inp, pos in mutated:
         target = inputs[inp]
         np.copyto(target._data, outs[pos], casting="unsafe")
         target._version[0] += 1
+
+
+def write_back(compiled, inputs: list, outs: list) -> None:
+    """Leave inputs as eager execution would: in-place updates, then ``.grad`` assignments
+    (``compiled``: a ``CompiledGraph``; ``outs``: the arrays of its graph outputs)."""
+    write_mutations(compiled.mutated, inputs, outs)
     for inp, pos in compiled.grad_writes:
         target = inputs[inp]
         if pos is None:

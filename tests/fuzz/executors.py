@@ -28,6 +28,7 @@ import numpy as np
 
 import tracejit as tj
 from tracejit import ops
+from tracejit.runtime.executor import write_back
 from tracejit.runtime.interpret import interpret
 
 from .program import P, S, V, run_step
@@ -91,8 +92,7 @@ def _run_graph(p: P, which: str) -> Result:
     assert len(graph.inputs) == len(arrays) + len(spec.captured)
     tj.manual_seed(SEED)
     outs = interpret(graph, arrays + [c.tensor._data for c in spec.captured])
-    for inp, pos in spec.mutated:
-        np.copyto(arrays[inp], outs[pos], casting="unsafe")
+    write_back(spec.compiled, args, outs)  # as the tracer does
     return Result([np.array(o) for o in outs[:spec.n_results]], [np.array(a) for a in arrays])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import serialize
+from ..runtime.executor import write_mutations
 from ..tensor import Tensor
 from ..tracing.pytree import flatten, plain
 from . import dynamic as dyn
@@ -247,9 +248,7 @@ class Entry:
             outs = runner(*arrays)
         except Exception as e:
             outs = self._explain(e, sizes, arrays)
-        for inp, pos in self.mutated:  # as the traced function: in-place updates after the call
-            np.copyto(inputs[inp]._data, outs[pos], casting="unsafe")
-            inputs[inp]._version[0] += 1
+        write_mutations(self.mutated, inputs, outs)  # as the traced function does
         results = [Tensor._make(o) if not _is_value(x) else x
                    for o, x in zip(outs[:self.n_results], fused.outputs)]
         for pos, inp in self.passthrough:
