@@ -30,7 +30,7 @@ from tracejit import creation, ops
 from tracejit.autograd import grad_mode
 from tracejit.dispatch import apply, current_tracer
 from tracejit.errors import enter_node, exit_node
-from tracejit.ir import Var
+from tracejit.ir import Var, defined_vars
 from tracejit.tensor import Tensor
 
 from . import backward
@@ -130,25 +130,41 @@ def _explain_failure(spec, inputs: list, exc: Exception) -> list:
         rng.state = state
 
 
-def _owner(a: np.ndarray) -> np.ndarray:
-    """The array owning ``a``'s memory (numpy bases views on the innermost owner)."""
-    return a if a.base is None else a.base
+def aliased_mutations(graph, mutated) -> frozenset:
+    """Output positions of mutated inputs' new values that may share memory with another
+    mutated input: a graph input reached through views or through ops whose result may be a
+    view (``b.copy_(a); a.add_(1)`` leaves b's new value ``a`` itself, or ``expand(a)``).
+    Those values are copied before any input is written back (numba's views of an input carry
+    no ``.base`` to recognise them by at run time)."""
+    position = {v.id: i for i, v in enumerate(graph.inputs)}
+    producer = {v.id: n for n in graph.nodes for v in defined_vars(n)}
+    targets = {inp for inp, _ in mutated}
+    aliased = set()
+    for inp, pos in mutated:
+        stack, seen = [graph.outputs[pos]], set()
+        while stack:
+            x = stack.pop()
+            if not isinstance(x, Var) or x.id in seen:
+                continue
+            seen.add(x.id)
+            if x.id in position:
+                if position[x.id] != inp and position[x.id] in targets:
+                    aliased.add(pos)
+                    break
+            elif x.id in producer:
+                node = producer[x.id]
+                op = ops.OPS[node.op]
+                if op.view or not op.fresh:
+                    stack.extend(node.inputs)
+    return frozenset(aliased)
 
 
-def write_mutations(mutated, inputs: list, outs: list) -> None:
+def write_mutations(mutated, inputs: list, outs: list, aliased=frozenset()) -> None:
     """Copy each mutated input's new value (``outs[pos]``) into input ``inp`` (a Tensor), for
-    ``(inp, pos)`` in ``mutated``, bumping its version counter as an in-place op would."""
-    if len(mutated) > 1:
-        # NOTE: a new value may be (a view of) another input that is written back too:
-        # ``b.copy_(a); a.add_(1)`` leaves b's new value as input a's array; written after a,
-        # b would get a's new value. Such values are copied before any input is written.
-        owners = {id(_owner(inputs[inp]._data)) for inp, _ in mutated}
-        outs = list(outs)
-        for inp, pos in mutated:
-            v = outs[pos]
-            if isinstance(v, np.ndarray) and id(_owner(v)) in owners and \
-                    _owner(v) is not _owner(inputs[inp]._data):
-                outs[pos] = v.copy()
+    ``(inp, pos)`` in ``mutated``, bumping its version counter as an in-place op would;
+    ``aliased`` (``aliased_mutations``): values copied first."""
+    if aliased:
+        outs = [np.array(o) if k in aliased else o for k, o in enumerate(outs)]
     for inp, pos in mutated:
         target = inputs[inp]
         np.copyto(target._data, outs[pos], casting="unsafe")
@@ -158,7 +174,7 @@ def write_mutations(mutated, inputs: list, outs: list) -> None:
 def write_back(compiled, inputs: list, outs: list) -> None:
     """Leave inputs as eager execution would: in-place updates, then ``.grad`` assignments
     (``compiled``: a ``CompiledGraph``; ``outs``: the arrays of its graph outputs)."""
-    write_mutations(compiled.mutated, inputs, outs)
+    write_mutations(compiled.mutated, inputs, outs, compiled.aliased_mutations)
     for inp, pos in compiled.grad_writes:
         target = inputs[inp]
         if pos is None:

@@ -158,10 +158,11 @@ def test_numpy_fallback_with_an_infinite_scalar_operand():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int64"])
-def test_copy_into_an_input_then_update_the_source_in_place(dtype):
-    # b.copy_(a); a.add_(1): b's new value is input a's own array (the copy is functionalised
-    # away); written back after a's update, b got a + 1 instead of a's old value
-    check_all(P(inputs=[In((2,), dtype, 'c', [0, 0]), In((2,), dtype, 'c', [0, 0])],
+@pytest.mark.parametrize("a_shape", [(2,), (1,)], ids=["same", "broadcast"])
+def test_copy_into_an_input_then_update_the_source_in_place(dtype, a_shape):
+    # b.copy_(a); a.add_(1): b's new value is input a's own array, or a broadcast view of it
+    # (the copy is functionalised away); written back after a's update, b got a + 1
+    check_all(P(inputs=[In(a_shape, dtype, 'c', [0] * a_shape[0]), In((2,), dtype, 'c', [0, 0])],
                 steps=[S('.copy_', V(1), V(0)), S('neg', V(2)), S('neg', V(3)),
                        S('.add_', V(0), 1)],
                 outputs=[V(5)]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import serialize
-from ..runtime.executor import write_mutations
+from ..runtime.executor import aliased_mutations, write_mutations
 from ..tensor import Tensor
 from ..tracing.pytree import flatten, plain
 from . import dynamic as dyn
@@ -173,6 +173,7 @@ class Entry:
         graph = self._build(self.graph_dict)
         self._check_io(graph)
         self.graph = graph  # the unfused graph at the example sizes, as stored
+        self.aliased = aliased_mutations(graph, self.mutated)
         self._runners = {}  # symbol sizes -> (fused graph, lowered, runner)
         self._runners[()] = self._compile(graph)
 
@@ -248,7 +249,7 @@ class Entry:
             outs = runner(*arrays)
         except Exception as e:
             outs = self._explain(e, sizes, arrays)
-        write_mutations(self.mutated, inputs, outs)  # as the traced function does
+        write_mutations(self.mutated, inputs, outs, self.aliased)  # as the traced function
         results = [Tensor._make(o) if not _is_value(x) else x
                    for o, x in zip(outs[:self.n_results], fused.outputs)]
         for pos, inp in self.passthrough:

@@ -14,6 +14,7 @@ the captured tensors, the guards' fetch functions. The executor, the compiled ba
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,12 @@ class CompiledGraph:
     passthrough: tuple  # (result position, input position): an input returned as it is
     guards: tuple  # GuardSpec
     ran_backward: bool  # the function computes its own gradients (a training step)
+
+    @functools.cached_property
+    def aliased_mutations(self) -> frozenset:
+        """Mutation outputs that may view another mutated input (see executor.write_back)."""
+        from ..runtime.executor import aliased_mutations
+        return aliased_mutations(self.optimized, self.mutated)
 
     @property
     def arg_positions(self) -> tuple:
