@@ -27,7 +27,7 @@ import threading
 import numpy as np
 
 import tracejit.cuda as tj_cuda
-from tracejit import autograd
+from tracejit import dispatch
 from tracejit.errors import user_frame
 from tracejit.ir import freeze_attrs
 
@@ -222,20 +222,8 @@ def compute(op, inputs, attrs):
 
 def eager(op, inputs, attrs):
     """``dispatch.eager`` for ops with a CUDA input: the result Tensor, on the tape as on CPU."""
-    from tracejit.tensor import Tensor
     res = compute(op, inputs, attrs)
-    out = Tensor._make(res)
-    if op.view and shares_memory(res, inputs[0]._data):
-        base = inputs[0]._base if inputs[0]._base is not None else inputs[0]
-        out._base = base
-        out._version = base._version
-    if op.vjp is not None and autograd.grad_mode.enabled and res.dtype.kind == "f":
-        for x in inputs:
-            if isinstance(x, Tensor) and x.requires_grad:
-                out._grad_fn = autograd.TapeNode(op, inputs, attrs, res, out._version)
-                out.requires_grad = True
-                break
-    return out
+    return dispatch.result(op, inputs, attrs, res, op.view and shares_memory(res, inputs[0]._data))
 
 
 def cache_info() -> dict:

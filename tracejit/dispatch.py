@@ -68,9 +68,17 @@ def eager(op: OpDef, inputs: tuple, attrs: dict):
         return cuda_backend.eager(op, inputs, attrs)
     Tensor = _tensor.Tensor
     res = compute(op, [x._data if isinstance(x, Tensor) else x for x in inputs], attrs)
-    out = Tensor._make(res)
     # NOTE: numpy's reshape of a non-contiguous array is a copy that still has a .base
-    if op.view and res.base is not None and np.may_share_memory(res, inputs[0]._data):
+    view = op.view and res.base is not None and np.may_share_memory(res, inputs[0]._data)
+    return result(op, inputs, attrs, res, view)
+
+
+def result(op: OpDef, inputs: tuple, attrs: dict, res, view: bool):
+    """The Tensor of ``op``'s computed array ``res`` (numpy, or a CUDA device array): a view of
+    input 0 shares its base and version counter; on the autograd tape when it needs to be."""
+    Tensor = _tensor.Tensor
+    out = Tensor._make(res)
+    if view:
         base = inputs[0]._base if inputs[0]._base is not None else inputs[0]
         out._base = base
         out._version = base._version
