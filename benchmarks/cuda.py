@@ -189,6 +189,11 @@ def bench_overhead(cuda, torch) -> None:
     line("call, no sync (Python + launches)", t, f"{len(program.kernels)} kernel(s)")
     ts = timed(lambda: (run(dx), cuda.synchronize()), lambda: None, repeat=20, inner=many)
     line("call + synchronize", ts)
+    import tracejit as tj
+    f = tj.trace(lambda x: (x + 1).relu() * 2)
+    tx_ = tj.ones(16, device="cuda")
+    tt = timed(lambda: f(tx_), lambda: None, repeat=20, inner=many)
+    line("traced call on a CUDA tensor, no sync", tt, "(tj.trace: guards, fast path, Tensor)")
     if torch is not None:
         tx = torch.ones(16, device="cuda")
         te = timed(lambda: ((tx + 1).relu() * 2), lambda: None, repeat=20, inner=many)
@@ -219,6 +224,21 @@ def bench_mlp(cuda, torch) -> None:
     t = timed(lambda: run(*dev), cuda.synchronize)
     line("tracejit", t, f"{len(program.kernels)} kernels, host round trips: "
                         f"{program.host_round_trips or 'none'}")
+    # the same step as users write it: modules, backward() and an optimizer, traced whole
+    model = tj.nn.Sequential(tj.nn.Linear(d_in, hidden), tj.nn.ReLU(),
+                             tj.nn.Linear(hidden, 10)).cuda()
+    opt = tj.optim.SGD(model.parameters(), lr=0.1)
+
+    @tj.trace
+    def train_step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    bx, by = tj.from_numpy(host[0]).cuda(), tj.from_numpy(host[1]).cuda()
+    tm = timed(lambda: train_step(bx, by), cuda.synchronize)
+    line("tracejit, nn + SGD traced whole", tm)
     if torch is not None:
         tx, ty, *params = [torch.from_numpy(a).cuda() for a in host]
         params = [p.requires_grad_() for p in params]

@@ -27,6 +27,7 @@ from tracejit.dispatch import current_tracer
 from tracejit.ir import Graph, Var
 from tracejit.tensor import Tensor
 
+from . import arrays as A
 from .interpret import interpret
 
 
@@ -116,12 +117,12 @@ class _HubOp:
             # an output no gradient came through gets zeros, as in torch.compile
             # NOTE: a broadcast (zero-stride) gradient is copied: kernels expect real layouts
             # (np.ascontiguousarray would also turn a 0-d gradient into a 1-d one)
-            arrays.append(np.zeros(shape, dtype) if c is None else
-                          c._data if c._data.flags.c_contiguous else c._data.copy())
+            arrays.append(A.zeros(shape, dtype, call.device) if c is None else
+                          A.contiguous(c._data))
         grads = cg.run_backward(*[x._data for x in inputs], *call.residuals, *arrays)
         result = [None] * len(inputs)
         for i, a in zip(cg.wrt, grads):
-            result[i] = Tensor._make(np.asarray(a))
+            result[i] = Tensor._make(a if A.on_device(a) else np.asarray(a))
         return tuple(result)
 
 
@@ -132,6 +133,7 @@ class _Call:
     cg: CompiledGrad
     residuals: tuple
     shapes: list
+    device: bool  # the arrays live on the GPU
     cots: dict = field(default_factory=dict)  # output position -> its gradient
 
 
@@ -166,7 +168,8 @@ def call(cg: CompiledGrad, inputs: list) -> list:
     if not cg.differentiable:
         return results
     record = _Call(cg, tuple(arrays[cg.n_outputs:]),
-                   [(outs[k].shape, outs[k].dtype) for k in cg.differentiable])
+                   [(tuple(outs[k].shape), outs[k].dtype) for k in cg.differentiable],
+                   A.on_device(outs[cg.differentiable[0]]))
     hub = Tensor._make(np.zeros((), results[cg.differentiable[0]].dtype))
     hub._grad_fn = node = TapeNode(_HubOp, list(inputs), {"call": record}, hub._data, hub._version)
     # the hub checks the versions of what the backward graph reads, as eager autograd checks
@@ -182,8 +185,16 @@ def call(cg: CompiledGrad, inputs: list) -> list:
 
 
 def interpret_runner(graph: Graph):
-    """A callable running ``graph`` on the reference interpreter."""
-    return lambda *arrays: interpret(graph, list(arrays))
+    """A callable running ``graph`` on the reference interpreter (device arrays: on host
+    copies, the results copied back)."""
+    def on_host(*arrays):
+        return interpret(graph, list(arrays))
+
+    def run(*arrays):
+        if any(A.on_device(a) for a in arrays):
+            return A.host_runner(on_host, True)(*arrays)
+        return on_host(*arrays)
+    return run
 
 
 __all__ = ["CompiledGrad", "call", "compile_grad", "interpret_runner"]

@@ -33,8 +33,8 @@ from tracejit.ir import freeze_attrs
 
 from . import cuda_runner as rt
 
-__all__ = ["eager", "to_device", "to_host", "copy_into", "is_device_array", "device_error",
-           "cache_info"]
+__all__ = ["eager", "tensor_array", "to_device", "to_host", "copy_into", "is_device_array",
+           "device_error", "cache_info"]
 
 # (op name, attrs, input signature) -> CudaRunner. NOTE: bounded, because scalar operands are
 # part of the key (they are literals in the kernel): a loop over changing Python floats would
@@ -52,31 +52,7 @@ def is_device_array(a) -> bool:
     return not isinstance(a, np.ndarray) and rt._is_device(a)
 
 
-_SimArray = None
-
-
-def _tensor_array(a):
-    """``a`` as a CUDA tensor stores it. NOTE: under the simulator a FakeCUDAArray's shape is a
-    FakeShape, a tuple that refuses negative indices (``x.shape[-1]`` raises, where a real
-    DeviceNDArray's shape is a plain tuple): tensors hold a subclass whose shape is a tuple,
-    so Python code (nn layers) runs under the simulator as on a GPU."""
-    global _SimArray
-    if not tj_cuda.is_simulator():
-        return a
-    if _SimArray is None:
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-
-        class _SimArray(FakeCUDAArray):
-            @property
-            def shape(self):
-                return self._ary.shape
-
-            @property
-            def __cuda_array_interface__(self):  # the host memory standing in for the device's
-                ai = self._ary.__array_interface__
-                return {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
-                        "strides": ai["strides"], "version": 3, "stream": None}
-    return a if type(a) is _SimArray else _SimArray(a._ary)
+tensor_array = rt.tensor_array  # ``a`` as a CUDA tensor stores it
 
 
 def to_device(arr: np.ndarray, what: str = "Tensor.cuda"):
@@ -86,7 +62,7 @@ def to_device(arr: np.ndarray, what: str = "Tensor.cuda"):
     out = rt.allocator.empty(arr.shape, arr.dtype)
     if arr.size:
         out.copy_to_device(arr)
-    return _tensor_array(out)
+    return rt.tensor_array(out)
 
 
 def to_host(a) -> np.ndarray:
@@ -100,7 +76,7 @@ def copy_into(src, dst) -> None:
 
 
 def clone(a):
-    return _tensor_array(rt.contiguous(a))
+    return rt.tensor_array(rt.contiguous(a))
 
 
 def _extent(a) -> tuple:
@@ -208,16 +184,8 @@ def compute(op, inputs, attrs):
             f"and move the result (tracejit.rand(..., device='cuda') does){user_frame(3)}")
     args = _operands(op, inputs)
     device_args = [a for a in args if is_device_array(a)]
-    runner = _runner(op, args, attrs)
-    if tj_cuda.is_simulator():
-        # NOTE: the simulator's kernel[grid, block] configures the kernel object itself and
-        # returns it, so runners sharing a module (one op at two shapes) overwrite each other's
-        # launch configuration: the tiled matmul then launched with another shape's grid. On a
-        # GPU a configured launcher is a new object. Configure again before each simulated call.
-        runner.entry = runner.module.build(runner.program.sizes, runner.consts,
-                                           runner.program.fallbacks)
-    res, = runner(*device_args)
-    return _tensor_array(res)
+    res, = _runner(op, args, attrs)(*device_args)
+    return res
 
 
 def eager(op, inputs, attrs):

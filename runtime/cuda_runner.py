@@ -161,6 +161,33 @@ def _view_bytes(raw, nbytes, shape, dtype):
                          gpu_data=raw.gpu_data)
 
 
+_SimArray = None
+
+
+def tensor_array(a):
+    """``a`` as a CUDA tensor stores it. NOTE: under the simulator a FakeCUDAArray's shape is a
+    FakeShape, a tuple that refuses negative indices (``x.shape[-1]`` raises, where a real
+    DeviceNDArray's shape is a plain tuple): tensors hold a subclass whose shape is a tuple,
+    so Python code (nn layers) runs under the simulator as on a GPU."""
+    global _SimArray
+    if not _simulated() or not _is_device(a):
+        return a
+    if _SimArray is None:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        class _SimArray(FakeCUDAArray):
+            @property
+            def shape(self):
+                return self._ary.shape
+
+            @property
+            def __cuda_array_interface__(self):  # the host memory standing in for the device's
+                ai = self._ary.__array_interface__
+                return {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
+                        "strides": ai["strides"], "version": 3, "stream": None}
+    return a if type(a) is _SimArray else _SimArray(a._ary)
+
+
 # ---------------------------------------------------------------------------- views
 
 
@@ -324,6 +351,7 @@ class CudaRunner:
         self.buffers = work_buffers(program.buffers) if program.buffers else []
         self.outs = [(k, b.shape, b.dtype) for k, b in enumerate(program.buffers)
                      if b.kind == "out"]
+        self.compiled = False
 
     def __call__(self, *arrays, to_host: bool = False):
         args = [as_device(a) for a in arrays]
@@ -332,9 +360,25 @@ class CudaRunner:
             bufs = list(bufs)
             for k, shape, dtype in self.outs:
                 bufs[k] = allocator.empty(shape, dtype)
-        results = self.entry(*args, *bufs)
+        if self.compiled:
+            results = self.entry(*args, *bufs)
+        else:
+            results = self._first_call(args, bufs)
         if to_host:
             return tuple(globals()["to_host"](r) if _is_device(r) else r for r in results)
+        return tuple(tensor_array(r) for r in results)
+
+    def _first_call(self, args, bufs):
+        """The first launch compiles every kernel: numba's errors then are tracejit's
+        CompileError (a bug of ours, never the user's), as on the CPU (runtime/compile.py)."""
+        import numba
+
+        from .compile import CompileError
+        try:
+            results = self.entry(*args, *bufs)
+        except (numba.core.errors.NumbaError, ImportError) as e:
+            raise CompileError(f"{type(e).__name__}: {e}\nin {self.module.__file__}") from e
+        self.compiled = True
         return results
 
 
@@ -342,4 +386,43 @@ def compile_cuda(program) -> CudaRunner:
     """A runner for ``program`` (``lower(graph, target="cuda")``); tracejit's message when
     there is no GPU (``tracejit.cuda.require``)."""
     tj_cuda.require("running a compiled graph on CUDA")
-    return CudaRunner(program, load_module(program.source))
+    module = load_module(program.source)
+    if _simulated():
+        _separate_launchers(module)
+    return CudaRunner(program, module)
+
+
+class _SimLaunch:
+    """A simulated kernel configured for one launch geometry (see _separate_launchers)."""
+
+    __slots__ = ("kernel", "config")
+
+    def __init__(self, kernel, config):
+        self.kernel, self.config = kernel, config
+
+    def __call__(self, *args):
+        return self.kernel[self.config](*args)
+
+
+class _SimKernel:
+    """A simulated kernel whose ``[grid, block]`` makes a new launcher, as on a GPU."""
+
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, config):
+        return _SimLaunch(self.kernel, config)
+
+
+def _separate_launchers(module) -> None:
+    """NOTE: the simulator's ``kernel[grid, block]`` configures the kernel object itself and
+    returns it, so two launchers of one kernel (a module's two matmuls, one module's runners
+    at two shapes) would all launch with the last geometry configured. On a GPU each is a new
+    object: make the simulator's kernels behave so (once per module; device functions, called
+    from kernels, stay as they are)."""
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+    for name, value in list(vars(module).items()):
+        if isinstance(value, FakeCUDAKernel) and not value._device:
+            setattr(module, name, _SimKernel(value))

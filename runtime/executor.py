@@ -33,9 +33,10 @@ from tracejit.errors import enter_node, exit_node
 from tracejit.ir import Var, defined_vars
 from tracejit.tensor import Tensor
 
+from . import arrays as A
 from . import backward
 from .compile import CompileError
-from .interpret import GraphRuntimeError, interpret, node_error
+from .interpret import GraphRuntimeError, node_error
 
 __all__ = ["GraphRuntimeError", "execute", "recover", "replay", "write_back"]
 
@@ -45,9 +46,10 @@ def replay(graph, inputs: list) -> list:
     does a tracer, if one is active (a graph replayed inside a traced function)."""
     tracer = current_tracer()
     env = {v.id: t for v, t in zip(graph.inputs, inputs)}
+    device = any(A.on_device(t._data) for t in inputs)  # constants join the inputs' device
     for node in graph.nodes:
         if node.op == "const":
-            t = Tensor._make(np.array(node.attr_dict["value"].array))
+            t = Tensor._make(A.like(np.array(node.attr_dict["value"].array), device))
             env[node.out.id] = t if tracer is None else tracer.constant(t)
             continue
         args = [env[x.id] if isinstance(x, Var) else x for x in node.inputs]
@@ -89,8 +91,8 @@ def execute(spec, inputs: list) -> list:
             arrays = spec.runner(*[t._data for t in inputs])
         except Exception as e:
             arrays = recover(spec, inputs, e)
-    if arrays is None:
-        arrays = interpret(graph, [t._data for t in inputs])
+    if arrays is None:  # the interpreter (on host copies of device inputs)
+        arrays = backward.interpret_runner(graph)(*[t._data for t in inputs])
     return [Tensor._make(a) if isinstance(x, Var) else x for a, x in zip(arrays, graph.outputs)]
 
 
@@ -123,7 +125,7 @@ def _explain_failure(spec, inputs: list, exc: Exception) -> list:
     rng = creation._rng().bit_generator
     state = rng.state
     try:
-        return interpret(graph, [t._data for t in inputs])
+        return backward.interpret_runner(graph)(*[t._data for t in inputs])
     except GraphRuntimeError as e:
         raise e.with_traceback(None) from exc
     finally:
@@ -164,10 +166,10 @@ def write_mutations(mutated, inputs: list, outs: list, aliased=frozenset()) -> N
     ``(inp, pos)`` in ``mutated``, bumping its version counter as an in-place op would;
     ``aliased`` (``aliased_mutations``): values copied first."""
     if aliased:
-        outs = [np.array(o) if k in aliased else o for k, o in enumerate(outs)]
+        outs = [A.copy(o) if k in aliased else o for k, o in enumerate(outs)]
     for inp, pos in mutated:
         target = inputs[inp]
-        np.copyto(target._data, outs[pos], casting="unsafe")
+        A.copy_into(target._data, outs[pos])
         target._version[0] += 1
 
 
@@ -179,9 +181,16 @@ def write_back(compiled, inputs: list, outs: list) -> None:
         target = inputs[inp]
         if pos is None:
             target.grad = None
-        elif target.grad is not None and target.grad.shape == outs[pos].shape and \
-                target.grad._data.flags.writeable:
-            np.copyto(target.grad._data, outs[pos], casting="unsafe")
+        elif target.grad is not None and target.grad.shape == tuple(outs[pos].shape) and (
+                A.on_device(target.grad._data) or target.grad._data.flags.writeable):
+            A.copy_into(target.grad._data, outs[pos])
             target.grad._version[0] += 1
         else:  # a private copy: two parameters may have received the same gradient value
-            target.grad = Tensor._make(np.array(outs[pos], dtype=target.dtype))
+            target.grad = Tensor._make(_private(outs[pos], target.dtype))
+
+
+def _private(a, dtype):
+    """A copy of ``a`` with this dtype, on ``a``'s side."""
+    if A.on_device(a) and a.dtype == dtype:
+        return A.copy(a)
+    return A.like(np.array(A.host(a), dtype=dtype), A.on_device(a))

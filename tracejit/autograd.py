@@ -189,7 +189,7 @@ def _store_grad(t, g, create_graph):
         elif create_graph:
             t.grad = t.grad + g
         else:
-            t.grad._assign_device(t.grad + g, "add", False)
+            t.grad._assign(t.grad + g, "add", False)
         return
     if t.grad is None:
         t.grad = g if create_graph else Tensor._make(np.array(g._data, dtype=t.dtype))

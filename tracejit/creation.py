@@ -11,7 +11,6 @@ import numpy as np
 from . import dispatch, ops
 from . import dtypes as D
 from .dispatch import apply, current_tracer
-from .errors import user_frame
 from .tensor import Tensor, _check_device, _host_data, _shape_arg
 
 _GEN = [np.random.default_rng(0)]
@@ -98,7 +97,7 @@ def _from_cuda_array(obj, what) -> Tensor:
     D.as_dtype(arr.dtype)
     dispatch.cuda_in_use = True
     cuda_eager = dispatch.cuda_backend
-    return Tensor._make(cuda_eager._tensor_array(arr))
+    return Tensor._make(cuda_eager.tensor_array(arr))
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -120,14 +119,11 @@ def from_dlpack(obj) -> Tensor:
 
 def _new(arr: np.ndarray, device=None, requires_grad=False) -> Tensor:
     t = Tensor._make(arr)
-    if device is not None and _check_device(device).type == "cuda":
-        # made on the host and copied: the values (random draws included) match the CPU's
-        if current_tracer() is not None:
-            raise NotImplementedError("device='cuda' inside a traced function: make the "
-                                      "tensor outside and pass it in" + user_frame(2))
-        t = t.cuda()
     if current_tracer() is not None:  # made from Python data inside a traced function
         current_tracer().constant(t)
+    if device is not None and _check_device(device).type == "cuda":
+        # made on the host and copied: the values (random draws included) match the CPU's
+        t = t.cuda()
     if requires_grad:
         t.requires_grad_(True)
     return t

@@ -125,9 +125,17 @@ def _to_device(t, dev):
     as torch's ``t.to(device)``."""
     if (dev.type == "cuda") == (not _is_host(t._data)):
         return t
-    if current_tracer() is not None:
-        raise NotImplementedError(f"moving a tensor to {dev} inside a traced function: move "
-                                  f"the arguments before the call{user_frame(2)}")
+    tracer = current_tracer()
+    if tracer is not None:
+        if dev.type == "cuda" and tracer.on_cuda and not t.requires_grad:
+            # a graph runs on one device: in one on the GPU, a value made inside (a constant,
+            # a draw) moved there is the same graph value (the runner puts constants there)
+            out = Tensor._make(dispatch.cuda_backend.to_device(t._data))
+            tracer.alias(out, t)
+            return out
+        raise NotImplementedError(f"moving a tensor to {dev} inside a traced function: a "
+                                  f"traced graph runs on the device of its tensor arguments; "
+                                  f"move the arguments before the call{user_frame(2)}")
     cuda_eager = dispatch.cuda_backend
     if dev.type == "cuda":
         data = cuda_eager.to_device(t._data)
@@ -1258,35 +1266,27 @@ class Tensor:
         if res.dtype != self.dtype and D.category(res.dtype) > D.category(self.dtype):
             raise DTypeError(f"{name}_: result type {res.dtype} can't be cast to the desired "
                              f"output type {self.dtype}{user_frame(2)}")
-        if not _is_host(self._data):
-            return self._assign_device(res, name, grad)
-        if not self._data.flags.writeable:
+        if _is_host(self._data):
+            if not self._data.flags.writeable:
+                raise RuntimeError(f"{name}_: this tensor is a broadcast (expanded) view and "
+                                   f"cannot be written in place; call .clone() first"
+                                   f"{user_frame(2)}")
+        elif _is_host(res._data):
+            raise device_mismatch(f"{name}_", [str(self.device), "cpu"])
+        elif any(s == 0 for s in self._data.strides) and self.numel() > 1:
             raise RuntimeError(f"{name}_: this tensor is a broadcast (expanded) view and cannot be "
                                f"written in place; call .clone() first{user_frame(2)}")
         if res.dtype != self.dtype:  # float64 into float32: a cast the graph records too
             res = res.to(self.dtype)
-        np.copyto(self._data, res._data)
+        if _is_host(self._data):
+            np.copyto(self._data, res._data)
+        else:  # a device copy into this tensor's memory
+            dispatch.cuda_backend.copy_into(res._data, self._data)
         self._version[0] += 1
         if current_tracer() is not None:
             current_tracer().assign(self, res)
         if grad:
             # the old value is gone: so is its history (a copy of a constant has no gradient)
-            self._grad_fn, self.requires_grad = res._grad_fn, res.requires_grad
-        return self
-
-    def _assign_device(self, res, name, grad):
-        """``_assign`` for CUDA tensors: a device copy into this tensor's memory."""
-        cuda_eager = dispatch.cuda_backend
-        if _is_host(res._data):
-            raise device_mismatch(f"{name}_", [str(self.device), "cpu"])
-        if any(s == 0 for s in self._data.strides) and self.numel() > 1:
-            raise RuntimeError(f"{name}_: this tensor is a broadcast (expanded) view and cannot be "
-                               f"written in place; call .clone() first{user_frame(3)}")
-        if res.dtype != self.dtype:
-            res = res.to(self.dtype)
-        cuda_eager.copy_into(res._data, self._data)
-        self._version[0] += 1
-        if grad:
             self._grad_fn, self.requires_grad = res._grad_fn, res.requires_grad
         return self
 
@@ -1348,8 +1348,8 @@ class Tensor:
             return self._assign(res.to(self.dtype), "fill", grad)
         if not _is_host(self._data):  # a full of the value on the device, then a copy
             from .creation import full
-            return self._assign_device(full(self.shape, value, dtype=self.dtype, device="cuda"),
-                                       "fill", False)
+            return self._assign(full(self.shape, value, dtype=self.dtype, device="cuda"),
+                                "fill", False)
         self._data.fill(value)
         self._version[0] += 1
         return self

@@ -205,11 +205,7 @@ def checks(tj) -> dict:
     @tj.trace
     def f(a):
         return a * 2 + 1
-    try:
-        f(x)
-        out["traced"] = "no error"
-    except NotImplementedError as e:
-        out["traced"] = f"NotImplementedError: {e}"
+    out["traced"] = f"{[f(x).tolist() for _ in range(3)][-1]} {f(x).device}"
     with tj.eager():
         out["traced_eager"] = str(f(x).tolist())
     return out

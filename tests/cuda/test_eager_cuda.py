@@ -63,14 +63,13 @@ def test_eager_cuda_matches_the_cpu(simulated, name):
     # as_tensor of a numba device array shares it: an in-place add shows in the array
     ("interop", "True [10.0, 11.0, 12.0] [10.0, 11.0, 12.0] True True"),
     ("cache", "1 2"),  # one runner built for x * 3.0, then two cache hits
-    ("traced", "NotImplementedError: checks.<locals>.f: traced functions with CUDA tensors are "
-               "not supported yet; run it op by op on the GPU"),
+    ("traced", "[1.0, 3.0, 5.0, 7.0] cuda:0"),  # compiled for CUDA (test_traced_cuda.py)
     ("traced_eager", "[1.0, 3.0, 5.0, 7.0]"),
 ])
 def test_cuda_only_behaviour(simulated, check, expected):
     got = _text(simulated, f"check.{check}")
     assert got.startswith(expected), got
-    if check in ("numpy", "mixed", "traced"):
+    if check in ("numpy", "mixed"):
         assert "device_cases.py" in got  # the user's line, as every tracejit error names it
 
 

@@ -202,8 +202,11 @@ def test_dynamic_refuses_a_structure_that_depends_on_the_size():
 
 def test_device(tmp_path):
     tj.export(lambda x: x + 1, tj.randn(2)).save(tmp_path / "f.tjit")
-    with pytest.raises(NotImplementedError, match="CUDA"):
-        tj.load(tmp_path / "f.tjit", device="cuda")
+    if not tj.cuda.is_available():  # (loading for CUDA: tests/cuda/test_traced_cuda.py)
+        with pytest.raises(RuntimeError, match="tracejit.load: CUDA is not available"):
+            tj.load(tmp_path / "f.tjit", device="cuda")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        tj.load(tmp_path / "f.tjit", device="tpu")
     assert tj.load(tmp_path / "f.tjit", device="cpu")(tj.zeros(2)).tolist() == [1.0, 1.0]
 
 

@@ -10,7 +10,7 @@ import platform
 import numpy as np
 
 from .. import serialize
-from ..tensor import Tensor
+from ..tensor import Tensor, _host_data
 from ..tracing import TracedFunction, trace
 from ..tracing.pytree import plain
 from ..version import __version__
@@ -180,7 +180,7 @@ class _Builder:
         import numba
 
         for member, t in self.keep:
-            self.members[member] = npy_bytes(np.asarray(t._data))
+            self.members[member] = npy_bytes(np.asarray(_host_data(t)))  # CUDA: a host copy
         manifest = {
             "format": FORMAT, "version": VERSION, "ir": IR_SCHEMA,
             "writer": {"tracejit": __version__, "numpy": np.__version__,

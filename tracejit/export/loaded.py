@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import serialize
+from ..runtime import arrays as A
 from ..runtime.executor import aliased_mutations, write_mutations
-from ..tensor import Tensor
+from ..tensor import Tensor, _check_device
 from ..tracing.pytree import flatten, plain
 from . import dynamic as dyn
 from .checks import Check, check_dynamic, check_versions, tree_leaves
@@ -39,7 +40,8 @@ class Loaded:
             dtype = c.dtype(c.field(w, "dtype", (str,), where), where)
             shape = c.shape(c.field(w, "shape", (list,), where), where)
             a = reader.array(c.field(w, "member", (str,), where), dtype, shape)
-            self._weights[name] = Tensor._make(np.array(a))  # writable, owned
+            w = Tensor._make(np.array(a))  # writable, owned
+            self._weights[name] = w.cuda() if device != "cpu" else w
         self._entries = {}
         for name, e in c.field(m, "entries", (dict,), "").items():
             if not isinstance(name, str) or not name.isidentifier():
@@ -88,10 +90,13 @@ class Loaded:
                 continue
             t = self._weights[name]
             a = value._data if isinstance(value, Tensor) else np.asarray(value)
-            if a.shape != t.shape:
-                raise ValueError(f"load_state_dict: {name} has shape {a.shape}, the stored "
-                                 f"weight {t.shape}")
-            np.copyto(t._data, a, casting="same_kind")
+            if tuple(a.shape) != t.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {tuple(a.shape)}, the "
+                                 f"stored weight {t.shape}")
+            if not np.can_cast(a.dtype, t.dtype, "same_kind"):
+                raise TypeError(f"load_state_dict: {name} is {a.dtype}, the stored weight "
+                                f"{t.dtype}")
+            A.copy_into(t._data, a)  # on either device
             t._version[0] += 1
 
     def __repr__(self):
@@ -212,9 +217,13 @@ class Entry:
     def _compile(self, graph):
         from ..codegen import lower
         from ..passes import COMPILE_PIPELINE, run_pipeline
-        from ..runtime.compile import compile_lowered
 
         fused = run_pipeline(graph, COMPILE_PIPELINE)
+        if self.device != "cpu":
+            from ..runtime.cuda_runner import compile_cuda
+            lowered = lower(fused, target="cuda", **self.options)
+            return fused, lowered, compile_cuda(lowered)
+        from ..runtime.compile import compile_lowered
         lowered = lower(fused, target="cpu", **self.options)
         return fused, lowered, compile_lowered(lowered)
 
@@ -262,21 +271,22 @@ class Entry:
         A compile failure (a tracejit bug) runs on the interpreter instead, with a warning."""
         import warnings
 
+        from ..runtime.backward import interpret_runner
         from ..runtime.compile import CompileError
-        from ..runtime.interpret import GraphRuntimeError, interpret
+        from ..runtime.interpret import GraphRuntimeError
 
         graph = self.graph if not sizes or sizes == self.dynamic["symbols"] else self._build(
             dyn.instantiate(self.graph_dict, self.dynamic, sizes))
         if isinstance(exc, CompileError):
             warnings.warn(f"tracejit: compiling {self.name} failed, it runs on the reference "
                           f"interpreter instead: {exc}", RuntimeWarning, stacklevel=3)
-            return interpret(graph, arrays)
+            return interpret_runner(graph)(*arrays)
         from .. import creation
 
         rng = creation._rng().bit_generator
         state = rng.state  # the re-run draws nothing: the generator is put back
         try:
-            interpret(graph, arrays)  # NOTE: compiled graphs never write to their inputs
+            interpret_runner(graph)(*arrays)  # NOTE: compiled graphs never write their inputs
         except GraphRuntimeError as e:
             raise e.with_traceback(None) from exc
         finally:
@@ -294,6 +304,10 @@ class Entry:
                 continue
             t = leaves[pos]
             label = self.labels.get(name, name)
+            if str(t.device) != self.device:
+                raise RuntimeError(f"{self.name}: argument {label!r} is on {t.device}, this "
+                                   f"entry was loaded for {self.device} (tracejit.load(..., "
+                                   f"device=...)); move it with .to({self.device!r})")
             if t.dtype != dtype:
                 raise TypeError(f"{self.name}: argument {label!r} must be {dtype}, got {t.dtype}")
             ok = len(t.shape) == len(shape) and all(
@@ -321,14 +335,12 @@ def _is_value(x) -> bool:
 
 
 def load(path, device: str = "cpu"):
-    """Load a file ``tracejit.export`` wrote: a ``Loaded`` (see its docstring).
+    """Load a file ``tracejit.export`` wrote: a ``Loaded`` (see its docstring). With
+    ``device="cuda"`` its weights move to the GPU and its graphs compile to CUDA kernels; calls
+    then take CUDA tensors.
 
     The file's manifest names its format; only exported graphs load today."""
-    if device not in ("cpu", None):
-        if str(device).startswith("cuda"):
-            raise NotImplementedError("tracejit.load(device='cuda'): the CUDA backend has not "
-                                      "landed yet; load with device='cpu'")
-        raise ValueError(f"tracejit.load: unknown device {device!r} (use 'cpu')")
+    device = str(_check_device(device or "cpu", "tracejit.load"))
     reader = Reader(path)
     try:
         fmt = reader.manifest.get("format")
@@ -336,7 +348,7 @@ def load(path, device: str = "cpu"):
         if loader is None:
             raise ExportError(f"{path}: this file's format is {fmt!r:.60}; only exported graphs "
                               f"({FORMAT!r}, written by tracejit.export) load today")
-        return loader(reader, device or "cpu")
+        return loader(reader, device)
     finally:
         reader.close()
 

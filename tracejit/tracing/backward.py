@@ -28,7 +28,7 @@ from ..passes import dce, run_pipeline
 from ..passes.partition import partition
 from ..runtime.backward import CompiledGrad, compile_grad
 from ..runtime.executor import replay
-from ..tensor import Tensor
+from ..tensor import Tensor, _host_data
 from .tracer import Tracer
 
 
@@ -55,7 +55,8 @@ def _joint(graph: Graph, inputs: list):
     tracer = Tracer(None, {})
     xs = []
     for name, t in zip(graph.input_names, inputs):
-        x = Tensor._make(t._data)
+        # the graph is the same on every device: CUDA inputs are traced as host copies
+        x = Tensor._make(_host_data(t))
         x.requires_grad = bool(t.requires_grad)
         tracer.add_argument(name, x)
         xs.append(x)

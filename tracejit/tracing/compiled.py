@@ -75,6 +75,7 @@ class CompiledGraph:
     passthrough: tuple  # (result position, input position): an input returned as it is
     guards: tuple  # GuardSpec
     ran_backward: bool  # the function computes its own gradients (a training step)
+    device: str = "cpu"  # where its inputs live and its kernels run: "cpu" or "cuda:0"
 
     @functools.cached_property
     def aliased_mutations(self) -> frozenset:
@@ -103,7 +104,8 @@ class CompiledGraph:
         n_args = len(self.inputs) - len(self.weights)
         lines = [f"CompiledGraph of {self.name}: {_count(n_args, 'argument')}, "
                  f"{_count(len(self.weights), 'weight')} -> {_count(len(self.outputs), 'output')}"
-                 + (" (runs its own backward)" if self.ran_backward else ""), "inputs:"]
+                 + (" (runs its own backward)" if self.ran_backward else "")
+                 + (f", on {self.device}" if self.device != "cpu" else ""), "inputs:"]
         for s in self.inputs:
             if s.kind == "argument":
                 what = f"argument {s.position}"
@@ -138,7 +140,7 @@ class CompiledGraph:
 
 def from_trace(name: str, tracer, raw: Graph, optimized: Graph, graph: Graph,
                arg_positions: list, out_tree, n_results: int, mutated: list,
-               grad_writes: list) -> CompiledGraph:
+               grad_writes: list, device: str = "cpu") -> CompiledGraph:
     """The CompiledGraph of a finished trace (``tracer``: the Tracer that recorded ``raw``)."""
     captured = {c.var.id: c for c in tracer.captured}
     positions = iter(arg_positions)
@@ -166,7 +168,7 @@ def from_trace(name: str, tracer, raw: Graph, optimized: Graph, graph: Graph,
         name, raw, optimized, graph, tuple(inputs), outputs, plain(out_tree), n_results,
         tuple(mutated), tuple(grad_writes), _passthrough(raw, n_results),
         tuple(GuardSpec(what, value) for _, value, what in tracer.guards),
-        bool(tracer.ran_backward))
+        bool(tracer.ran_backward), device)
 
 
 def _count(n: int, word: str) -> str:

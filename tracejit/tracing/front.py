@@ -33,7 +33,7 @@ from .. import autograd, dispatch
 from .. import dtypes as D
 from ..autograd import grad_mode
 from ..dispatch import current_tracer
-from ..errors import TraceError, user_frame
+from ..errors import TraceError
 from ..ir import Graph, Var
 from ..runtime.executor import execute, recover, write_back
 from ..tensor import Tensor
@@ -125,7 +125,7 @@ class TracedFunction:
             t = type(a)
             if t is Tensor:
                 d = a._data
-                key.append((d.shape, d.dtype, a.requires_grad))
+                key.append((d.shape, d.dtype, a.requires_grad, type(d)))  # type: the device
                 tensors += 1
             elif t in (int, float, bool, str) or a is None:
                 key.append((t, a))
@@ -179,8 +179,6 @@ class TracedFunction:
         return unflatten(spec.out_tree, results)
 
     def __call__(self, *args, **kwargs):
-        if dispatch.cuda_in_use:  # one global check until a CUDA tensor exists
-            self._refuse_cuda(args, kwargs)
         tracer = current_tracer()
         if not kwargs and tracer is None and self._fast:
             key = self._simple_key(args)
@@ -212,18 +210,6 @@ class TracedFunction:
         return result
 
     # -- internals
-    def _refuse_cuda(self, args, kwargs):
-        """Traced calls with CUDA tensors are not wired yet (the specializations and the
-        compiled call are host-only): say so, and how to run it instead."""
-        if current_tracer() is not None or _eager_now():
-            return  # op by op: eager CUDA ops run it
-        _, leaves = self._flat(args, kwargs)
-        if any(isinstance(t, Tensor) and t.is_cuda for t in leaves):
-            raise NotImplementedError(
-                f"{self.name}: traced functions with CUDA tensors are not supported yet; run it "
-                f"op by op on the GPU (`with tracejit.eager(): {self.name}(...)`), or on the CPU "
-                f"(.cpu() the arguments){user_frame()}")
-
     def _flat(self, args, kwargs):
         leaves: list = []
         tree = flatten((args, kwargs), leaves)
@@ -311,37 +297,46 @@ class TracedFunction:
         if debug_enabled("graph"):
             _debug_print(f"tracejit: traced {self.name}\n{raw.format(locs=True)}")
         optimized = run_pipeline(raw, self.passes, debug=debug_enabled("passes"))
+        # the graph runs where its tensors live: CUDA when any input does (0-d CPU tensors
+        # join CUDA ops, as in torch)
+        device = "cuda:0" if tracer.on_cuda else "cpu"
         graph, lowered, runner = optimized, None, None
         if self.backend != "interpret":
-            graph, lowered, runner = self._compile(optimized)
+            graph, lowered, runner = self._compile(optimized, device)
         compiled = from_trace(self.name, tracer, raw, optimized, graph, arg_positions, out_tree,
-                              len(out_leaves), mutated, grad_writes)
+                              len(out_leaves), mutated, grad_writes, device)
         spec = Specialization(key, compiled, out_tree, tracer.captured, tracer.guards,
-                              runner=runner, lowered=lowered, compile_graph=self._graph_runner)
+                              runner=runner, lowered=lowered,
+                              compile_graph=functools.partial(self._graph_runner, device=device))
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
             result = _detached(result)
         return spec, result
 
-    def _compile(self, graph):
+    def _compile(self, graph, device: str = "cpu"):
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
-        through numba (machine code is made on the first run)."""
+        through numba for the device its inputs live on (machine code is made on the first
+        run): the CPU backend, or ``numba.cuda`` kernels for CUDA inputs."""
         from ..codegen import lower
         from ..passes import COMPILE_PIPELINE, run_pipeline
-        from ..runtime.compile import compile_lowered
 
         graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
-        lowered = lower(graph, target=self.backend, fastmath=self.fastmath,
+        target = "cuda" if device.startswith("cuda") else self.backend
+        lowered = lower(graph, target=target, fastmath=self.fastmath,
                         precise_math=self.precise_math)
         if debug_enabled("src"):
             _debug_print(f"tracejit: source for {self.name}\n{lowered.source}")
+        if target == "cuda":
+            from ..runtime.cuda_runner import compile_cuda
+            return graph, lowered, compile_cuda(lowered)
+        from ..runtime.compile import compile_lowered
         return graph, lowered, compile_lowered(lowered)
 
-    def _graph_runner(self, graph):
+    def _graph_runner(self, graph, device: str = "cpu"):
         """A callable running an optimised graph on arrays, on this function's backend."""
         if self.backend != "interpret":
-            return self._compile(graph)[2]
+            return self._compile(graph, device)[2]
         from ..runtime.backward import interpret_runner
         return interpret_runner(graph)
 

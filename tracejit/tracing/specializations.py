@@ -82,7 +82,8 @@ class Specialization:
                 except Exception:
                     return None
             if not isinstance(t, Tensor) or t.shape != c.var.shape or t.dtype != c.var.dtype \
-                    or t.requires_grad != c.requires_grad or (
+                    or t.requires_grad != c.requires_grad \
+                    or type(t._data) is not type(c.tensor._data) or (
                         c.grad_none is not None and (t._grad is None) != c.grad_none):
                 return None
             fresh.append(t)
@@ -118,6 +119,7 @@ class Specialization:
             for what, old, new in (("shape", c.var.shape, t.shape),
                                    ("dtype", c.var.dtype.name, t.dtype.name),
                                    ("requires_grad", c.requires_grad, t.requires_grad),
+                                   ("device", c.tensor.device, t.device),
                                    ("whether .grad is None", c.grad_none,
                                     t._grad is None if c.grad_none is not None else None)):
                 if old != new:

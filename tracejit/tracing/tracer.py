@@ -12,7 +12,7 @@ from .. import dispatch
 from ..autograd import grad_mode
 from ..errors import TraceError, user_frame, user_location
 from ..ir import Const, GraphBuilder, Var
-from ..tensor import Tensor
+from ..tensor import Tensor, _host_data
 from .capture import NumberSource, Source
 
 
@@ -45,6 +45,7 @@ class Tracer:
         self.guard_keys: set = set()
         self.grad_read = False  # some tensor's .grad was read: the graph depends on it
         self.numbers: dict = {}  # key -> the 0-d tensor of a dynamic number (dynamic_number)
+        self.on_cuda = False  # a graph input lives on the GPU: the graph runs there
         self.grads_reset_unseen: set = set()  # ids of tensors whose .grad was set to None
         # before anything read a gradient (see grad_reset)
 
@@ -103,6 +104,7 @@ class Tracer:
 
     def add_argument(self, name: str, t) -> Var:
         v = self.builder.add_input(name, t.shape, t.dtype)
+        self.on_cuda = self.on_cuda or t.is_cuda
         self.bind(t, v)
         self.originals[v.id] = t
         # a parameter first used after zero_grad() had its .grad reset inside the function
@@ -131,11 +133,6 @@ class Tracer:
     def record(self, op, inputs, attrs):
         args = [self.var_of(x) if isinstance(x, Tensor) else x for x in inputs]
         out = dispatch.eager(op, inputs, attrs)
-        if dispatch.cuda_in_use and out.is_cuda:  # a captured CUDA tensor (parameters, ...)
-            raise NotImplementedError(
-                f"{op.name} on CUDA tensors inside a traced function: tracing with CUDA "
-                f"tensors is not supported yet; run the function op by op on the GPU "
-                f"(`with tracejit.eager():`), or keep its tensors on the CPU{_where()}")
         loc = _loc()
         v = self.builder.add_node(op.name, args, attrs, out.shape, out.dtype, loc)
         if not grad_mode.enabled and not self.ran_backward and any(
@@ -150,7 +147,8 @@ class Tracer:
 
     def constant(self, t):
         """A tensor made inside the function from Python data: a ``const`` node."""
-        v = self.builder.add_node("const", (), {"value": Const(t._data)}, t.shape, t.dtype,
+        data = _host_data(t)  # a constant made on the GPU is kept as host data
+        v = self.builder.add_node("const", (), {"value": Const(data)}, t.shape, t.dtype,
                                   _loc())
         self.const_ids.add(v.id)
         self.bind(t, v)

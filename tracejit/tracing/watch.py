@@ -105,7 +105,12 @@ def _watch(frame, event, arg):
         else:
             return
     filename = frame.f_code.co_filename
-    if _is_own(filename) or filename in _SKIP_FILES:
+    if filename in _SKIP_FILES:
+        return
+    caller = frame  # who called through the libraries: tracejit's own work (eager CUDA ops
+    while caller is not None and caller.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        caller = caller.f_back  # lowering a kernel read a file through pathlib) is no state
+    if caller is not None and _is_own(caller.f_code.co_filename):
         return
     if hit[1] == "time" and filename.startswith(_LIBRARY_DIRS):
         return  # a library's own clock (logging's timestamps, tqdm): not a value of the graph
