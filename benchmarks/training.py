@@ -106,6 +106,7 @@ def main():
     for name, value in mlp_steps(args.repeat).items():
         print(f"  {name:22s} {value if isinstance(value, str) else f'{value:8.2f}'}")
     polyfit_compiled(3)  # compile once; the machine code is cached
+    tj.wait_compiles()
     t_np = median_ms(lambda: polyfit_numpy(2000), 3)
     t_c = median_ms(lambda: polyfit_compiled(2000), 3)
     print("polyfit, 2000 steps (median ms):")

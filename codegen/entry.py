@@ -133,29 +133,36 @@ def plan_entry(graph: Graph, plans: dict, target: Target) -> EntryPlan:
 def fallback(node: Node):
     """A callable running ``node`` with numpy (a fused group: all of its results). It takes the
     node's array operands only: its Python scalars (inf and nan among them) stay the node's
-    own objects, never spelled as source text."""
-    op = ops.OPS[node.op]
-    attrs = node.attr_dict
-    inputs = list(node.inputs)
-    arrays_at = [k for k, x in enumerate(inputs) if isinstance(x, Var)]
+    own objects, never spelled as source text. It pickles (a node is data), so a Program can be
+    compiled in another process (``runtime/compile_worker.py``)."""
+    return _Fallback(node)
 
-    def operands(arrays) -> list:
-        vals = list(inputs)
-        for k, a in zip(arrays_at, arrays, strict=True):
+
+class _Fallback:
+    """See ``fallback``."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.arrays_at = [k for k, x in enumerate(node.inputs) if isinstance(x, Var)]
+        self.group = len(defined_vars(node)) > 1  # a fused group with extra outputs
+        self.op = ops.OPS[node.op]
+        self.attrs = attrs = node.attr_dict
+        self.__name__ = f"numpy_{attrs['kernel']}" if self.group else f"numpy_{node.op}"
+
+    def _operands(self, arrays) -> list:
+        vals = list(self.node.inputs)
+        for k, a in zip(self.arrays_at, arrays, strict=True):
             vals[k] = a
         return vals
 
-    if len(defined_vars(node)) > 1:  # a fused group with extra outputs: all of its results
-        from tracejit.runtime.interpret import interpret
+    def __call__(self, *arrays):
+        if self.group:  # all of the group's results
+            from tracejit.runtime.interpret import interpret
+            return tuple(interpret(self.attrs["body"], self._operands(arrays)))
+        return ops.compute(self.op, self._operands(arrays), self.attrs)
 
-        def run_group(*arrays):
-            return tuple(interpret(attrs["body"], operands(arrays)))
+    def __reduce__(self):  # the node is all it needs (op rows hold closures: not pickled)
+        return (_Fallback, (self.node,))
 
-        run_group.__name__ = f"numpy_{attrs['kernel']}"
-        return run_group
-
-    def run(*arrays):
-        return ops.compute(op, operands(arrays), attrs)
-
-    run.__name__ = f"numpy_{node.op}"
-    return run
+    def __repr__(self):
+        return f"<fallback {self.__name__}>"

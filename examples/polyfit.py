@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+import tracejit as tj
 from tracejit.__main__ import polyfit_compiled, polyfit_eager, polyfit_numpy
 
 VARIANTS = {"numpy": polyfit_numpy, "eager": polyfit_eager, "traced": polyfit_compiled}
@@ -73,6 +74,7 @@ def main(argv=None) -> None:
         # trace and compile once beforehand (numba keeps the machine code in its disk cache, so
         # the timed run below only traces again)
         polyfit_compiled(3, args.lr)
+        tj.wait_compiles()  # compiled in the background: wait for it
     finals, coeffs = {}, []
     for mode in modes:
         print(f"{mode}: fit y = sin(x) by a cubic, {args.steps} steps, lr {args.lr}")

@@ -56,8 +56,11 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-6, check_dtype=True):
 
 def pytest_configure(config):
     """One compile cache for the whole test session (numba machine code is reused across tests
-    and, within a session directory, across processes)."""
+    and, within a session directory, across processes); synchronous compiles."""
     import os
     import tempfile
     if "TRACEJIT_CACHE_DIR" not in os.environ:
         os.environ["TRACEJIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="tracejit-test-cache-")
+    # compiles block, as before tiered execution: a test's compiled call runs compiled code
+    # (tests/runtime/test_tiered.py asks for compile="tiered" itself)
+    os.environ.setdefault("TRACEJIT_SYNC_COMPILE", "1")

@@ -71,3 +71,7 @@ __all__ = [
     "clear_cache", "export", "load", "ExportError",
     *_function_names,
 ]
+
+from .runtime.tiered import wait_compiles  # noqa: E402 - background compiles (runtime/tiered.py)
+
+__all__ += ["wait_compiles"]

@@ -60,7 +60,10 @@ class TracedFunction:
     """The callable ``trace`` returns. See the module docstring."""
     def __init__(self, fn, *, max_specializations: int = 8, check_trace: bool = False,
                  passes=None, name: str | None = None, backend: str | None = None,
-                 fastmath: bool = False, precise_math: bool = False):
+                 fastmath: bool = False, precise_math: bool = False, compile: str | None = None):
+        from ..runtime.tiered import resolve_mode
+        resolve_mode(compile)  # checks the value; None is read from the environment per compile
+        self.compile_mode = compile
         self.fn = fn
         self.max_specializations = max_specializations
         self.check_trace = check_trace
@@ -317,12 +320,21 @@ class TracedFunction:
     def _compile(self, graph, device: str = "cpu"):
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
         through numba for the device its inputs live on (machine code is made on the first
-        run): the CPU backend, or ``numba.cuda`` kernels for CUDA inputs."""
+        run): the CPU backend, or ``numba.cuda`` kernels for CUDA inputs. In tiered mode (the
+        default, ``runtime/tiered.py``) a CPU runner interprets the graph until a compile worker
+        has made the machine code; CUDA targets compile synchronously."""
         from ..codegen import lower
         from ..passes import COMPILE_PIPELINE, run_pipeline
 
-        graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
         target = "cuda" if device.startswith("cuda") else self.backend
+        tiered = None
+        if target == "cpu":  # CUDA targets compile synchronously
+            from ..runtime import tiered
+            if tiered.resolve_mode(self.compile_mode) == "tiered":
+                tiered.prestart()  # the workers start up while this process lowers
+            else:
+                tiered = None
+        graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
         lowered = lower(graph, target=target, fastmath=self.fastmath,
                         precise_math=self.precise_math)
         if debug_enabled("src"):
@@ -330,6 +342,8 @@ class TracedFunction:
         if target == "cuda":
             from ..runtime.cuda_runner import compile_cuda
             return graph, lowered, compile_cuda(lowered)
+        if tiered is not None:  # the interpreter until a worker has compiled it
+            return graph, lowered, tiered.TieredRunner(lowered, graph, self.name)
         from ..runtime.compile import compile_lowered
         return graph, lowered, compile_lowered(lowered)
 
@@ -388,7 +402,8 @@ class TracedFunction:
 
 
 def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, passes=None,
-          backend: str | None = None, fastmath: bool = False, precise_math: bool = False):
+          backend: str | None = None, fastmath: bool = False, precise_math: bool = False,
+          compile: str | None = None):
     """Trace ``fn`` (a function, or an object with ``__call__`` such as a module) into graphs
     compiled through numba (``backend="cpu"``, the default) or run by the reference interpreter
     (``backend="interpret"``; the ``TRACEJIT_BACKEND`` environment variable sets the default).
@@ -396,9 +411,15 @@ def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, p
     Usable as ``@trace``, ``@trace(check_trace=True)`` or ``trace(model)``. ``fastmath=True``
     lets numba drop NaN/Inf semantics; ``precise_math=True`` uses libm instead of the fast
     float32 approximations.
+
+    ``compile="tiered"`` (the default): a new specialization runs on the reference interpreter
+    while numba compiles it in a background worker process, and later calls switch to the
+    compiled code when it is ready; ``compile="sync"`` (or ``TRACEJIT_SYNC_COMPILE=1``) makes
+    the first call wait for the compile (docs/compiler.md, "Tiered execution").
     """
     options = dict(max_specializations=max_specializations, check_trace=check_trace,
-                   passes=passes, backend=backend, fastmath=fastmath, precise_math=precise_math)
+                   passes=passes, backend=backend, fastmath=fastmath, precise_math=precise_math,
+                   compile=compile)
     if fn is None:
         return lambda f: trace(f, **options)
     if isinstance(fn, TracedFunction):

@@ -1,0 +1,282 @@
+"""Tiered execution: a new specialization never waits for numba.
+
+A ``TieredRunner`` stands where a compiled ``Runner`` would (``spec.runner``). Its first call
+sends the generated module to a compile worker (``compile_worker.py``: another process, so the
+compile runs on another core and does not hold this process's GIL) and runs the graph on the
+fast tier, the numpy reference interpreter (``interpret.py``, on the fused graph: each fused
+group node by node), as does every call until the worker is done. Then a thread of this process
+loads the machine code the worker left in the on-disk cache (checked like any cached code,
+``cache.VerifiedCache``), and the next call runs the compiled entry. In-place updates and
+gradients go through the same outputs in both tiers (compiled graphs never write their inputs;
+``executor.write_back`` does), so a switch between two calls changes no result beyond float
+rounding (the interpreter is the oracle the compiled code is tested against).
+
+When the machine code is in the cache already (a warm start), the first call loads it and runs
+compiled, as a synchronous compile would. A compile that fails in a worker, or a worker that
+dies twice on one job, leaves the function on the fast tier: a ``RuntimeWarning`` on the next
+call says so, once. ``TRACEJIT_DEBUG=compiles`` logs, to stderr, when each function starts on a
+tier and switches, and how long compiles and loads took.
+
+``trace(fn, compile="sync")``, ``TRACEJIT_SYNC_COMPILE=1`` or ``TRACEJIT_COMPILE_WORKERS=0``
+make compiles blocking again (the first call compiles), as benchmarks and tests want;
+``tracejit.wait_compiles()`` waits for the background compiles in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from . import cache, compile_worker
+from .backward import interpret_runner
+from .compile import Runner, load_module
+
+MODES = ("tiered", "sync")
+
+_pending: set = set()  # TieredRunners whose compile is in flight
+_inflight: dict = {}  # module name -> the TieredRunner whose job compiles it
+_pending_lock = threading.Lock()
+
+
+def debug_enabled() -> bool:
+    flags = os.environ.get("TRACEJIT_DEBUG", "")
+    return "compiles" in (f.strip() for f in flags.split(",")) or flags.strip() == "all"
+
+
+def log(text: str) -> None:
+    if debug_enabled():
+        print(text, file=sys.stderr, flush=True)
+
+
+def resolve_mode(mode: str | None) -> str:
+    """The compile mode for ``trace(compile=mode)``: ``None`` reads the environment."""
+    if mode is None:
+        if os.environ.get("TRACEJIT_SYNC_COMPILE", "").strip().lower() in ("1", "true", "yes") \
+                or os.environ.get(compile_worker.WORKER_ENV) \
+                or compile_worker.worker_count() == 0:
+            return "sync"
+        return "tiered"
+    if mode not in MODES:
+        raise ValueError(f"trace: compile must be one of {', '.join(map(repr, MODES))}, "
+                         f"got {mode!r}")
+    return mode
+
+
+def prestart() -> None:
+    """Start the compile workers now (they import numba while this process traces)."""
+    compile_worker.pool(log)
+
+
+def wait_compiles(timeout: float | None = None) -> bool:
+    """Wait until every background compile in flight is done and its machine code loaded, so
+    the next calls run compiled (``timeout`` in seconds; None: no limit). True if none is left.
+
+    >>> tracejit.wait_compiles()   # before timing a traced function
+    True
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _pending_lock:
+            pending = list(_pending)
+        if not pending:
+            return True
+        for r in pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not r.done.wait(left):
+                return False
+
+
+def _layout_info(c):
+    if isinstance(c, np.ndarray):
+        return (compile_worker._layout(c), bool(c.flags.writeable))
+    return ("C", True)
+
+
+def _in_cache(lowered) -> bool:
+    """Is the machine code of every function the first call needs on disk already (the entry,
+    when it is compiled, else every kernel)?"""
+    name = cache.entry_name(lowered.source)
+    needed = {lowered.entry} if lowered.jit_entry else set(lowered.kernels)
+    if not needed:
+        return True
+    read, _ = cache.machine_code_dirs()
+    found = set()
+    for d in read:
+        for p in d.glob(f"{name}.*.nbi"):
+            found.add(p.name.split(".", 2)[1].rsplit("-", 1)[0])
+    return needed <= found
+
+
+class TieredRunner:
+    """The runner of one specialization in tiered mode (see the module docstring): a callable
+    on arrays, returning one array (or Python value) per graph output."""
+
+    def __init__(self, lowered, graph, name: str = "a traced function"):
+        self.lowered = lowered
+        self.graph = graph  # the fused graph: what the fast tier interprets
+        self.name = name
+        self.compiled = None  # the Runner, once its machine code is loaded
+        self.state = "new"  # new -> compiling -> ready | failed
+        self.failure = None
+        self.interpreted_calls = 0
+        self.done = threading.Event()
+        self.source = lowered.source
+        self._interpret = interpret_runner(graph)
+        self._lock = threading.Lock()
+        self._warned = False
+        self._followers: list = []  # runners of the same module waiting for this compile
+        self._switch_logged = False
+        self._t_start = None
+
+    def __repr__(self):
+        return f"<TieredRunner of {self.name}: {self.state}>"
+
+    @property
+    def tier(self) -> str:
+        """Where the next call runs: "compiled" or "interpreter"."""
+        return "compiled" if self.compiled is not None else "interpreter"
+
+    def __call__(self, *arrays):
+        runner = self.compiled
+        if runner is None and self.state == "new":
+            self._start(arrays)
+            runner = self.compiled
+        if runner is not None:
+            if not self._switch_logged:
+                self._switch_logged = True
+                if self._t_start is not None:
+                    log(f"tracejit: {self.name}: switched to compiled code after "
+                        f"{self.interpreted_calls} interpreted call(s), "
+                        f"{time.perf_counter() - self._t_start:.2f} s after its first call")
+            return runner(*arrays)
+        if self.state == "failed" and not self._warned:
+            self._warned = True
+            warnings.warn(f"tracejit: compiling {self.name} failed in a compile worker, so it "
+                          f"keeps running on the reference interpreter (slower, same results): "
+                          f"{self.failure}", RuntimeWarning, stacklevel=2)
+        self.interpreted_calls += 1
+        return self._interpret(*arrays)
+
+    # -- the compile
+    def _start(self, arrays) -> None:
+        with self._lock:
+            if self.state != "new":
+                return
+            self.state = "compiling"
+        self._t_start = time.perf_counter()
+        lowered = self.lowered
+        if _in_cache(lowered):  # a warm start: load it now, as a synchronous compile would
+            log(f"tracejit: {self.name}: machine code found in the cache, loading it")
+            self._ready(Runner(lowered, load_module(lowered.source)))
+            return
+        try:
+            payload = self._payload(arrays)
+        except Exception as e:  # it cannot go to a worker: compile here, on first call
+            log(f"tracejit: {self.name}: compiling in this process ({type(e).__name__}: {e})")
+            self._ready(Runner(lowered, load_module(lowered.source)))
+            return
+        module_name = cache.entry_name(lowered.source)
+        with _pending_lock:
+            _pending.add(self)
+            leader = _inflight.get(module_name)
+            if leader is not None:  # the same module is compiling already: share its result
+                leader._followers.append(self)
+            else:
+                _inflight[module_name] = self
+        if leader is not None:
+            log(f"tracejit: {self.name}: runs on the interpreter while the same code compiles "
+                f"for {leader.name}")
+            return
+        log(f"tracejit: {self.name}: runs on the interpreter while a worker compiles "
+            f"{len(lowered.kernels)} kernel(s)")
+        compile_worker.pool(log).submit(payload, self._finished, label=self.name)
+
+    def _payload(self, arrays) -> bytes:
+        lowered = self.lowered
+        dirs = cache.current()
+        job = {
+            "program": lowered,
+            "name": cache.entry_name(lowered.source),
+            "dirs": (dirs.configured, dirs.read, dirs.write, dirs.read_only),
+            "helpers": [m.__name__ for m in cache._helper_modules],
+            "consts": [_layout_info(c) for c in lowered.consts],
+            "arrays": [compile_worker.describe_array(np.asarray(a)) for a in arrays],
+            "simulate_failure": _simulate_failure.pop() if _simulate_failure else False,
+        }
+        return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _finished(self, reply) -> None:
+        """The worker answered (in the pool's thread): load the machine code, or give up."""
+        try:
+            kind, info = reply
+            if kind != "ok":
+                self._failed(str(info))
+                return  # (its followers fail too: finally)
+            t0 = time.perf_counter()
+            module = load_module(self.lowered.source)
+            misses = self._load(module, info["signatures"])
+            how = "loaded" if not misses else f"loaded ({misses} signature(s) compiled here)"
+            log(f"tracejit: {self.name}: compiled by worker pid {info['pid']} in "
+                f"{info['seconds']:.2f} s, {how} in {time.perf_counter() - t0:.2f} s"
+                + (f"; {info['note']}" if info.get("note") else ""))
+            self._ready(Runner(self.lowered, module))
+            for f in self._take_followers():
+                f._ready(Runner(f.lowered, module))
+        except Exception as e:
+            message = f"loading its machine code failed: {type(e).__name__}: {e}"
+            self._failed(message)
+        finally:
+            for f in self._take_followers():  # the compile failed: so does theirs
+                f._failed(self.failure or "the compile they waited for failed")
+            cache.enforce_limit_if_needed()
+
+    def _take_followers(self) -> list:
+        with _pending_lock:
+            if _inflight.get(cache.entry_name(self.lowered.source)) is self:
+                del _inflight[cache.entry_name(self.lowered.source)]
+            followers, self._followers = self._followers, []
+        return followers
+
+    def _load(self, module, signatures: dict) -> int:
+        """Load every function the first call needs, with the signatures the worker compiled,
+        from the cache (numba looks there first); the number that were not found there."""
+        misses = 0
+        wanted = {self.lowered.entry} if self.lowered.jit_entry else None
+        for name, sigs in signatures.items():
+            if wanted is not None and name not in wanted:
+                continue  # the compiled entry carries its kernels' code
+            disp = getattr(module, name)
+            for sig in sigs:
+                before = sum(disp._cache_misses.values())
+                disp.compile(sig)
+                misses += sum(disp._cache_misses.values()) - before
+        return misses
+
+    def _ready(self, runner) -> None:
+        self.compiled = runner
+        self.state = "ready"
+        self._done()
+
+    def _failed(self, message: str) -> None:
+        self.failure = message
+        self.state = "failed"
+        log(f"tracejit: {self.name}: the background compile failed, it stays on the "
+            f"interpreter: {message}")
+        self._done()
+
+    def _done(self) -> None:
+        self.done.set()
+        with _pending_lock:
+            _pending.discard(self)
+
+
+_simulate_failure: list = []  # tests: the next job's worker reports a compile failure
+
+
+__all__ = ["MODES", "TieredRunner", "prestart", "resolve_mode", "wait_compiles"]

@@ -1,0 +1,217 @@
+"""Tiered execution (runtime/tiered.py, runtime/compile_worker.py): a new specialization runs on
+the interpreter while a worker process compiles it; later calls switch to compiled code with
+the same results. The rest of the suite compiles synchronously (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import tracejit as tj
+from tracejit import nn, optim
+from tracejit.runtime import compile_worker, tiered
+
+WAIT_S = 240  # a compile on a busy 2-core machine
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path, monkeypatch):
+    """Each test compiles into its own empty cache, so nothing is warm already."""
+    monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TRACEJIT_SYNC_COMPILE", raising=False)
+
+
+def _runner(fn):
+    (spec,) = fn.specs()
+    return spec.runner
+
+
+def _no_compile_here(runner):
+    """The machine code came from the worker: this process compiled nothing itself."""
+    from numba.core.dispatcher import Dispatcher
+    module = runner.compiled.module
+    for name, d in vars(module).items():
+        if isinstance(d, Dispatcher):
+            assert not sum(d._cache_misses.values()), f"{name} was compiled in this process"
+
+
+def test_forward_switches_tiers_with_the_same_results():
+    @tj.trace(compile="tiered")
+    def f(x, w):
+        return ((x @ w).tanh() * 1.25 + 0.5).softmax(-1)
+
+    x, w = tj.randn(16, 8), tj.randn(8, 5)
+    want = f(x, w).numpy()  # traced: runs eagerly
+    runner = _runner(f)
+    assert isinstance(runner, tiered.TieredRunner)
+    got_interp = f(x, w).numpy()  # the fast tier, while a worker compiles
+    assert runner.interpreted_calls == 1 or runner.state == "ready"
+    assert tj.wait_compiles(WAIT_S)
+    assert runner.state == "ready" and runner.tier == "compiled"
+    got_compiled = f(x, w).numpy()
+    np.testing.assert_allclose(got_interp, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_compiled, want, rtol=1e-5, atol=1e-6)
+    _no_compile_here(runner)
+
+
+def test_compiled_backward_switches_tiers():
+    @tj.trace(compile="tiered")
+    def f(x, w):
+        return (x @ w).sigmoid().mul(0.75).sum()
+
+    x = tj.randn(6, 4)
+    w = tj.randn(4, 3, requires_grad=True)
+    grads = []
+    for _ in range(2):  # traces; then the forward and backward graphs start on the interpreter
+        w.grad = None
+        f(x, w).backward()
+        grads.append(w.grad.numpy().copy())
+    assert tj.wait_compiles(WAIT_S)
+    w.grad = None
+    f(x, w).backward()
+    grads.append(w.grad.numpy().copy())
+    (spec,) = f.specs()
+    assert spec.compiled_grad is not None
+    for g in grads[1:]:
+        np.testing.assert_allclose(g, grads[0], rtol=1e-5, atol=1e-6)
+
+
+def _training(compile_mode, steps, wait_after=None):
+    tj.manual_seed(3)
+    model = nn.Sequential(nn.Linear(7, 9), nn.ReLU(), nn.Linear(9, 3))
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(1)
+    x = tj.tensor(rng.standard_normal((12, 7)).astype(np.float32))
+    y = tj.tensor(rng.integers(0, 3, 12))
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    if compile_mode is not None:
+        step = tj.trace(step, compile=compile_mode)
+    losses = []
+    for k in range(steps):
+        if k == wait_after:
+            assert tj.wait_compiles(WAIT_S)
+        losses.append(step(x, y).item())
+    return losses, [p.detach().numpy().copy() for p in model.parameters()], step
+
+
+def test_in_place_training_step_switches_tiers():
+    eager_losses, eager_params, _ = _training(None, 6)
+    losses, params, step = _training("tiered", 6, wait_after=4)
+    runners = [s.runner for s in step.specs()]
+    assert any(r.interpreted_calls for r in runners)  # some steps ran on the fast tier
+    assert any(r.tier == "compiled" for r in runners)  # and the last ones compiled
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-5, atol=1e-6)
+    for p, q in zip(params, eager_params):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_compile_that_fails_in_the_worker_stays_on_the_interpreter(capfd, monkeypatch):
+    monkeypatch.setenv("TRACEJIT_DEBUG", "compiles")
+
+    @tj.trace(compile="tiered")
+    def f(x):
+        return (x * 3.5 - 1.0).relu().sum(0)
+
+    x = tj.randn(5, 4)
+    want = f(x).numpy()
+    tiered._simulate_failure.append(True)
+    f(x)
+    assert tj.wait_compiles(WAIT_S)
+    runner = _runner(f)
+    assert runner.state == "failed"
+    with pytest.warns(RuntimeWarning, match=r"compiling \S*f failed in a compile worker"):
+        got = f(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        np.testing.assert_allclose(f(x).numpy(), want, rtol=1e-6)
+    assert "the background compile failed" in capfd.readouterr().err
+
+
+def test_a_killed_worker_is_replaced_and_the_compile_runs_again():
+    pool = compile_worker.pool()
+    deaths = pool.deaths
+
+    @tj.trace(compile="tiered")
+    def f(x):
+        return (x * 0.25).exp().sum(1) - 2.0
+
+    x = tj.randn(6, 3)
+    want = f(x).numpy()
+    f(x)  # submitted: kill every worker now, mid-job or before it
+    for pid in pool.pids():
+        os.kill(pid, 9)
+    assert tj.wait_compiles(WAIT_S)
+    runner = _runner(f)
+    assert runner.state == "ready", runner.failure
+    assert pool.deaths > deaths
+    np.testing.assert_allclose(f(x).numpy(), want, rtol=1e-5)
+    assert len(pool.pids()) >= 1  # the pool keeps working
+
+
+def test_workers_leave_no_process_behind_at_exit(tmp_path):
+    script = textwrap.dedent("""
+        import tracejit as tj
+        from tracejit.runtime import compile_worker
+
+        @tj.trace(compile="tiered")
+        def f(x):
+            return x * 2.0 + 1.0
+
+        x = tj.ones(3)
+        f(x); f(x)  # a compile in flight at exit
+        print(*compile_worker.running().pids(), flush=True)
+    """)
+    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(tmp_path / "c"))
+    env.pop("TRACEJIT_SYNC_COMPILE", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _exists(p)]
+        time.sleep(0.1)
+    assert not alive, f"worker processes {alive} outlived their parent"
+
+
+def test_shutdown_reaps_the_workers():
+    pool = compile_worker.pool()
+    procs = [s.proc for s in pool.slots if s.proc is not None]
+    compile_worker.shutdown()
+    assert procs and all(p.returncode is not None for p in procs)  # waited for: no zombies
+    assert compile_worker.running() is None
+
+
+def test_modes():
+    assert tiered.resolve_mode("sync") == "sync"
+    with pytest.raises(ValueError, match="compile must be one of"):
+        tj.trace(lambda x: x, compile="later")
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie still exists: read its state
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
