@@ -131,7 +131,7 @@ class TieredRunner:
         self._lock = threading.Lock()
         self._warned = False
         self._followers: list = []  # runners of the same module waiting for this compile
-        self._switch_logged = False
+        self.on_ready = None  # called with the compiled Runner (the front end swaps it in)
         self._t_start = None
 
     def __repr__(self):
@@ -148,12 +148,6 @@ class TieredRunner:
             self._start(arrays)
             runner = self.compiled
         if runner is not None:
-            if not self._switch_logged:
-                self._switch_logged = True
-                if self._t_start is not None:
-                    log(f"tracejit: {self.name}: switched to compiled code after "
-                        f"{self.interpreted_calls} interpreted call(s), "
-                        f"{time.perf_counter() - self._t_start:.2f} s after its first call")
             return runner(*arrays)
         if self.state == "failed" and not self._warned:
             self._warned = True
@@ -261,6 +255,12 @@ class TieredRunner:
     def _ready(self, runner) -> None:
         self.compiled = runner
         self.state = "ready"
+        if self._t_start is not None and self.interpreted_calls:
+            log(f"tracejit: {self.name}: switched to compiled code after "
+                f"{self.interpreted_calls} interpreted call(s), "
+                f"{time.perf_counter() - self._t_start:.2f} s after its first call")
+        if self.on_ready is not None:
+            self.on_ready(runner)
         self._done()
 
     def _failed(self, message: str) -> None:

@@ -311,6 +311,8 @@ class TracedFunction:
         spec = Specialization(key, compiled, out_tree, tracer.captured, tracer.guards,
                               runner=runner, lowered=lowered,
                               compile_graph=functools.partial(self._graph_runner, device=device))
+        if getattr(runner, "on_ready", False) is None:  # tiered: calls go straight to the
+            runner.on_ready = functools.partial(_swap_runner, spec, runner)  # compiled code
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
@@ -399,6 +401,12 @@ class TracedFunction:
                     f"check_trace: {self.name}'s graph disagrees with eager execution on {what}: "
                     f"graph {g!r} vs eager {w!r}. The function probably depends on something "
                     f"tracing cannot see (Python state, randomness outside tracejit).")
+
+
+def _swap_runner(spec, old, new) -> None:
+    """A tiered runner's compiled code is ready: the specialization calls it directly."""
+    if spec.runner is old:
+        spec.runner = new
 
 
 def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, passes=None,
