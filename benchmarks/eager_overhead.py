@@ -10,12 +10,16 @@ the ratios, not absolute times.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import numpy as np
 
 import tracejit as tj
+
+# compiled code is timed: compiles block (no interpreter tier), as before issue 13
+os.environ.setdefault("TRACEJIT_SYNC_COMPILE", "1")
 
 
 def median_time(fn, repeat, number=1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import sys
 import time
@@ -19,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import tracejit as tj
+
+# compiled code is timed: compiles block (no interpreter tier), as before issue 13
+os.environ.setdefault("TRACEJIT_SYNC_COMPILE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compiled import gelu_cube, gelu_pow3  # noqa: E402

@@ -11,6 +11,7 @@ Medians over repeats after warm-up; compare ratios, not absolute times (shared m
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -19,6 +20,9 @@ import numpy as np
 import tracejit as tj
 from tracejit import nn, optim
 from tracejit.__main__ import polyfit_compiled, polyfit_numpy
+
+# compiled code is timed: compiles block (no interpreter tier), as before issue 13
+os.environ.setdefault("TRACEJIT_SYNC_COMPILE", "1")
 
 
 def median_ms(fn, repeat):

@@ -395,12 +395,13 @@ class _VerifiedFile:
     def save(self, key, data) -> None:
         from numba.core.serialize import dumps
         overloads = dict(self._overloads(self._write))
-        name = overloads.get(key)
-        if name is None:
-            used = set(overloads.values())
-            name = next(n for n in map(self._data_pattern.format, itertools.count(1))
-                        if n not in used)
-            overloads[key] = name
+        # NOTE: the data file is named by its key, not numbered as numba does: two processes
+        # saving different signatures of one function at once (two compile workers compiling
+        # the same helper) would both take number 1, and an index could then name the other's
+        # code. Racing index writes can only drop an entry (a cache miss: compiled again).
+        name = self._data_pattern.format(
+            hashlib.sha256(repr(key).encode()).hexdigest()[:16])
+        overloads[key] = name
         # data first: a reader never finds an index entry whose file was not written yet
         write_verified(self._write / name, dumps(data))
         write_verified(self._write / self._index_name,

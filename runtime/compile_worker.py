@@ -319,20 +319,64 @@ def _compile_job(job: dict):
     if job.get("simulate_failure"):  # tests: a numba error, as a compile that fails
         return ("error", "CompileError: simulated compile failure (tests)")
     runner = rcompile.compile_lowered(lowered)
+    module = runner.module
+    dispatchers = {name: value for name, value in vars(module).items()
+                   if isinstance(value, Dispatcher) and value.py_func.__module__ == module.__name__}
+    assign = job.get("assign")
     note = ""
+    complete = True
     try:
+        if assign is not None:
+            _only(runner, dispatchers, set(assign))
         runner(*arrays)
     except rcompile.CompileError as e:
         return ("error", str(e))
     except Exception as e:  # the run failed after compiling (the user's process reports it)
+        complete = False
         note = f"the run after compiling raised {type(e).__name__}: {e}"
-    sigs = {}
-    for name, value in vars(runner.module).items():
-        if isinstance(value, Dispatcher) and value.py_func.__module__ == runner.module.__name__:
-            if value.signatures:
-                sigs[name] = list(value.signatures)
+    finally:
+        vars(module).update(dispatchers)  # the module as it was, for later jobs
+    sigs = {name: list(d.signatures) for name, d in dispatchers.items() if d.signatures}
     return ("ok", {"signatures": sigs, "seconds": time.perf_counter() - t0,
-                   "pid": os.getpid(), "note": note})
+                   "pid": os.getpid(), "note": note, "complete": complete})
+
+
+def _only(runner, dispatchers: dict, assign: set) -> None:
+    """Compile only the kernels in ``assign`` (another worker compiles the others, at the same
+    time): the Python entry runs with the other kernels skipped, on zeroed buffers. What it
+    computes is meaningless; the types every kernel is called with are the real ones, which is
+    all a compile needs. A kernel that raises on those values (an index out of range) has been
+    compiled by then."""
+    import numba
+
+    def skip(*args):
+        return None
+
+    def guarded(disp):
+        def call(*args):
+            try:
+                return disp(*args)
+            except (numba.core.errors.NumbaError, ImportError):
+                raise  # a compile error
+            except Exception:
+                return None  # the values are not real: only the compile matters
+        return call
+
+    for name, disp in dispatchers.items():
+        vars(runner.module)[name] = guarded(disp) if name in assign else skip
+    for a in runner._workspace():
+        if a is not None:
+            a[...] = 0
+    from . import memory
+    runner_outs = runner.outs
+    if runner_outs:  # zeroed results too (an allocator block may hold anything)
+        orig_empty = memory.allocator.empty
+
+        def zeros(shape, dtype):
+            out = orig_empty(shape, dtype)
+            out[...] = 0
+            return out
+        memory.allocator.empty = zeros
 
 
 def _prewarm() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -187,11 +188,27 @@ class TieredRunner:
             log(f"tracejit: {self.name}: runs on the interpreter while the same code compiles "
                 f"for {leader.name}")
             return
-        log(f"tracejit: {self.name}: runs on the interpreter while a worker compiles "
-            f"{len(lowered.kernels)} kernel(s)")
-        compile_worker.pool(log).submit(payload, self._finished, label=self.name)
+        pool = compile_worker.pool(log)
+        parts = _split(lowered, len(pool.slots))
+        if len(parts) < 2:
+            log(f"tracejit: {self.name}: runs on the interpreter while a worker compiles "
+                f"{len(lowered.kernels)} kernel(s)")
+            pool.submit(payload, self._finished, label=self.name)
+            return
+        log(f"tracejit: {self.name}: runs on the interpreter while {len(parts)} workers compile "
+            f"{' + '.join(str(len(p)) for p in parts)} kernels")
+        gather = _Gather(self, len(parts), lambda: self._submit_whole(arrays))
+        for part in parts:
+            pool.submit(self._payload(arrays, assign=part), gather.add, label=self.name)
 
-    def _payload(self, arrays) -> bytes:
+    def _submit_whole(self, arrays) -> None:
+        """A split compile missed a kernel (the skipped ones' values upset a numpy step): one
+        worker runs the whole entry; what the others compiled loads from the cache there."""
+        log(f"tracejit: {self.name}: a kernel was left out of the split compile; one worker "
+            f"compiles the rest")
+        compile_worker.pool(log).submit(self._payload(arrays), self._finished, label=self.name)
+
+    def _payload(self, arrays, assign=None) -> bytes:
         lowered = self.lowered
         dirs = cache.current()
         job = {
@@ -202,6 +219,7 @@ class TieredRunner:
             "consts": [_layout_info(c) for c in lowered.consts],
             "arrays": [compile_worker.describe_array(np.asarray(a)) for a in arrays],
             "simulate_failure": _simulate_failure.pop() if _simulate_failure else False,
+            "assign": assign,  # the kernels this worker compiles (None: all)
         }
         return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -277,6 +295,65 @@ class TieredRunner:
 
 
 _simulate_failure: list = []  # tests: the next job's worker reports a compile failure
+
+PARALLEL_COST = 3  # a parallel kernel costs numba about this many times a serial one's compile
+_KERNEL = re.compile(r"^@numba\.njit\(parallel=(True|False)[^\n]*\ndef (\w+)\(", re.M)
+
+
+def _split(lowered, workers: int) -> list:
+    """The kernels of a Python entry in ``workers`` groups of about equal compile cost (each
+    compiled by another worker at the same time); one group when the entry is compiled itself
+    (numba compiles it and its kernels in one process)."""
+    if lowered.jit_entry or workers < 2 or len(lowered.kernels) < 2:
+        return [list(lowered.kernels)]
+    src = lowered.source
+    marks = [(m.start(), m.group(2), m.group(1) == "True") for m in _KERNEL.finditer(src)]
+    cost = {}
+    for k, (start, name, parallel) in enumerate(marks):
+        end = marks[k + 1][0] if k + 1 < len(marks) else len(src)
+        cost[name] = src.count("\n", start, end) * (PARALLEL_COST if parallel else 1)
+    groups = [[] for _ in range(min(workers, len(lowered.kernels)))]
+    load = [0] * len(groups)
+    for name in sorted(lowered.kernels, key=lambda n: -cost.get(n, 1)):
+        g = load.index(min(load))
+        groups[g].append(name)
+        load[g] += cost.get(name, 1)
+    return [g for g in groups if g]
+
+
+class _Gather:
+    """The answers of a split compile: when all are in, one answer for the runner (or the whole
+    compile again, on one worker, should a kernel have been left out)."""
+
+    def __init__(self, runner: TieredRunner, n: int, redo):
+        self.runner = runner
+        self.left = n
+        self.replies = []
+        self.redo = redo
+        self.lock = threading.Lock()
+
+    def add(self, reply) -> None:
+        with self.lock:
+            self.replies.append(reply)
+            self.left -= 1
+            if self.left:
+                return
+        errors = [info for kind, info in self.replies if kind != "ok"]
+        if errors:
+            self.runner._finished(("error", errors[0]))
+            return
+        infos = [info for _, info in self.replies]
+        sigs: dict = {}
+        for info in infos:
+            sigs.update(info["signatures"])
+        if not all(info.get("complete", True) for info in infos) or \
+                not set(self.runner.lowered.kernels) <= set(sigs):
+            self.redo()
+            return
+        self.runner._finished(("ok", {
+            "signatures": sigs, "seconds": max(i["seconds"] for i in infos),
+            "pid": "/".join(str(i["pid"]) for i in infos),
+            "note": "; ".join(i["note"] for i in infos if i.get("note"))}))
 
 
 __all__ = ["MODES", "TieredRunner", "prestart", "resolve_mode", "wait_compiles"]
