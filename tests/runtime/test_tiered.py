@@ -216,3 +216,20 @@ def _exists(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_python_entry_is_split_by_compile_cost():
+    from types import SimpleNamespace
+
+    def kernel(name, parallel, lines):
+        body = "\n".join(f"    x{k} = {k}" for k in range(lines))
+        return f"@numba.njit(parallel={parallel}, cache=True)\ndef {name}(a):\n{body}\n\n"
+
+    src = kernel("k1", True, 10) + kernel("k2", False, 12) + kernel("k3", False, 10) + \
+        kernel("k4", False, 5)
+    program = SimpleNamespace(source=src, kernels=["k1", "k2", "k3", "k4"], jit_entry=False)
+    groups = tiered._split(program, 2)
+    assert sorted(map(sorted, groups)) == [["k1"], ["k2", "k3", "k4"]]  # parallel costs 3x
+    assert tiered._split(program, 1) == [program.kernels]
+    program.jit_entry = True  # numba compiles a jit entry and its kernels in one process
+    assert tiered._split(program, 2) == [program.kernels]
