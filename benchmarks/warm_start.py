@@ -99,6 +99,9 @@ def main(argv=None) -> None:
         env = dict(os.environ, TRACEJIT_CACHE_DIR=os.path.join(d, "tj"),
                    NUMBA_CACHE_DIR=os.path.join(d, "numba"))
         env.pop("TRACEJIT_SYNC_COMPILE", None)
+        # as an installed package would: its modules' bytecode is cached (without .pyc files,
+        # compiling tracejit's and numba's Python source costs ~0.5 s in every new process)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         cold = dict(env, TRACEJIT_SYNC_COMPILE="1")  # fill the caches
         run(TRACEJIT, cold, d)
         run(FLOOR, cold, d)

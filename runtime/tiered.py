@@ -70,8 +70,19 @@ def resolve_mode(mode: str | None) -> str:
 
 
 def prestart() -> None:
-    """Start the compile workers now (they import numba while this process traces)."""
-    compile_worker.pool(log)
+    """Start the compile workers now, while this process traces, if the cache is empty (a cold
+    start: every graph will compile). Otherwise they start with the first compile they get:
+    in a warm start nothing compiles, and starting workers (each imports numba) would only take
+    the cores the cache loads need."""
+    if compile_worker.running() is not None:
+        return
+    try:
+        write = cache.current().write
+        empty = not any(write.glob(f"{cache.PREFIX}*.py"))
+    except OSError:
+        empty = True
+    if empty:
+        compile_worker.pool(log)
 
 
 def wait_compiles(timeout: float | None = None) -> bool:
@@ -170,36 +181,40 @@ class TieredRunner:
             log(f"tracejit: {self.name}: machine code found in the cache, loading it")
             self._ready(Runner(lowered, load_module(lowered.source)))
             return
-        try:
-            payload = self._payload(arrays)
-        except Exception as e:  # it cannot go to a worker: compile here, on first call
-            log(f"tracejit: {self.name}: compiling in this process ({type(e).__name__}: {e})")
-            self._ready(Runner(lowered, load_module(lowered.source)))
-            return
         module_name = cache.entry_name(lowered.source)
         with _pending_lock:
-            _pending.add(self)
             leader = _inflight.get(module_name)
             if leader is not None:  # the same module is compiling already: share its result
                 leader._followers.append(self)
-            else:
-                _inflight[module_name] = self
+                _pending.add(self)
         if leader is not None:
             log(f"tracejit: {self.name}: runs on the interpreter while the same code compiles "
                 f"for {leader.name}")
             return
         pool = compile_worker.pool(log)
         parts = _split(lowered, len(pool.slots))
-        if len(parts) < 2:
+        try:
+            if len(parts) < 2:
+                payloads = [self._payload(arrays)]
+            else:
+                payloads = [self._payload(arrays, assign=part) for part in parts]
+        except Exception as e:  # it cannot go to a worker: compile here, on first call
+            log(f"tracejit: {self.name}: compiling in this process ({type(e).__name__}: {e})")
+            self._ready(Runner(lowered, load_module(lowered.source)))
+            return
+        with _pending_lock:
+            _pending.add(self)
+            _inflight[module_name] = self
+        if len(payloads) == 1:
             log(f"tracejit: {self.name}: runs on the interpreter while a worker compiles "
                 f"{len(lowered.kernels)} kernel(s)")
-            pool.submit(payload, self._finished, label=self.name)
+            pool.submit(payloads[0], self._finished, label=self.name)
             return
         log(f"tracejit: {self.name}: runs on the interpreter while {len(parts)} workers compile "
             f"{' + '.join(str(len(p)) for p in parts)} kernels")
         gather = _Gather(self, len(parts), lambda: self._submit_whole(arrays))
-        for part in parts:
-            pool.submit(self._payload(arrays, assign=part), gather.add, label=self.name)
+        for payload in payloads:
+            pool.submit(payload, gather.add, label=self.name)
 
     def _submit_whole(self, arrays) -> None:
         """A split compile missed a kernel (the skipped ones' values upset a numpy step): one
@@ -338,6 +353,13 @@ class _Gather:
             self.left -= 1
             if self.left:
                 return
+        try:
+            self._combine()
+        except Exception as e:  # never leave the runner waiting
+            self.runner._finished(("error", f"combining the split compile's answers failed: "
+                                            f"{type(e).__name__}: {e}"))
+
+    def _combine(self) -> None:
         errors = [info for kind, info in self.replies if kind != "ok"]
         if errors:
             self.runner._finished(("error", errors[0]))

@@ -333,7 +333,7 @@ class TracedFunction:
         if target == "cpu":  # CUDA targets compile synchronously
             from ..runtime import tiered
             if tiered.resolve_mode(self.compile_mode) == "tiered":
-                tiered.prestart()  # the workers start up while this process lowers
+                tiered.prestart()  # cold cache: the workers start up while this traces
             else:
                 tiered = None
         graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
