@@ -171,6 +171,7 @@ class Pool:
         self.jobs: queue.Queue = queue.Queue()
         self.closed = False
         self.started = 0  # worker processes started (replacements included)
+        self.submitted = 0  # jobs
         self.deaths = 0
         self.log = log or (lambda text: None)
         self.slots = [_Slot(self, i) for i in range(n)]
@@ -179,6 +180,7 @@ class Pool:
 
     def submit(self, payload: bytes, on_done, label: str = "") -> Job:
         job = Job(payload, on_done, label)
+        self.submitted += 1
         if self.closed:
             job.finish(("error", "the compile pool was shut down"))
         else:

@@ -200,8 +200,35 @@ def test_shutdown_reaps_the_workers():
     assert compile_worker.running() is None
 
 
-def test_modes():
+def test_the_same_code_compiles_once():
+    def body(x):
+        return (x * 1.75).sin().sum(0)
+
+    f, g = tj.trace(body, compile="tiered"), tj.trace(body, compile="tiered")
+    x = tj.randn(4, 3)
+    want = body(x).numpy()
+    f(x), g(x)  # trace both
+    pool = compile_worker.pool()
+    before = pool.submitted
+    rf, rg = _runner(f), _runner(g)
+    f(x)  # submits
+    g(x)  # waits for f's compile (or loads it, should it be done already)
+    assert tj.wait_compiles(WAIT_S)
+    assert pool.submitted - before == 1
+    assert rf.state == rg.state == "ready"
+    for fn in (f, g):
+        np.testing.assert_allclose(fn(x).numpy(), want, rtol=1e-5)
+
+
+def test_modes(monkeypatch):
     assert tiered.resolve_mode("sync") == "sync"
+    assert tiered.resolve_mode(None) == "tiered"
+    monkeypatch.setenv("TRACEJIT_SYNC_COMPILE", "1")
+    assert tiered.resolve_mode(None) == "sync"
+    assert tiered.resolve_mode("tiered") == "tiered"  # the argument wins
+    monkeypatch.delenv("TRACEJIT_SYNC_COMPILE")
+    monkeypatch.setenv("TRACEJIT_COMPILE_WORKERS", "0")
+    assert tiered.resolve_mode(None) == "sync"
     with pytest.raises(ValueError, match="compile must be one of"):
         tj.trace(lambda x: x, compile="later")
 
