@@ -121,8 +121,10 @@ def main(argv=None) -> None:
     train(args.mode, args.steps, batch=args.batch, lr=args.lr, log=log, times=times)
     total = time.perf_counter() - t0
     # traced mode: the first two steps trace (Adam creates its moments on the first, so the
-    # second traces again) and the third compiles the graph's kernels through numba; leave these
-    # warm-up steps out of the median in both modes
+    # second traces again); from the third, steps run on the
+    # interpreter while numba compiles the kernels in background workers, then compiled
+    # (TRACEJIT_SYNC_COMPILE=1: the third compiles before it returns); leave the first
+    # steps out of the median in both modes
     steady = times[WARMUP:] or times
     print(f"median step time: {np.median(steady) * 1e3:.2f} ms (first {WARMUP} steps: "
           f"{sum(times[:WARMUP]):.1f} s; total {total:.1f} s)")
