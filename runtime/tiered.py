@@ -129,8 +129,10 @@ class TieredRunner:
     """The runner of one specialization in tiered mode (see the module docstring): a callable
     on arrays, returning one array (or Python value) per graph output."""
 
-    def __init__(self, lowered, graph, name: str = "a traced function"):
-        self.lowered = lowered
+    def __init__(self, lowered, graph, name: str = "a traced function", lower=None):
+        self.lowered = lowered  # the Program; None: ``lower()`` makes it when first needed
+        self._lower = lower
+        self.on_lowered = None  # called with the Program once made (the front end keeps it)
         self.graph = graph  # the fused graph: what the fast tier interprets
         self.name = name
         self.compiled = None  # the Runner, once its machine code is loaded
@@ -138,7 +140,6 @@ class TieredRunner:
         self.failure = None
         self.interpreted_calls = 0
         self.done = threading.Event()
-        self.source = lowered.source
         self._interpret = interpret_runner(graph)
         self._lock = threading.Lock()
         self._warned = False
@@ -148,6 +149,21 @@ class TieredRunner:
 
     def __repr__(self):
         return f"<TieredRunner of {self.name}: {self.state}>"
+
+    def program(self):
+        """The generated code (lowered on first use: a specialization that never runs twice,
+        such as a training step's first, is never lowered)."""
+        if self.lowered is None:
+            with self._lock:
+                if self.lowered is None:
+                    self.lowered = self._lower()
+            if self.on_lowered is not None:
+                self.on_lowered(self.lowered)
+        return self.lowered
+
+    @property
+    def source(self) -> str:
+        return self.program().source
 
     @property
     def tier(self) -> str:
@@ -176,7 +192,7 @@ class TieredRunner:
                 return
             self.state = "compiling"
         self._t_start = time.perf_counter()
-        lowered = self.lowered
+        lowered = self.program()
         if _in_cache(lowered):  # a warm start: load it now, as a synchronous compile would
             log(f"tracejit: {self.name}: machine code found in the cache, loading it")
             self._ready(Runner(lowered, load_module(lowered.source)))

@@ -51,11 +51,13 @@ def test_forward_switches_tiers_with_the_same_results():
     want = f(x, w).numpy()  # traced: runs eagerly
     runner = _runner(f)
     assert isinstance(runner, tiered.TieredRunner)
+    assert runner.lowered is None  # lowered when it first runs
     got_interp = f(x, w).numpy()  # the fast tier, while a worker compiles
     assert runner.interpreted_calls == 1 or runner.state == "ready"
     assert tj.wait_compiles(WAIT_S)
     assert runner.state == "ready" and runner.tier == "compiled"
     got_compiled = f(x, w).numpy()
+    assert "def entry" in f.source(x, w)
     np.testing.assert_allclose(got_interp, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got_compiled, want, rtol=1e-5, atol=1e-6)
     _no_compile_here(runner)

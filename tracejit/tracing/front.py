@@ -313,6 +313,7 @@ class TracedFunction:
                               compile_graph=functools.partial(self._graph_runner, device=device))
         if getattr(runner, "on_ready", False) is None:  # tiered: calls go straight to the
             runner.on_ready = functools.partial(_swap_runner, spec, runner)  # compiled code
+            runner.on_lowered = functools.partial(setattr, spec, "lowered")
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
@@ -337,6 +338,12 @@ class TracedFunction:
             else:
                 tiered = None
         graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
+        if tiered is not None and not debug_enabled("src"):
+            # lowered when first run (the first call returns sooner; a specialization that
+            # never runs twice is never lowered)
+            later = functools.partial(lower, graph, target=target, fastmath=self.fastmath,
+                                      precise_math=self.precise_math)
+            return graph, None, tiered.TieredRunner(None, graph, self.name, lower=later)
         lowered = lower(graph, target=target, fastmath=self.fastmath,
                         precise_math=self.precise_math)
         if debug_enabled("src"):
@@ -359,6 +366,8 @@ class TracedFunction:
     def source(self, *args, **kwargs) -> str:
         """The generated numba source this function runs for these arguments."""
         spec, _ = self._lookup(args, kwargs, run=False)
+        if spec is not None and spec.lowered is None and hasattr(spec.runner, "program"):
+            spec.runner.program()  # tiered: lowered when first run, or now
         if spec is None or getattr(spec, "lowered", None) is None:
             raise TraceError(f"{self.name}: no generated source for these arguments (backend "
                              f"{self.backend!r}, or over the specialization limit)")
