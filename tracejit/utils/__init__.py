@@ -3,3 +3,8 @@
 from . import data
 
 __all__ = ["data"]
+
+# state dicts to and from torch (torch imported lazily)
+from .torch_interop import from_torch_state_dict, to_torch_state_dict  # noqa: E402
+
+__all__ += ["to_torch_state_dict", "from_torch_state_dict"]
