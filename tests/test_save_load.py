@@ -359,14 +359,22 @@ def test_torch_files_of_every_plain_kind(tmp_path):
 def test_torch_optimizer_state_loads(tmp_path):
     torch = pytest.importorskip("torch")
     p = torch.nn.Parameter(torch.ones(3))
-    opt = torch.optim.Adam([p], lr=0.1)
-    p.sum().backward()
+    # NOTE: SGD, not Adam: torch's first Adam step imports torch._dynamo (seconds)
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    (p * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     opt.step()
     torch.save(opt.state_dict(), tmp_path / "o.pt")
     sd = tj.load(tmp_path / "o.pt")
     assert sd["param_groups"][0]["lr"] == 0.1 and sd["param_groups"][0]["params"] == [0]
-    np.testing.assert_allclose(sd["state"][0]["exp_avg"].detach().numpy(),
-                               opt.state_dict()["state"][0]["exp_avg"].detach().numpy())
+    np.testing.assert_allclose(sd["state"][0]["momentum_buffer"].detach().numpy(), [1, 2, 3])
+    w = nn.Parameter(tj.tensor(p.detach().numpy()))  # where torch's parameter is now
+    mine = tj.optim.SGD([w], lr=0.1, momentum=0.9)
+    mine.load_state_dict(sd)  # torch's optimizer state resumes a tracejit optimizer
+    w.grad = tj.tensor([1.0, 2.0, 3.0])
+    mine.step()
+    p.grad = torch.tensor([1.0, 2.0, 3.0])
+    opt.step()
+    np.testing.assert_allclose(w.detach().numpy(), p.detach().numpy(), rtol=1e-6)
 
 
 @torch_only
@@ -447,7 +455,62 @@ def test_state_dicts_between_tracejit_and_torch():
     assert back["a"]["b"].dtype == np.float32
 
 
+@torch_only
+def test_tj_save_of_torch_tensors_stores_them_as_tracejit_tensors(tmp_path):
+    torch = pytest.importorskip("torch")
+    w = torch.randn(2, 3)
+    tj.save({"a": w, "b": w, "bf": torch.ones(1, dtype=torch.bfloat16)}, tmp_path / "t.tj")
+    back = tj.load(tmp_path / "t.tj")
+    assert isinstance(back["a"], tj.Tensor) and back["a"] is back["b"]
+    np.testing.assert_array_equal(back["a"].numpy(), w.numpy())
+    assert back["bf"].dtype == np.float32
+
+
 def test_to_torch_without_torch_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match="needs PyTorch"):
         tj.utils.to_torch_state_dict({"w": tj.ones(1)})
+
+
+_CUDA_SNIPPET = """
+import io
+import numpy as np
+import tracejit as tj
+
+class Exp(tj.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y
+
+def main(inputs):
+    x = tj.tensor(inputs["x"]).cuda()
+    buf = io.BytesIO()
+    tj.save({"x": x, "p": tj.nn.Parameter(x.clone())}, buf)
+    buf.seek(0)
+    back = tj.load(buf)
+    assert back["x"].is_cuda and back["p"].is_cuda and isinstance(back["p"], tj.nn.Parameter)
+    buf.seek(0)
+    host = tj.load(buf, map_location="cpu")
+    assert not host["x"].is_cuda
+    a = tj.tensor(inputs["x"], requires_grad=True, device="cuda")
+    Exp.apply(a).sum().backward()
+    assert a.grad.is_cuda
+    return {"x": back["x"].cpu().numpy(), "host": host["x"].numpy(), "grad": a.grad.cpu().numpy()}
+"""
+
+
+def test_cuda_checkpoints_and_functions_under_the_simulator():
+    sim = pytest.importorskip("tests.cuda.sim")
+    pytest.importorskip("numba.cuda")
+    x = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    out = sim.run_in_simulator(_CUDA_SNIPPET, {"x": x})
+    np.testing.assert_array_equal(out["x"], x)
+    np.testing.assert_array_equal(out["host"], x)
+    np.testing.assert_allclose(out["grad"], np.exp(x), rtol=1e-6)

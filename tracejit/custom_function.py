@@ -123,7 +123,7 @@ class _OutputOp:
         prev = call.cots.get(k)
         call.cots[k] = g if prev is None else prev + g
         # NOTE: a tracejit-made zero, so a tracer records it as a constant (never an input)
-        return (zeros((), dtype=hub.dtype, device="cuda" if call.device else None),)
+        return (zeros((), dtype=hub.dtype),)  # host: 0-d CPU tensors join CUDA ops
 
 
 class _HubOp:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..export.format import DTYPES, ExportError, npy_bytes, write
 from ..tensor import Tensor, _host_data
+from ..utils.torch_interop import is_torch_tensor, torch_to_numpy
 from ..version import __version__
 
 FORMAT = "tracejit.checkpoint"
@@ -55,6 +56,7 @@ class _Encoder:
         self.tensors: list = []
         self._tensor_ids: dict = {}  # id(tensor) -> index in self.tensors
         self._keep: list = []  # keeps saved objects alive, so their ids stay unique
+        self._from_torch: dict = {}  # id(torch tensor) -> its tracejit copy
 
     def array_member(self, a: np.ndarray, where: str) -> str:
         if DTYPES.get(a.dtype.name) != a.dtype:
@@ -75,6 +77,14 @@ class _Encoder:
             return {"$": "tensor", "index": self.tensor(x, where)}
         if isinstance(x, np.ndarray):
             return {"$": "ndarray", "member": self.array_member(x, where)}
+        if is_torch_tensor(x):  # a torch state dict saved by tj.save: stored as tracejit's
+            t = self._from_torch.get(id(x))
+            if t is None:
+                t = Tensor._make(torch_to_numpy(x))
+                t.requires_grad = bool(x.requires_grad) and t.dtype.kind == "f"
+                self._from_torch[id(x)] = t
+                self._keep.append(x)
+            return {"$": "tensor", "index": self.tensor(t, where)}
         if isinstance(x, np.generic):
             return {"$": "ndarray", "member": self.array_member(np.asarray(x), where),
                     "scalar": True}
