@@ -6,6 +6,7 @@ reads (docs/saving.md):
 | zip, manifest ``format: "tracejit.checkpoint"`` | ``tj.save`` | the saved object |
 | zip, manifest ``format: "tracejit.export"`` | ``tj.export(...).save`` | a ``Loaded`` graph |
 | zip with ``<name>/data.pkl`` | ``torch.save`` | its tensors (weights only, no code) |
+| safetensors (size, JSON header, bytes) | ``tj.utils.safetensors.save_file`` | ``{name: Tensor}`` |
 
 Every format is recognised by its contents (the zip's manifest, or torch's ``data.pkl``), never
 by the file name; anything else is refused with an error naming the file. Nothing is ever
@@ -15,6 +16,7 @@ unpickled with the standard unpickler, imported or evaluated.
 | --- | --- |
 | ``checkpoint.py`` | ``save``; the checkpoint's JSON encoding of objects and its loader |
 | ``torch_file.py`` | torch.save zips read through a restricted unpickler, into numpy |
+| ``safetensors_file.py`` | the safetensors format, read and written without the package |
 | ``atomic.py`` | ``atomic_write``: temp file, fsync, ``os.replace`` |
 """
 
@@ -28,6 +30,8 @@ from ..export.format import MANIFEST, ExportError, Reader
 from .atomic import atomic_write
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import CheckpointError, load_checkpoint, save
+from .safetensors_file import looks_like_safetensors
+from .safetensors_file import read as read_safetensors
 from .torch_file import is_torch_zip, load_torch_file
 
 _PICKLE_REFUSED = (
@@ -43,8 +47,8 @@ def _name(f) -> str:
 
 
 def load(f, map_location=None, *, device=None, weights_only=True, mmap=None, **unused):
-    """Load what ``tj.save``, ``tj.export(...).save`` or ``torch.save`` wrote to ``f`` (a path
-    or a binary file object).
+    """Load what ``tj.save``, ``tj.export(...).save``, ``torch.save`` or a safetensors writer
+    wrote to ``f`` (a path or a binary file object).
 
     ``map_location`` (a device, ``"cpu"``/``"cuda"``, or a dict such as ``{"cuda:0": "cpu"}``)
     says where loaded tensors go, as in torch; by default they go back where they were saved.
@@ -66,11 +70,17 @@ def load(f, map_location=None, *, device=None, weights_only=True, mmap=None, **u
         if not isinstance(data, bytes):
             raise TypeError(f"tj.load: {path} is opened in text mode; open it with 'rb'")
         src = io.BytesIO(data)
-        head = data[:4]
+        head, size = data[:16], len(data)
     else:
         src = f
         with open(f, "rb") as fh:  # FileNotFoundError and friends: the usual errors
-            head = fh.read(4)
+            head = fh.read(16)
+            size = os.fstat(fh.fileno()).st_size
+    if looks_like_safetensors(head, size):
+        if not isinstance(src, io.BytesIO):
+            with open(src, "rb") as fh:
+                src = io.BytesIO(fh.read())
+        return read_safetensors(src.getvalue(), path, map_location)
     if not head.startswith(b"PK"):
         if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c"):
             raise CheckpointError(_PICKLE_REFUSED.format(path=path))

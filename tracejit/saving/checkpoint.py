@@ -32,6 +32,7 @@ from ..version import __version__
 FORMAT = "tracejit.checkpoint"
 VERSION = 1  # bump on any change an older reader would misread
 MAX_DEPTH = 200
+_TENSOR_DTYPES = ("float32", "float64", "int32", "int64", "bool")  # tracejit tensors' dtypes
 
 
 class CheckpointError(ExportError):
@@ -207,7 +208,7 @@ class _Decoder:
             if not isinstance(e, dict):
                 raise self.error(f"tensors[{i}] is not an object")
             dtype, shape = e.get("dtype"), e.get("shape")
-            if not isinstance(dtype, str) or dtype not in DTYPES:
+            if not isinstance(dtype, str) or dtype not in _TENSOR_DTYPES:
                 raise self.error(f"tensors[{i}] has dtype {dtype!r:.40}")
             if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
                 raise self.error(f"tensors[{i}] has shape {shape!r:.60}")

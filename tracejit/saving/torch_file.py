@@ -19,6 +19,7 @@ import zipfile
 
 import numpy as np
 
+from ..utils.torch_interop import widen
 from .checkpoint import CheckpointError, _device_for
 
 # torch storage type -> (numpy dtype of its bytes, how to turn them into a tracejit dtype)
@@ -164,7 +165,7 @@ class TorchFileReader:
                                       f"storage of {flat.size} (damaged file?)")
             a = np.array(np.lib.stride_tricks.as_strided(
                 flat[offset:], size, tuple(st * flat.itemsize for st in stride), writeable=False))
-        t = Tensor._make(a)
+        t = Tensor._make(widen(a))
         dev = _device_for(storage.location, self.map_location, self.path)
         return t.to(dev) if dev != "cpu" else t
 

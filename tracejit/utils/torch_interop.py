@@ -55,12 +55,33 @@ def is_torch_tensor(x) -> bool:
         hasattr(x, "numpy") and hasattr(x, "cpu")
 
 
+def widen(a: np.ndarray, what: str = "a tensor") -> np.ndarray:
+    """``a`` in a dtype tracejit tensors have (float32/64, int32/64, bool), exactly: float16 as
+    float32, the small integers as int32, uint32 as int64 (uint64 when its values fit)."""
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if a.dtype in (np.float32, np.float64, np.int32, np.int64, np.bool_):
+        return a
+    if kind == "f" and size < 4:
+        return a.astype(np.float32)
+    if (kind == "i" and size < 4) or (kind == "u" and size < 4):
+        return a.astype(np.int32)
+    if kind == "u" and size == 4:
+        return a.astype(np.int64)
+    if kind == "u" and size == 8:
+        if a.size and int(a.max()) >= 2 ** 63:
+            raise TypeError(f"{what} of dtype uint64 holds values over int64's range, which a "
+                            f"tracejit tensor cannot hold")
+        return a.astype(np.int64)
+    raise TypeError(f"{what} has dtype {a.dtype}, which a tracejit tensor cannot hold")
+
+
 def torch_to_numpy(x) -> np.ndarray:
-    """The values of a torch tensor as a numpy array (bfloat16 widened to float32)."""
+    """The values of a torch tensor as a numpy array in a tracejit dtype (bfloat16 and float16
+    widened to float32, small integers to int32: ``widen``)."""
     x = x.detach().cpu()
     if str(x.dtype) == "torch.bfloat16":
         x = x.float()
-    return x.numpy().copy()
+    return widen(x.numpy().copy(), f"a torch tensor of dtype {x.dtype}")
 
 
 def from_torch_state_dict(state_dict):
