@@ -412,12 +412,39 @@ def test_a_hostile_torch_file_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def torch_style_pickle(numel: int, size: bytes, stride: bytes) -> bytes:
+    """``{"w": _rebuild_tensor_v2(storage '0' of ``numel`` floats, 0, size, stride)}`` as
+    torch.save pickles it (size and stride: pickle opcodes building tuples)."""
+    return (b"\x80\x02}q\x00X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\nq\x01((X\x07"
+            b"\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK"
+            + bytes([numel]) + b"tQK\x00" + size + stride
+            + b"\x89ccollections\nOrderedDict\n)RtRs.")
+
+
+def test_expanded_torch_tensors_load_and_huge_ones_are_refused(tmp_path):
+    def write(name, data):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr("archive/data.pkl", data)
+            z.writestr("archive/data/0", np.arange(1, dtype=np.float32).tobytes())
+        return tmp_path / name
+    # size (3, 2), stride (0, 0): a stored expand()
+    ok = write("expand.pt", torch_style_pickle(1, b"K\x03K\x02\x86", b"K\x00K\x00\x86"))
+    np.testing.assert_array_equal(tj.load(ok)["w"].numpy(), np.zeros((3, 2)))
+    huge = write("huge.pt", torch_style_pickle(1, b"\x8a\x06\x00\x00\x00\x00\x00\x01\x85",
+                                               b"K\x00\x85"))
+    with pytest.raises(tj.CheckpointError, match="huge.pt: a tensor of 1099511627776 elements"):
+        tj.load(huge)
+    bad = tmp_path / "big.safetensors"
+    bad.write_bytes(_safetensors_bytes(
+        {"a": {"dtype": "F32", "shape": [2 ** 32, 2 ** 32], "data_offsets": [0, 0]}}, b""))
+    with pytest.raises(tj.CheckpointError, match="need 73786976294838206464"):
+        tj.load(bad)
+
+
 def test_a_damaged_torch_storage_is_refused(tmp_path):
     # a torch-style pickle written by hand: _rebuild_tensor_v2 on a storage of 4 floats
     # that the file holds only 2 of
-    data = (b"\x80\x02}q\x00X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\nq\x01((X\x07"
-            b"\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK"
-            b"\x04tQK\x00K\x04\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.")
+    data = torch_style_pickle(4, b"K\x04\x85", b"K\x01\x85")
     with zipfile.ZipFile(tmp_path / "short.pt", "w") as z:
         z.writestr("archive/data.pkl", data)
         z.writestr("archive/data/0", np.ones(2, np.float32).tobytes())

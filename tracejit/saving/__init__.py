@@ -82,7 +82,7 @@ def load(f, map_location=None, *, device=None, weights_only=True, mmap=None, **u
                 src = io.BytesIO(fh.read())
         return read_safetensors(src.getvalue(), path, map_location)
     if not head.startswith(b"PK"):
-        if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c"):
+        if head[:1] == b"\x80":  # pickle protocol 2+ (torch's legacy format starts so too)
             raise CheckpointError(_PICKLE_REFUSED.format(path=path))
         raise ExportError(f"{path}: not a tracejit export or checkpoint, nor a torch.save file "
                           f"(not a zip file); tj.load reads what tj.save, tj.export and "

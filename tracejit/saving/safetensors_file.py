@@ -11,6 +11,7 @@ exactly the size its shape and dtype say).
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -82,7 +83,7 @@ def read(data: bytes, path: str, map_location=None, device: str | None = None) -
     out = {}
     for begin, stop, name, dtype, shape in entries:
         raw = np.dtype("uint16" if dtype == "BF16" else _TO_NUMPY[dtype]).newbyteorder("<")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # Python ints: a huge shape cannot wrap around
         if (stop - begin) != count * raw.itemsize:
             raise _error(path, f"tensor {name!r:.60} has {stop - begin} bytes, its shape "
                                f"{list(shape)} and dtype {dtype} need {count * raw.itemsize}")

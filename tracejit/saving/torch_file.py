@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import zipfile
 
@@ -36,6 +37,7 @@ _DTYPES = {
     "int8": "int8", "uint8": "uint8", "bool": "bool",
 }
 MAX_PICKLE_BYTES = 256 << 20
+MAX_EXPANDED = 1 << 28  # elements a tensor may have beyond its storage's (an expanded view)
 
 
 class _StorageType:
@@ -79,7 +81,26 @@ class TorchFileReader:
     def _small(self, name: str):
         if name not in self.names:
             return None
-        return self.zip.read(name)[:16].strip()
+        return self._read(name, 64).strip()
+
+    def _read(self, name: str, cap: int) -> bytes:
+        """A member's bytes, refusing more than ``cap`` (whatever its header claims) and zip
+        bombs (torch stores members uncompressed)."""
+        info = self.zip.getinfo(name)
+        if info.file_size > cap:
+            raise CheckpointError(f"{self.path}: member {name!r} is {info.file_size} bytes, "
+                                  f"over the limit of {cap}")
+        if info.file_size > 1 << 20 and info.file_size > 1000 * max(info.compress_size, 1):
+            raise CheckpointError(f"{self.path}: member {name!r} inflates {info.file_size} "
+                                  f"bytes from {info.compress_size}: refused as a zip bomb")
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(cap + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+            raise CheckpointError(f"{self.path}: member {name!r} is damaged: {e}") from None
+        if len(data) > cap:
+            raise CheckpointError(f"{self.path}: member {name!r} inflates past {cap} bytes")
+        return data
 
     def fail(self, what: str):
         return CheckpointError(
@@ -132,8 +153,7 @@ class TorchFileReader:
         if info.file_size != nbytes:
             raise CheckpointError(f"{self.path}: storage {key!r} has {info.file_size} bytes, "
                                   f"its reference says {nbytes} (damaged file?)")
-        with self.zip.open(info) as f:
-            data = f.read(nbytes + 1)
+        data = self._read(member, nbytes)
         if len(data) != nbytes:
             raise CheckpointError(f"{self.path}: storage {key!r} is truncated")
         a = np.frombuffer(data, raw_dtype).astype(raw_dtype.newbyteorder("="))
@@ -156,7 +176,11 @@ class TorchFileReader:
         flat = storage.array
         if offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
             raise self.fail("a tensor with negative sizes, strides or offset")
-        if 0 in size:
+        n_elem = math.prod(size)
+        if n_elem > max(flat.size, MAX_EXPANDED):  # stride 0 (expand) could ask for petabytes
+            raise CheckpointError(f"{self.path}: a tensor of {n_elem} elements built from a "
+                                  f"storage of {flat.size}: refused (over {MAX_EXPANDED})")
+        if n_elem == 0:
             a = np.zeros(size, flat.dtype)
         else:
             last = offset + sum((n - 1) * st for n, st in zip(size, stride))
@@ -193,11 +217,7 @@ class TorchFileReader:
         return Parameter(data, requires_grad=bool(requires_grad) and data.dtype.kind == "f")
 
     def load(self):
-        info = self.zip.getinfo(self.prefix + "data.pkl")
-        if info.file_size > MAX_PICKLE_BYTES:
-            raise CheckpointError(f"{self.path}: data.pkl is {info.file_size} bytes, over the "
-                                  f"limit of {MAX_PICKLE_BYTES}")
-        data = self.zip.read(info)
+        data = self._read(self.prefix + "data.pkl", MAX_PICKLE_BYTES)
         unpickler = _Unpickler(io.BytesIO(data), self)
         try:
             return unpickler.load()
