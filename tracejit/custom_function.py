@@ -22,9 +22,12 @@ records them into the graph when ``backward()`` or ``tracejit.grad`` runs inside
 function, and is differentiated again for higher derivatives (``create_graph=True``).
 
 A traced function whose *outputs* need a ``grad_fn`` from eager code (a traced model, then an
-eager ``loss.backward()``) would differentiate the recorded forward ops instead of calling
-``backward``; such calls run the function eagerly (tracing/front.py, ``eager_grad``), with a
-one-time warning.
+eager ``loss.backward()``) gets a compiled ``grad_fn`` built by replaying its graph
+(tracing/backward.py): each ``apply`` is recorded as a ``Region`` of the graph, and the replay
+applies the Function again instead of its nodes, so the tape calls ``backward`` and the
+compiled backward graph holds its ops. A forward the graph cannot stand in for (it reads
+tensors other than its arguments, or returns an argument itself) makes those calls run the
+function eagerly instead (``Specialization.eager_grad``), with a one-time warning.
 """
 
 from __future__ import annotations
@@ -246,11 +249,14 @@ class Function:
         ctx = FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         record = grad_mode.enabled and any(ctx.needs_input_grad)
+        tracer = current_tracer() if record else None
+        if tracer is not None:  # the forward's nodes form a region the graph can replay
+            in_vars = [tracer.var_of(a).id if isinstance(a, Tensor) else None for a in args]
+            start = len(tracer.builder.nodes)
         with no_grad():
             out = _call_forward(cls, ctx, args, kwargs)
         if not record:
             return out
-        tracer = current_tracer()
         single = not isinstance(out, (tuple, list))
         outs = [out] if single else list(out)
         for k, o in enumerate(outs):
@@ -275,6 +281,8 @@ class Function:
             return outs[0] if single else type(out)(outs)
         if tracer is not None:
             tracer.custom_functions.append(cls.__name__)
+            tracer.custom_regions.append(
+                Region(cls, args, kwargs, in_vars, outs, tracer, start))
         device = outs[diff[0]].is_cuda
         call = _Call(cls, ctx, args, [(tuple(o.shape), o.dtype) if isinstance(o, Tensor) else
                                       None for o in outs], device)
@@ -291,6 +299,52 @@ class Function:
                                        o._version)
             o.requires_grad = True
         return outs[0] if single else type(out)(outs)
+
+
+class Region:
+    """Where one ``apply`` sits in a traced graph: its forward's nodes (contiguous), the Vars
+    of its tensor arguments and outputs, and how to call it again. Replaying a graph
+    (runtime/executor.replay) calls ``fn.apply`` for the region instead of its nodes, so the
+    tape gets the Function's node and a compiled ``grad_fn`` built from the replay calls its
+    ``backward`` (tracing/backward.py). ``valid`` is False when the region cannot stand for
+    its nodes: the forward read tensors other than its arguments (a captured weight), returned
+    an argument itself, made no node, or took tensors as keyword arguments."""
+
+    __slots__ = ("fn", "template", "kwargs", "outs", "nodes", "first", "valid")
+
+    def __init__(self, fn, args, kwargs, in_vars, outs, tracer, start):
+        self.fn = fn
+        self.kwargs = dict(kwargs)
+        # per argument: ("t", var id) for a tensor, ("v", value) for anything else
+        self.template = tuple(("t", v) if v is not None else ("v", a)
+                              for a, v in zip(args, in_vars))
+        nodes = tracer.builder.nodes[start:]
+        self.nodes = frozenset(n.out.id for n in nodes)
+        self.first = nodes[0].out.id if nodes else None
+        self.outs = tuple(tracer.var_of(o).id if isinstance(o, Tensor) else None for o in outs)
+        known = self.nodes | {v for v in in_vars if v is not None}
+        self.valid = bool(nodes) and all(o is None or o in self.nodes for o in self.outs) \
+            and not any(isinstance(v, Tensor) for v in kwargs.values()) \
+            and all(not hasattr(x, "id") or x.id in known for n in nodes for x in n.inputs)
+
+    def closed(self, graph) -> bool:
+        """No node outside the region, nor an output, uses a value made inside it other than
+        its outputs."""
+        inner = self.nodes - set(self.outs)
+        for n in graph.nodes:
+            if n.out.id not in self.nodes and any(getattr(x, "id", None) in inner
+                                                  for x in n.inputs):
+                return False
+        return not any(getattr(x, "id", None) in inner for x in graph.outputs)
+
+    def call(self, env: dict) -> None:
+        """Apply the Function to the values in ``env`` (var id -> Tensor), binding its outputs."""
+        args = [env[x] if kind == "t" else x for kind, x in self.template]
+        out = self.fn.apply(*args, **self.kwargs)
+        outs = [out] if not isinstance(out, (tuple, list)) else list(out)
+        for vid, o in zip(self.outs, outs):
+            if vid is not None:
+                env[vid] = o
 
 
 def once_differentiable(fn):

@@ -309,7 +309,11 @@ class TracedFunction:
                               runner=runner, lowered=lowered,
                               compile_graph=functools.partial(self._graph_runner, device=device))
         if tracer.custom_functions and not tracer.ran_backward:
-            spec.eager_grad = tuple(dict.fromkeys(tracer.custom_functions))
+            regions = tracer.custom_regions
+            if all(r.valid and r.closed(raw) for r in regions):
+                spec.custom_regions = tuple(regions)  # replays call them: a compiled grad_fn
+            else:
+                spec.eager_grad = tuple(dict.fromkeys(tracer.custom_functions))
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
@@ -370,16 +374,18 @@ class TracedFunction:
         return unflatten(spec.out_tree, results)
 
     def _eager_for_grad(self, spec, args, kwargs):
-        """The outputs need a grad_fn, and the graph holds autograd.Functions: a compiled
-        grad_fn would differentiate their recorded forward ops instead of calling their
-        backward, so the call runs eagerly (its tape calls them)."""
+        """The outputs need a grad_fn, and the graph holds autograd.Functions it cannot replay
+        (custom_function.Region.valid): a compiled grad_fn would differentiate their recorded
+        forward ops instead of calling their backward, so the call runs eagerly."""
         if not self.stats.warned_custom:
             self.stats.warned_custom = True
             warnings.warn(
                 f"tracejit: {self.name} runs eagerly when its outputs need gradients, because "
-                f"it applies tracejit.autograd.Function {', '.join(spec.eager_grad)} (a compiled "
-                f"backward cannot call a custom backward). Trace the whole training step "
-                f"(backward() inside the traced function) to compile it.", RuntimeWarning,
+                f"it applies tracejit.autograd.Function {', '.join(spec.eager_grad)}, whose "
+                f"forward reads tensors other than its arguments or returns an argument (a "
+                f"compiled backward cannot stand in for it). Pass those tensors as arguments of "
+                f"apply, or trace the whole training step (backward() inside the traced "
+                f"function) to compile it.", RuntimeWarning,
                 stacklevel=4)
         self.stats.eager_calls += 1
         return self.fn(*args, **kwargs)

@@ -42,6 +42,8 @@ class Specialization:
     calls: int = 0
     eager_grad: tuple = ()  # autograd.Functions whose backward a compiled grad_fn would miss:
     # calls whose outputs need a grad_fn run eagerly (custom_function.py)
+    custom_regions: tuple = ()  # custom_function.Region per autograd.Function on a gradient
+    # path: the raw graph is replayed with them (build_grad, executor.execute)
     single_tensor_result: bool = field(init=False)  # read on every fast call: computed once
 
     def __post_init__(self):
@@ -63,6 +65,9 @@ class Specialization:
         (the executor calls this; building them means tracing, which runtime/ may not do)."""
         from .backward import build
 
+        if self.custom_regions:  # the raw graph: its Var ids are the regions'
+            return build(self.compiled.raw, inputs, self.compile_graph, self.compiled.name,
+                         self.custom_regions)
         return build(self.compiled.optimized, inputs, self.compile_graph, self.compiled.name)
 
     def fetch_captured(self, fn, leaves):
