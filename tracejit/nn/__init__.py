@@ -11,13 +11,17 @@ recurrent layers, losses; ``tracejit.nn.functional`` holds the functional forms 
 from . import functional, init
 from .layers import (
     GELU,
+    AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
+    Conv1d,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Embedding,
     Flatten,
+    GroupNorm,
     Identity,
     LayerNorm,
     LeakyReLU,
@@ -29,11 +33,13 @@ from .layers import (
     SiLU,
     Softmax,
     Tanh,
+    Upsample,
 )
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
-from .module import Module, ModuleList, Sequential
+from .module import Module, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .parameter import Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+from .transformer import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList",
@@ -42,4 +48,7 @@ __all__ = [
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Embedding",
     "RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "MSELoss", "L1Loss", "BCEWithLogitsLoss", "NLLLoss", "CrossEntropyLoss",
+    "ModuleDict", "ParameterList", "ParameterDict", "Conv1d", "ConvTranspose2d",
+    "AdaptiveAvgPool2d", "Upsample", "GroupNorm", "MultiheadAttention",
+    "TransformerEncoderLayer", "TransformerEncoder",
 ]
