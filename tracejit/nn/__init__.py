@@ -35,7 +35,17 @@ from .layers import (
     Tanh,
     Upsample,
 )
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import Module, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .parameter import Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
@@ -51,4 +61,5 @@ __all__ = [
     "ModuleDict", "ParameterList", "ParameterDict", "Conv1d", "ConvTranspose2d",
     "AdaptiveAvgPool2d", "Upsample", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerEncoder",
+    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
 ]

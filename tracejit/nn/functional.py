@@ -671,6 +671,13 @@ def multi_head_attention_forward(query, key, value, num_heads, in_proj_weight, i
 
 # ---------------------------------------------------------------- more losses (issue 15)
 
+def _clamped_log(x):
+    """``max(log(x), -100)`` with a zero (not nan) gradient where x is 0: the clamped log is
+    flat there. NOTE: torch's own backward gives (x - t) / 1e-12 at x = 0 or 1 instead."""
+    positive = x > 0
+    return where(positive, where(positive, x, 1.0).log(), -100.0).clamp(min=-100.0)
+
+
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """``-(t * log(x) + (1 - t) * log(1 - x))`` on probabilities, each log clamped at -100 as
     torch does (so x = 0 or 1 gives a finite loss)."""
@@ -682,7 +689,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
             (x._data < 0).any() or (x._data > 1).any()):
         raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                          "(use BCEWithLogitsLoss for logits)")
-    loss = -(t * x.log().clamp(min=-100.0) + (1 - t) * (1 - x).log().clamp(min=-100.0))
+    loss = -(t * _clamped_log(x) + (1 - t) * _clamped_log(1 - x))
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "binary_cross_entropy")
