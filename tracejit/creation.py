@@ -210,14 +210,17 @@ class _Using:
     def __init__(self, generator, who: str) -> None:
         self.rng = None
         if generator is not None:
-            from .random import _numpy_generator, default_generator
-            if generator is not default_generator:
+            rng = getattr(generator, "numpy_generator", generator)  # a tracejit.Generator
+            if not isinstance(rng, np.random.Generator):
+                raise TypeError(f"{who}: generator must be a tracejit.Generator, got "
+                                f"{type(generator).__name__}")
+            if rng is not _GEN[0]:  # not tracejit.default_generator
                 if current_tracer() is not None:
                     raise NotImplementedError(
                         f"{who}(generator=...) inside a traced function: a traced graph "
                         f"draws from tracejit's global generator; seed it with "
                         f"tracejit.manual_seed, or draw outside and pass the tensor in")
-                self.rng = _numpy_generator(generator, who)
+                self.rng = rng
 
     def __enter__(self):
         if self.rng is not None:
