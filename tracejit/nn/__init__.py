@@ -35,6 +35,8 @@ from .module import Module, ModuleList, Sequential
 from .parameter import Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 
+from . import parallel  # noqa: E402 - DistributedDataParallel builds on Module
+
 __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList",
     "Identity", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout",
@@ -42,4 +44,5 @@ __all__ = [
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Embedding",
     "RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "MSELoss", "L1Loss", "BCEWithLogitsLoss", "NLLLoss", "CrossEntropyLoss",
+    "parallel",
 ]
