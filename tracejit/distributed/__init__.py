@@ -42,7 +42,7 @@ class ReduceOp(enum.Enum):
     MIN = "min"
 
 
-_group = None  # the default process group (_group.Group) once initialized
+_default_group = None  # the default process group (_group.Group) once initialized
 
 
 def is_available() -> bool:
@@ -58,7 +58,7 @@ is_mpi_available = is_available
 
 
 def is_initialized() -> bool:
-    return _group is not None
+    return _default_group is not None
 
 
 def _timeout_seconds(timeout) -> float:
@@ -80,14 +80,14 @@ def init_process_group(backend: str | None = "mpi", init_method=None, timeout=No
     ``timeout`` (seconds or a ``datetime.timedelta``; default 30 minutes, or the
     ``TRACEJIT_DIST_TIMEOUT`` environment variable): how long a collective waits for the other
     ranks before aborting all of them."""
-    global _group
+    global _default_group
     if backend not in (None, "mpi"):
         raise ValueError(f"init_process_group: backend {backend!r} is not available; tracejit "
                          f"runs its collectives on MPI (backend='mpi')")
     if init_method not in (None, "env://", "mpi://"):
         raise ValueError(f"init_process_group: init_method {init_method!r}: the MPI launcher "
                          f"gives every rank its peers; leave init_method unset")
-    if _group is not None:
+    if _default_group is not None:
         raise RuntimeError("trying to initialize the default process group twice!"
                            f"{user_frame()}")
     from ._group import Group
@@ -98,25 +98,25 @@ def init_process_group(backend: str | None = "mpi", init_method=None, timeout=No
             group.free()
             raise ValueError(f"init_process_group: {name}={want} but the MPI launcher started "
                              f"this process with {name} {got}")
-    _group = group
+    _default_group = group
     ops.collective_backend = group
 
 
 def destroy_process_group(group=None) -> None:
     """Leave the process group (collectives raise again until the next init)."""
-    global _group
-    if _group is not None:
-        _group.free()
-    _group = None
+    global _default_group
+    if _default_group is not None:
+        _default_group.free()
+    _default_group = None
     ops.collective_backend = None
 
 
 def _default(what: str):
-    if _group is None:
+    if _default_group is None:
         raise RuntimeError(
             f"{what}: the default process group has not been initialized, please make sure to "
             f"call tracejit.distributed.init_process_group() first{user_frame(3)}")
-    return _group
+    return _default_group
 
 
 def get_rank(group=None) -> int:
@@ -137,7 +137,7 @@ class Work:
     group's timeout) and leaves the result in the tensors."""
 
     def __init__(self, group, req, finish, what: str):
-        self._group, self._req, self._finish, self._what = group, req, finish, what
+        self._default_group, self._req, self._finish, self._what = group, req, finish, what
         self._done = req is None
 
     def is_completed(self) -> bool:
@@ -147,7 +147,7 @@ class Work:
 
     def wait(self, timeout=None) -> bool:
         if not self._done:
-            self._group.wait(self._req, self._what)
+            self._default_group.wait(self._req, self._what)
             self._complete()
         return True
 
