@@ -128,9 +128,56 @@ def test_launcher_messages(monkeypatch, capsys):
     assert run.command(args)[0][3:5] == ["-hosts", "a,b"]
     assert os.path.exists(find_mpiexec())
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if it were not installed
-    with pytest.raises(SystemExit, match=r"mpi4py is not installed.*pip install 'tracejit\[dist\]'"):
+    with pytest.raises(SystemExit,
+                       match=r"mpi4py is not installed.*pip install 'tracejit\[dist\]'"):
         run.command(run.parser().parse_args(["x.py"]))
     monkeypatch.setattr(run.shutil, "which", lambda name: None)
     monkeypatch.setattr(run.sys, "executable", "/nowhere/python")
     with pytest.raises(SystemExit, match="no mpiexec found"):
         run.find_mpiexec()
+
+
+class _WorldOfTwo:
+    """A stand-in process group for in-process graph tests: every rank holds the same values."""
+
+    def all_reduce_array(self, x, reduce):
+        import numpy as np
+        return np.array(x * 2 if reduce == "sum" else x, order="C")
+
+
+def test_all_reduce_graphs_round_trip_and_stay_through_the_passes(monkeypatch):
+    import numpy as np
+
+    import tracejit as tj
+    import tracejit.distributed as dist
+    from tracejit import ops
+    from tracejit.runtime.interpret import interpret
+    from tracejit.serialize import dumps, loads
+
+    monkeypatch.setattr(dist, "_default_group", object())  # "initialized"
+    monkeypatch.setattr(ops, "collective_backend", _WorldOfTwo())
+
+    def f(x):
+        y = x * 3
+        dist.all_reduce(y)  # its result is used
+        unused = x + 1
+        dist.all_reduce(unused)  # its result is not: the collective still runs (impure)
+        z = x * 3
+        dist.all_reduce(z)  # the same as y: never merged with it (cse)
+        return y + z
+
+    x = tj.arange(4.0)
+    for backend in ("interpret", "cpu"):
+        traced = tj.trace(f, backend=backend)
+        for _ in range(2):
+            np.testing.assert_array_equal(traced(x).numpy(), np.arange(4) * 12)
+        graph = traced.graph(x)
+        assert [n.op for n in graph.nodes].count("all_reduce") == 3, graph
+    loaded = loads(dumps(graph))
+    np.testing.assert_array_equal(interpret(loaded, [np.arange(4.0, dtype=np.float32)])[0],
+                                  np.arange(4) * 12)
+    with pytest.raises(NotImplementedError, match="all_reduce: no gradient for op='max'"):
+        y = tj.ones(2, requires_grad=True) * 1
+        tj.dispatch.apply(ops.ALL_REDUCE, y, reduce="max").sum().backward()
+    with pytest.raises(NotImplementedError, match="broadcast inside a traced function"):
+        tj.trace(lambda t: dist.broadcast(t, 0) or t)(x)

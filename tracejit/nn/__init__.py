@@ -8,7 +8,7 @@ recurrent layers, losses; ``tracejit.nn.functional`` holds the functional forms 
 (3, 2)
 """
 
-from . import functional, init
+from . import functional, init, parallel  # parallel: DistributedDataParallel
 from .layers import (
     GELU,
     AvgPool2d,
@@ -34,8 +34,6 @@ from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, ModuleList, Sequential
 from .parameter import Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
-
-from . import parallel  # noqa: E402 - DistributedDataParallel builds on Module
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList",

@@ -122,8 +122,8 @@ class DistributedDataParallel(Module):
             if not diffs:
                 diffs = ["the same names in another order"]
             raise RuntimeError(
-                f"DistributedDataParallel: the ranks' models differ (names, shapes, dtypes and "
-                f"requires_grad must match on every rank): " + "; ".join(diffs[:5]) +
+                "DistributedDataParallel: the ranks' models differ (names, shapes, dtypes and "
+                "requires_grad must match on every rank): " + "; ".join(diffs[:5]) +
                 (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "") + user_frame(3))
 
     def _broadcast_state(self, group) -> None:
@@ -223,8 +223,7 @@ class DistributedDataParallel(Module):
 
             flat = _cat([bucket.traced[k].reshape(-1) for k in range(len(bucket.params))])
             flat = apply(ops.ALL_REDUCE, flat, reduce="avg")
-            for k, (p, a, b) in enumerate(zip(bucket.params, bucket.offsets,
-                                               bucket.offsets[1:])):
+            for p, a, b in zip(bucket.params, bucket.offsets, bucket.offsets[1:]):
                 p.grad = flat[a:b].reshape(p.shape)
             bucket.traced.clear()
             return

@@ -31,6 +31,6 @@ from .worker import WorkerInfo, get_worker_info
 __all__ = [
     "Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "ChainDataset",
     "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-    "WeightedRandomSampler", "BatchSampler", "DistributedSampler", "DataLoader", "default_collate", "default_convert",
-    "get_worker_info", "WorkerInfo",
+    "WeightedRandomSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
+    "get_worker_info", "WorkerInfo", "DistributedSampler",
 ]
