@@ -429,6 +429,11 @@ def _remainder(em, node):
     return em.op("Mod", [a, b], fmod=0)
 
 
+def _fmod(em, node):
+    # ONNX Mod with fmod=1 is C's fmod (the dividend's sign), for floats and integers alike
+    return em.op("Mod", _operands(em, node)[0], fmod=1)
+
+
 def _div(em, node):
     return em.op("Div", _operands(em, node)[0])
 
@@ -815,6 +820,9 @@ RULES = {
     "getitem": _getitem, "index_put": _index_put, "gather": _gather,
     "scatter_add": _scatter_add, "matmul": _matmul, "unfold": _unfold, "fold": _fold,
     "const": _const, "detach": _identity,
+    "asin": _f64("Asin", None), "acos": _f64("Acos", None), "atan": _f64("Atan", None),
+    "asinh": _f64("Asinh", None), "acosh": _f64("Acosh", None), "atanh": _f64("Atanh", None),
+    "fmod": _fmod,
 }
 
 _RANDOM = ("draws random numbers, which an exported model cannot repeat: export the model in "
@@ -822,6 +830,8 @@ _RANDOM = ("draws random numbers, which an exported model cannot repeat: export 
 REFUSED = {
     "uniform": _RANDOM, "normal": _RANDOM, "randint": _RANDOM,
     "fused": "is a kernel of the fuse pass: export renders the optimised graph before fusion",
+    "atan2": "has no ONNX operator (Atan of y / x loses the quadrant): compute the angle "
+             "outside the exported model, or export atan(y / x) where x > 0",
 }
 
 

@@ -50,9 +50,10 @@ F32, F64, I64, B = np.float32, np.float64, np.int64, np.bool_
 
 UNARY = ["neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan",
          "sinh", "cosh", "tanh", "sigmoid", "erf", "relu", "sign", "floor", "ceil", "round",
-         "isnan", "isfinite", "copy"]
+         "isnan", "isfinite", "copy", "asin", "acos", "atan", "asinh", "acosh", "atanh"]
 BINARY = ["add", "sub", "mul", "div", "floordiv", "remainder", "pow", "maximum", "minimum",
-          "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor"]
+          "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor", "atan2",
+          "fmod"]
 IDX = np.array([2, 0, 2])
 IDX2 = np.array([[0, 2], [1, 1]])
 

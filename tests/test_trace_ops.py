@@ -169,6 +169,8 @@ UNARY = {
     "sqrt": lambda x: x.sqrt(), "rsqrt": lambda x: x.rsqrt(), "sin": lambda x: x.sin(),
     "cos": lambda x: x.cos(), "tan": lambda x: x.tan(), "tanh": lambda x: x.tanh(),
     "sinh": lambda x: x.sinh(), "cosh": lambda x: x.cosh(),
+    "asin": lambda x: x.asin(), "acos": lambda x: x.acos(), "atan": lambda x: x.atan(),
+    "asinh": lambda x: x.asinh(), "acosh": lambda x: x.acosh(), "atanh": lambda x: x.atanh(),
     "sigmoid": lambda x: x.sigmoid(), "erf": lambda x: x.erf(), "relu": lambda x: x.relu(),
     "sign": lambda x: x.sign(), "floor": lambda x: x.floor(), "ceil": lambda x: x.ceil(),
     "round": lambda x: x.round(), "logical_not": lambda x: x.logical_not(),
@@ -223,6 +225,7 @@ BINARY = {
     "gt": lambda x, y: x > y, "ge": lambda x, y: x >= y,
     "logical_and": lambda x, y: x.logical_and(y), "logical_or": lambda x, y: x.logical_or(y),
     "logical_xor": lambda x, y: x.logical_xor(y),
+    "atan2": lambda x, y: tj.atan2(x, y), "fmod": lambda x, y: tj.fmod(x, y),
     # compositions and method forms
     "add_alpha": lambda x, y: x.add(y, alpha=2), "sub_alpha": lambda x, y: x.sub(y, alpha=3),
     "div_floor": lambda x, y: x.div(y, rounding_mode="floor"),
@@ -235,7 +238,7 @@ BINARY = {
 # the operator forms also work with a Python number on the left
 REFLECTED = {"add", "sub", "mul", "div", "floordiv", "remainder", "pow", "maximum", "minimum",
              "eq", "ne", "lt", "le", "gt", "ge"}
-_DIVISOR = {"div", "floordiv", "remainder", "div_floor", "div_trunc", "pow"}
+_DIVISOR = {"div", "floordiv", "remainder", "div_floor", "div_trunc", "pow", "fmod"}
 
 
 def _binary_data(name, shape, dtype, seed=0):

@@ -19,6 +19,8 @@ _METHODS = (
     "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "split", "chunk",
     "unbind", "flip", "index_select", "gather", "scatter_add", "masked_fill", "repeat",
     "broadcast_to", "clone", "detach",
+    "asin", "acos", "atan", "asinh", "acosh", "atanh", "arcsin", "arccos", "arctan", "arcsinh",
+    "arccosh", "arctanh", "atan2", "arctan2", "fmod",
 )
 
 

@@ -411,6 +411,19 @@ SINH = elementwise("sinh", np.sinh, "sinh({0})", lambda g, out, x: (g * x.cosh()
                    True)  # sinh(89.0) is inf in float32, silently (numpy warns)
 COSH = elementwise("cosh", np.cosh, "cosh({0})", lambda g, out, x: (g * x.sinh(),), "float",
                    True)
+# inverse trigonometric and hyperbolic functions: nan outside their domain, silently as torch
+ASIN = elementwise("asin", np.arcsin, "asin({0})",
+                   lambda g, out, x: (g * (1 - x * x).rsqrt(),), "float", True)
+ACOS = elementwise("acos", np.arccos, "acos({0})",
+                   lambda g, out, x: (-g * (1 - x * x).rsqrt(),), "float", True)
+ATAN = elementwise("atan", np.arctan, "atan({0})", lambda g, out, x: (g / (x * x + 1),),
+                   "float", True)
+ASINH = elementwise("asinh", np.arcsinh, "asinh({0})",
+                    lambda g, out, x: (g * (x * x + 1).rsqrt(),), "float", True)
+ACOSH = elementwise("acosh", np.arccosh, "acosh({0})",
+                    lambda g, out, x: (g * (x * x - 1).rsqrt(),), "float", True)
+ATANH = elementwise("atanh", np.arctanh, "atanh({0})", lambda g, out, x: (g / (1 - x * x),),
+                    "float", True)
 TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
                    "float")
 SIGMOID = elementwise("sigmoid", _sigmoid, "sigmoid({0})",
@@ -463,6 +476,18 @@ REMAINDER = elementwise("remainder", _int_div_checked(np.remainder), "remainder(
                         lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
                         "no_bool", noisy=True)
 
+
+
+def _atan2_vjp(g, out, y, x):
+    r = y * y + x * x
+    return (g * x / r if _req(y) else None, -g * y / r if _req(x) else None)
+
+
+# atan2(y, x): the angle of (x, y), in (-pi, pi]; fmod: C's remainder (the dividend's sign)
+ATAN2 = elementwise("atan2", np.arctan2, "atan2({0}, {1})", _atan2_vjp, "float", True)
+FMOD = elementwise("fmod", _int_div_checked(np.fmod), "fmod({0}, {1})",
+                   lambda g, out, x, y: (g, -g * (x / y).trunc() if _req(y) else None),
+                   "no_bool", noisy=True)
 
 def _pow_vjp(g, out, x, y):
     gx = None

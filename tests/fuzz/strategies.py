@@ -52,7 +52,7 @@ EXACT_OPS = {
 }
 # ops with a jump: they may only read exact values
 DISCRETE_OPS = {"eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite", "floor", "ceil",
-                "round", "sign", "argmax", "argmin", "floordiv", "remainder"}
+                "round", "sign", "argmax", "argmin", "floordiv", "remainder", "fmod", "atan2"}
 # differentiable and smooth everywhere we evaluate them (the finite-difference check's ops)
 SMOOTH_OPS = {"neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
               "sinh", "cosh", "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where",
