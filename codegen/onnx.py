@@ -830,6 +830,11 @@ _RANDOM = ("draws random numbers, which an exported model cannot repeat: export 
 REFUSED = {
     "uniform": _RANDOM, "normal": _RANDOM, "randint": _RANDOM,
     "fused": "is a kernel of the fuse pass: export renders the optimised graph before fusion",
+    "cumprod": "has no ONNX operator (CumSum only): export log/exp of a positive input's "
+               "cumsum yourself, or compute it outside the model",
+    "logcumsumexp": "has no ONNX operator: compute it outside the exported model",
+    "argsort": "has no stable ONNX operator (TopK does not keep the order of ties): sort "
+               "outside the exported model",
     "atan2": "has no ONNX operator (Atan of y / x loses the quadrant): compute the angle "
              "outside the exported model, or export atan(y / x) where x > 0",
 }

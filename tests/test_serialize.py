@@ -66,6 +66,8 @@ def _setitem(x, i, v):
 
 
 PROGRAMS = {
+    "scans-and-sort": (lambda x: (x.cumprod(1), x.logcumsumexp(0), x.argsort(1, descending=True),
+                                  x.sort(0).values), data((2, 3), F32)),
     **{f"unary-{name}": (lambda x, name=name: apply(ops.OPS[name], x) * 1,
                          data((2, 3), F32, 0.5, 2.0)) for name in UNARY},
     **{f"binary-{name}": (lambda x, y, name=name: apply(ops.OPS[name], x, y),

@@ -339,6 +339,11 @@ SINGLE_DIM = {
     "max": lambda x, d, k: x.max(d, keepdim=k) if d is not None else x.max(),
     "min": lambda x, d, k: x.min(d, keepdim=k) if d is not None else x.min(),
     "cumsum": lambda x, d, k: x.cumsum(0 if d is None else d),
+    "cumprod": lambda x, d, k: x.cumprod(0 if d is None else d),
+    "logcumsumexp": lambda x, d, k: x.logcumsumexp(0 if d is None else d),
+    "argsort": lambda x, d, k: x.argsort(-1 if d is None else d, descending=k),
+    "sort": lambda x, d, k: x.sort(-1 if d is None else d, descending=k),
+    "median": lambda x, d, k: x.median(d, keepdim=k) if d is not None else x.median(),
     "softmax": lambda x, d, k: x.softmax(0 if d is None else d),
     "log_softmax": lambda x, d, k: x.log_softmax(0 if d is None else d),
     "F_softmax": lambda x, d, k: F.softmax(x, -1 if d is None else d),
@@ -346,7 +351,7 @@ SINGLE_DIM = {
 }
 # eager refusals, as in torch: no identity over a zero-size dim; mean-based ops need floats;
 # softmax subtracts its max (bool - bool)
-_NO_IDENTITY = {"amax", "amin", "argmax", "argmin", "max", "min"}
+_NO_IDENTITY = {"amax", "amin", "argmax", "argmin", "max", "min", "median"}
 _FLOAT_ONLY = {"mean", "var", "std", "var0", "std_biased"}
 _NO_BOOL = {"softmax", "F_softmax"}
 _DIMS = {(): [None, 0], (5,): [None, 0, -1], (1, 4): [None, 0, 1], (2, 3): [None, 1, -2],

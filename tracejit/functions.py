@@ -64,3 +64,11 @@ def broadcast_tensors(*tensors):
 
 __all__ = list(_METHODS) + ["max", "min", "numel", "is_tensor", "broadcast_tensors", "cat",
                             "stack", "matmul", "maximum", "minimum", "where"]
+
+
+# torch ops composed from the op table's rows (tracejit/extra_ops.py), and tracejit.linalg
+from . import linalg  # noqa: E402
+from .extra_ops import *  # noqa: E402,F401,F403
+from .extra_ops import __all__ as _extra_names  # noqa: E402
+
+__all__ += list(_extra_names) + ["linalg"]

@@ -707,6 +707,85 @@ CUMSUM = register(OpDef(
     noisy=True))
 
 
+
+def _rev_cumsum(t, dim):
+    return _flip(_flip(t, dim).cumsum(dim), dim)
+
+
+def _cumprod_vjp(g, out, x, dim):
+    # exact with zeros (out / x would be nan): before the first zero of a row the gradient is
+    # revcumsum(g * out) / x; at the first zero it is revcumsum(g * cumprod(x with that zero
+    # set to 1)); after it, 0
+    if not x.ndim:
+        return (g,)
+    from .tensor import where
+    zero = x == 0
+    seen = zero.cumsum(dim)
+    before, first = seen == 0, zero & (seen == 1)
+    g_before = _rev_cumsum(g * out, dim) / where(before, x, 1.0)
+    g_first = _rev_cumsum(g * where(first, 1.0, x).cumprod(dim), dim)
+    return (where(before, g_before, where(first, g_first, 0.0)),)
+
+
+CUMPROD = register(OpDef(
+    "cumprod", REDUCE,
+    lambda x, dim: np.cumprod(x, axis=dim, dtype=_acc_dtype(x.dtype)) if x.ndim else x.copy(),
+    _cumsum_infer, _cumprod_vjp, noisy=True))
+
+
+def _logcumsumexp_impl(x, dim):
+    if not D.is_floating(x.dtype):
+        x = x.astype(D.get_default_dtype())
+    return np.logaddexp.accumulate(x, axis=dim) if x.ndim else x.copy()
+
+
+def _logcumsumexp_infer(avals, dim):
+    (shape, dtype), = avals
+    norm_dim("logcumsumexp", dim, shape)
+    return shape, dtype if D.is_floating(dtype) else D.get_default_dtype()
+
+
+def _logcumsumexp_vjp(g, out, x, dim):
+    # grad_i = sum_{j >= i} g_j exp(x_i - out_j), summed in log space for the positive and the
+    # negative parts of g separately (torch's way: no overflow of exp(-out))
+    if not x.ndim:
+        return (g,)
+    from .tensor import where
+    log_g = g.abs().log() - out
+
+    def part(mask):
+        t = where(mask, log_g, -np.inf)
+        return (_flip(_flip(t, dim).logcumsumexp(dim), dim) + x).exp()
+    return (part(g > 0) - part(g < 0),)
+
+
+LOGCUMSUMEXP = register(OpDef("logcumsumexp", REDUCE, _logcumsumexp_impl, _logcumsumexp_infer,
+                              _logcumsumexp_vjp, noisy=True))
+
+
+def _argsort_impl(x, dim, descending):
+    """Stable: equal elements keep their order (also descending); NaN sorts as the largest."""
+    if not x.ndim:
+        return np.zeros((), np.int64)
+    if not descending:
+        return np.argsort(x, axis=dim, kind="stable").astype(np.int64, copy=False)
+    # sorting the reversed row ascending and reading it backwards keeps ties in order
+    r = np.argsort(np.flip(x, dim), axis=dim, kind="stable")
+    return (x.shape[dim] - 1 - np.flip(r, dim)).astype(np.int64)
+
+
+def _argsort_infer(avals, dim, descending):
+    (shape, _), = avals
+    if shape:
+        norm_dim("argsort", dim, shape)
+    return tuple(shape), D.int64
+
+
+# sort, topk, kthvalue, median and mode gather their values with these indices (tensor.py), so
+# their gradient is gather's
+ARGSORT = register(OpDef("argsort", REDUCE, _argsort_impl, _argsort_infer, fresh=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # shape ops (views where numpy can make one)
 

@@ -1011,12 +1011,10 @@ class Tensor:
     def any(self, dim=None, keepdim=False):
         return self.bool().sum(dim, keepdim) > 0
 
-    def norm(self, p=2, dim=None, keepdim=False):
-        if p == 2:
-            return (self * self).sum(dim, keepdim).sqrt()
-        if p == 1:
-            return self.abs().sum(dim, keepdim)
-        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """torch.norm: see ``tracejit.linalg`` (the zero subgradient at 0, as torch)."""
+        from .linalg import tensor_norm
+        return tensor_norm(self, p, dim, keepdim, dtype)
 
     def sum_to_shape(self, shape) -> "Tensor":
         """Sum broadcast dimensions away so the result has ``shape`` (undoes broadcasting)."""

@@ -238,7 +238,7 @@ def _noise(step: S, env: list, res) -> np.ndarray | None:
             with tj.no_grad():
                 mag = run_step(step, absenv)._data.astype(np.float64)
             return 2 * eps * n * np.abs(mag)
-        if name == "prod":
+        if name in ("prod", "cumprod"):
             return 2 * eps * max(env[step.args[0]]._data.size, 1) * np.abs(o)
         x = xs[0] if xs else o
         if name in ("add", "sub"):
