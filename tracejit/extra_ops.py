@@ -26,7 +26,7 @@ from .ops import norm_dim
 from .tensor import Tensor, _t, _wrap, cat, where
 
 __all__ = ["isclose", "allclose", "roll", "repeat_interleave", "diag", "diagonal", "diag_embed",
-           "tril", "triu", "trace", "cumprod", "logcumsumexp", "sort", "argsort", "msort",
+           "tril", "triu", "cumprod", "logcumsumexp", "sort", "argsort", "msort",
            "topk", "kthvalue", "median", "mode", "unique", "nonzero", "bincount", "histc",
            "baddbmm", "cdist", "std_mean", "var_mean", "einsum"]
 
@@ -56,7 +56,8 @@ def _eager_only(t: Tensor, name: str, fix: str) -> np.ndarray:
     if tracer is not None:
         tracer.check_data_access(t, f"{name}() (its result's shape depends on the values)",
                                  fix)
-    return t.detach().cpu().numpy()
+    from .tensor import _host_data
+    return _host_data(t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,6 +213,8 @@ def triu(input, diagonal=0) -> Tensor:
     return _triangle("triu", input, diagonal, False)
 
 
+# NOTE: not exported as tracejit.trace, which is the tracing decorator: the matrix trace is
+# the method, ``x.trace()`` (or ``tracejit.einsum("ii", x)``)
 def trace(input) -> Tensor:
     """The sum of a matrix's main diagonal."""
     x = _t(input)
