@@ -301,7 +301,8 @@ GRAD_CASES = {
     "sort": lambda x: x.sort(1, descending=True).values, "topk": lambda x: x.topk(2).values,
     "kthvalue": lambda x: x.kthvalue(2, 0).values, "median": lambda x: x.median(1).values,
     "median_all": lambda x: x.median(), "mode": lambda x: x.mode(1).values,
-    "baddbmm": lambda x: tj.baddbmm(x[:, :3], x.unsqueeze(0), x.T.unsqueeze(0), beta=0.5, alpha=1.5),
+    "baddbmm": lambda x: tj.baddbmm(x[:, :3], x.unsqueeze(0), x.T.unsqueeze(0), beta=0.5,
+                                    alpha=1.5),
     "cdist": lambda x: tj.cdist(x, x[:2] * 2), "cdist1": lambda x: tj.cdist(x, x[:2] * 2, 1),
     "std_mean": lambda x: tj.std_mean(x, 0)[0] + tj.std_mean(x, 0)[1],
     "norm": lambda x: x.norm(), "norm3": lambda x: x.norm(3, 1), "norm_inf": lambda x:
