@@ -429,6 +429,11 @@ def _remainder(em, node):
     return em.op("Mod", [a, b], fmod=0)
 
 
+def _fmod(em, node):
+    # ONNX Mod with fmod=1 is C's fmod (the dividend's sign), for floats and integers alike
+    return em.op("Mod", _operands(em, node)[0], fmod=1)
+
+
 def _div(em, node):
     return em.op("Div", _operands(em, node)[0])
 
@@ -815,6 +820,9 @@ RULES = {
     "getitem": _getitem, "index_put": _index_put, "gather": _gather,
     "scatter_add": _scatter_add, "matmul": _matmul, "unfold": _unfold, "fold": _fold,
     "const": _const, "detach": _identity,
+    "asin": _f64("Asin", None), "acos": _f64("Acos", None), "atan": _f64("Atan", None),
+    "asinh": _f64("Asinh", None), "acosh": _f64("Acosh", None), "atanh": _f64("Atanh", None),
+    "fmod": _fmod,
 }
 
 _RANDOM = ("draws random numbers, which an exported model cannot repeat: export the model in "
@@ -824,6 +832,13 @@ REFUSED = {
     "fused": "is a kernel of the fuse pass: export renders the optimised graph before fusion",
     "all_reduce": "is a collective across the ranks of a training job (tracejit.distributed), "
                   "which ONNX cannot express: export the model, not the distributed step",
+    "cumprod": "has no ONNX operator (CumSum only): export log/exp of a positive input's "
+               "cumsum yourself, or compute it outside the model",
+    "logcumsumexp": "has no ONNX operator: compute it outside the exported model",
+    "argsort": "has no stable ONNX operator (TopK does not keep the order of ties): sort "
+               "outside the exported model",
+    "atan2": "has no ONNX operator (Atan of y / x loses the quadrant): compute the angle "
+             "outside the exported model, or export atan(y / x) where x > 0",
 }
 
 

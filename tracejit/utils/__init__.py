@@ -3,7 +3,6 @@
 
 from . import data
 from .progress import progress
-
 from .torch_interop import from_torch_state_dict, to_torch_state_dict  # torch imported lazily
 
 __all__ = ["data", "progress", "to_torch_state_dict", "from_torch_state_dict"]
