@@ -542,6 +542,21 @@ def _cumsum(em, node):
     return em.op("CumSum", [name, em.const(np.int64(axis))])
 
 
+
+def _argsort(em, node):
+    # TopK over the whole dim: ONNX breaks ties by the lower index, in both directions, as
+    # tracejit's stable argsort does
+    (x,) = node.inputs
+    if not x.shape:
+        return em.op("Identity", [em.const(np.int64(0))])
+    name = em.value(x, np.int32 if x.dtype == np.bool_ else None)
+    axis = ops.norm_dim("argsort", node.attr_dict["dim"], x.shape)
+    k = em.op("Shape", [name], start=axis, end=axis + 1)
+    _, idx = em.op("TopK", [name, k], n_out=2, axis=axis,
+                   largest=int(node.attr_dict["descending"]), sorted=1)
+    return idx
+
+
 # ----------------------------------------------------------------------------------------------
 # shape ops
 
@@ -822,7 +837,7 @@ RULES = {
     "const": _const, "detach": _identity,
     "asin": _f64("Asin", None), "acos": _f64("Acos", None), "atan": _f64("Atan", None),
     "asinh": _f64("Asinh", None), "acosh": _f64("Acosh", None), "atanh": _f64("Atanh", None),
-    "fmod": _fmod,
+    "fmod": _fmod, "argsort": _argsort,
 }
 
 _RANDOM = ("draws random numbers, which an exported model cannot repeat: export the model in "
@@ -835,8 +850,6 @@ REFUSED = {
     "cumprod": "has no ONNX operator (CumSum only): export log/exp of a positive input's "
                "cumsum yourself, or compute it outside the model",
     "logcumsumexp": "has no ONNX operator: compute it outside the exported model",
-    "argsort": "has no stable ONNX operator (TopK does not keep the order of ties): sort "
-               "outside the exported model",
     "atan2": "has no ONNX operator (Atan of y / x loses the quadrant): compute the angle "
              "outside the exported model, or export atan(y / x) where x > 0",
 }
