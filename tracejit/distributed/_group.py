@@ -44,6 +44,7 @@ class Group:
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.timeout = float(timeout)
+        self.times = None  # a list: each traced all_reduce appends its seconds (benchmarks)
 
     def free(self) -> None:
         if self.comm is not None:
@@ -57,13 +58,15 @@ class Group:
             return
         start = time.monotonic()
         deadline = start + self.timeout
-        spin_until = start + 0.01  # a short wait spins; a long one (a slow peer) naps
+        # NOTE: a wait spins, as MPI's blocking calls do (a nap after each test added ~1 ms to
+        # a 1 ms exchange on a loaded machine); one that lasts (a slow or dead peer) naps
+        spin_until = start + 0.25
         while not req.Test():
             now = time.monotonic()
-            if now > deadline:
-                self.abort(what)
             if now > spin_until:
-                time.sleep(0.0005)
+                if now > deadline:
+                    self.abort(what)
+                time.sleep(0.0002)
 
     def abort(self, what: str) -> None:
         msg = (f"tracejit.distributed: rank {self.rank} of {self.size}: {what} did not complete "
@@ -140,11 +143,18 @@ class Group:
 
     # -- the op row's backend (ops.collective_backend): a traced all_reduce
     def all_reduce_array(self, x: np.ndarray, op: str) -> np.ndarray:
-        out = np.array(x, order="C")  # a fresh result (the op row is ``fresh``)
-        req, finish = self.iallreduce(out, op)
-        self.wait(req, f"all_reduce (traced, {out.dtype}{list(out.shape)})")
-        if finish is not None:
-            finish()
+        """A fresh array (the op row is ``fresh``): MPI reads ``x`` and writes the result."""
+        start = time.perf_counter()
+        x = np.ascontiguousarray(x)
+        out = np.empty_like(x)
+        mop, send = self._mpi_op(x, op)
+        recv = out.view(np.uint8) if out.dtype == np.bool_ else out
+        self.wait(self.comm.Iallreduce(send, recv, mop),
+                  f"all_reduce({op}) of {out.dtype}{list(out.shape)} (traced)")
+        if op == "avg" and self.size > 1:
+            np.divide(out, self.size, out=out)
+        if self.times is not None:
+            self.times.append(time.perf_counter() - start)
         return out
 
 
