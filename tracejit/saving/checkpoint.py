@@ -42,7 +42,7 @@ def _refuse(x, where: str):
     kind = type(x).__module__ + "." + type(x).__qualname__
     hint = ""
     if hasattr(x, "state_dict") and callable(x.state_dict):
-        hint = f"; save its state_dict() instead (tj.save({where or 'obj'}.state_dict(), f))"
+        hint = "; save its state_dict() instead"
     raise TypeError(
         f"tj.save: cannot store {kind} at {where or 'the top level'}: a checkpoint holds data "
         f"only (tensors, numpy arrays, numbers, strings, bytes, None, dtypes, and dicts, "
