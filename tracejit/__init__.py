@@ -27,7 +27,6 @@ from .creation import (
                        full,
                        full_like,
                        linspace,
-                       manual_seed,
                        ones,
                        ones_like,
                        rand,
@@ -36,7 +35,6 @@ from .creation import (
                        randn,
                        randn_like,
                        randperm,
-                       seed,
                        tensor,
                        zeros,
                        zeros_like,
@@ -46,6 +44,17 @@ from .errors import DTypeError, GraphRuntimeError, ShapeError, TraceError
 from .export import ExportError, export
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
+from .jit import compile  # noqa: E402, A004 - torch.compile; binds tracejit.jit too
+from .random import (  # noqa: E402 - torch's names for the random state
+                       Generator,
+                       default_generator,
+                       fork_rng,
+                       get_rng_state,
+                       initial_seed,
+                       manual_seed,
+                       seed,
+                       set_rng_state,
+)
 from .runtime.cache import clear_cache
 from .runtime.memory import empty_cache
 from .saving import CheckpointError, load, save  # one tj.load: checkpoints, exports, torch
@@ -70,5 +79,7 @@ __all__ = [
     "nn", "optim", "cuda", "utils", "onnx",
     "trace", "dynamic", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
     "clear_cache", "export", "load", "ExportError", "save", "CheckpointError",
+    "Generator", "default_generator", "get_rng_state", "set_rng_state", "initial_seed",
+    "fork_rng", "compile",
     *_function_names,
 ]

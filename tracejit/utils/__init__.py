@@ -1,11 +1,8 @@
-"""Utilities with torch's layout: ``tracejit.utils.data`` (datasets, samplers, DataLoader)."""
+"""Utilities with torch's layout: ``tracejit.utils.data`` (datasets, samplers, DataLoader),
+``tracejit.utils.tensorboard`` (SummaryWriter, imported on use) and ``progress`` (tqdm bars)."""
 
-from . import data
+from . import data, safetensors  # safetensors files, no package needed
+from .progress import progress
+from .torch_interop import from_torch_state_dict, to_torch_state_dict  # torch imported lazily
 
-__all__ = ["data"]
-
-# state dicts to and from torch (torch imported lazily), safetensors files (no package needed)
-from . import safetensors  # noqa: E402
-from .torch_interop import from_torch_state_dict, to_torch_state_dict  # noqa: E402
-
-__all__ += ["to_torch_state_dict", "from_torch_state_dict", "safetensors"]
+__all__ = ["data", "progress", "to_torch_state_dict", "from_torch_state_dict", "safetensors"]
