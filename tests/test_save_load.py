@@ -623,3 +623,22 @@ def test_damaged_safetensors_files_are_refused(tmp_path, header, data, match):
         tj.load(path)
     with pytest.raises(tj.CheckpointError, match="bad.safetensors"):
         tj.load(path)
+
+
+# ------------------------------------------------------------------------------ the example
+
+@pytest.mark.parametrize("mode", ["eager", pytest.param("traced", marks=pytest.mark.slow)])
+def test_digits_example_resumes_from_its_checkpoint_exactly(tmp_path, mode):
+    from .test_examples import load_example
+    digits = load_example("digits_dataloader")
+    dataset = digits.build_dataset()
+    if dataset is None:
+        pytest.skip("scikit-learn is not installed")
+    kw = dict(mode=mode, batch=256, lr=0.05)
+    whole = digits.train(dataset, epochs=3, **kw)
+    ckpt = str(tmp_path / "digits.tj")
+    digits.train(dataset, epochs=1, checkpoint=ckpt, **kw)  # stopped after one epoch
+    assert tj.load(ckpt)["epoch"] == 1
+    resumed = digits.train(dataset, epochs=3, checkpoint=ckpt, **kw)
+    np.testing.assert_allclose(resumed["losses"], whole["losses"], rtol=1e-6)
+    assert resumed["accuracy"] == whole["accuracy"] and tj.load(ckpt)["epoch"] == 3
