@@ -94,6 +94,8 @@ def execute(spec, inputs: list) -> list:
             return replay(source, inputs, regions)  # the unfused graph: its ops have vjps
         if spec.compiled_grad is None:
             spec.compiled_grad = spec.build_grad(inputs)
+        if spec.compiled_grad is False:  # an autograd.Function that cannot be compiled
+            return replay(source, inputs, regions)
         if not any(i in spec.compiled_grad.reads for i, _ in cg.mutated):
             try:
                 return backward.call(spec.compiled_grad, inputs)

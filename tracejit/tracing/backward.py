@@ -32,6 +32,12 @@ from ..tensor import Tensor, _host_data
 from .tracer import Tracer
 
 
+class NotCompilable(Exception):
+    """The joint graph reached tensors that are not graph inputs: an autograd.Function's
+    backward (or what its forward saved) reads a tensor from elsewhere (a closure, a global),
+    which the compiled backward could not be given on later calls."""
+
+
 def build(graph: Graph, inputs: list, compile_graph, name: str,
           regions: tuple = ()) -> CompiledGrad:
     """Trace the joint graph of ``graph`` at ``inputs`` and split it (``compile_graph(g)`` turns
@@ -78,5 +84,7 @@ def _joint(graph: Graph, inputs: list, regions: tuple = ()):
         # an input the outputs do not depend on gets no gradient (its .grad stays None)
         wrt = [i for i, g in zip(wrt, grads) if g is not None]
         grads = [g for g in grads if g is not None]
+        if tracer.captured:  # see NotCompilable
+            raise NotCompilable(", ".join(sorted({r.fn.__name__ for r in regions})))
         joint, _, _ = tracer.finish(list(outs) + grads)
     return joint, len(outs), diff, wrt, len(cots)

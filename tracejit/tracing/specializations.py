@@ -11,6 +11,7 @@ Python state guarded while tracing (``Module.training``, optimizer settings).
 from __future__ import annotations
 
 import collections
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,8 +67,19 @@ class Specialization:
         from .backward import build
 
         if self.custom_regions:  # the raw graph: its Var ids are the regions'
-            return build(self.compiled.raw, inputs, self.compile_graph, self.compiled.name,
-                         self.custom_regions)
+            from .backward import NotCompilable
+            try:
+                return build(self.compiled.raw, inputs, self.compile_graph, self.compiled.name,
+                             self.custom_regions)
+            except NotCompilable as e:
+                warnings.warn(
+                    f"tracejit: {self.compiled.name}: the compiled backward cannot hold the "
+                    f"backward of tracejit.autograd.Function {e}, which reads tensors that are "
+                    f"neither arguments of apply nor saved from them; calls that need "
+                    f"gradients replay the graph op by op instead (pass those tensors to apply "
+                    f"and save them with ctx.save_for_backward to compile it)", RuntimeWarning,
+                    stacklevel=2)
+                return False  # the executor replays the graph (runtime/executor.execute)
         return build(self.compiled.optimized, inputs, self.compile_graph, self.compiled.name)
 
     def fetch_captured(self, fn, leaves):
