@@ -409,3 +409,26 @@ def test_inplace_triangles_and_cumprod():
     y = tj.tensor([1.0, 2.0, 3.0])
     y.cumprod_(0)
     assert y.tolist() == [1.0, 2.0, 6.0]
+
+
+def test_axis_and_keepdims_alias_dim_and_keepdim():
+    torch = pytest.importorskip("torch")
+    a = data((2, 3, 4), F64, seed=2)
+    x, t = tj.tensor(a), torch.tensor(a)
+    for name, kw in [("sum", dict(axis=1, keepdims=True)), ("mean", dict(axis=(0, 2))),
+                     ("amax", dict(axis=-1, keepdims=True)), ("argmax", dict(axis=1)),
+                     ("std", dict(axis=0, keepdims=True)), ("logsumexp", dict(axis=2)),
+                     ("cumsum", dict(axis=1)), ("softmax", dict(axis=0)),
+                     ("prod", dict(axis=2, keepdims=True)), ("all", dict(axis=1))]:
+        np.testing.assert_allclose(getattr(x, name)(**kw).numpy(), getattr(t, name)(**kw).numpy(),
+                                   rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(getattr(tj, name)(x, **kw).numpy(),
+                                   getattr(torch, name)(t, **kw).numpy(), rtol=1e-12)
+    assert tj.max(x, axis=1, keepdims=True).indices.tolist() == \
+        torch.max(t, axis=1, keepdims=True).indices.tolist()
+    assert tj.cat([x, x], axis=2).shape == (2, 3, 8)
+    f = tj.trace(lambda u: u.sum(axis=0, keepdims=True) + u.median(axis=1, keepdims=True).values,
+                 backend="interpret")
+    np.testing.assert_allclose(f(x).numpy(), (x.sum(0, True) + x.median(1, True).values).numpy())
+    with pytest.raises(TypeError, match="both 'dim' and its alias 'axis'"):
+        x.sum(dim=0, axis=0)

@@ -593,6 +593,7 @@ def _method(fn):
     def method(self, *args, **kwargs):
         return fn(self, *args, **kwargs)
     method.__name__ = method.__qualname__ = fn.__name__
+    method.__code__ = method.__code__.replace(co_name=fn.__name__)
     method.__doc__ = fn.__doc__
     return method
 
@@ -616,3 +617,49 @@ for _fn in (tril, triu, cumprod, baddbmm):
 del _fn
 
 __all__ += ["argwhere"]
+
+
+# ----------------------------------------------------------------------------------------------
+# numpy-style keyword aliases torch accepts: ``axis=`` for ``dim=``, ``keepdims=`` for
+# ``keepdim=`` (``x.sum(axis=0, keepdims=True)``)
+
+_ALIASES = {"axis": "dim", "keepdims": "keepdim"}
+_AXIS_METHODS = (
+    "sum", "mean", "prod", "amax", "amin", "argmax", "argmin", "var", "std", "logsumexp",
+    "softmax", "log_softmax", "cumsum", "cumprod", "logcumsumexp", "all", "any", "max", "min",
+    "norm", "median", "mode", "sort", "argsort", "topk", "kthvalue", "squeeze", "unsqueeze",
+    "split", "chunk", "unbind", "index_select", "gather", "scatter_add", "flatten", "roll",
+    "repeat_interleave", "diagonal", "flip", "unique", "std_mean", "var_mean")
+
+
+def accept_aliases(fn, name=None):
+    """``fn`` taking ``axis``/``keepdims`` as ``dim``/``keepdim`` too (both at once: an
+    error). Roll's and flip's keyword is ``dims``."""
+    name = name or fn.__name__
+    dim_kw = "dims" if name in ("roll", "flip") else "dim"
+
+    def wrapped(*args, **kwargs):
+        for alias, real in _ALIASES.items():
+            if alias in kwargs:
+                real = dim_kw if real == "dim" else real
+                if real in kwargs:
+                    raise TypeError(f"{name}() got both {real!r} and its alias {alias!r}")
+                kwargs[real] = kwargs.pop(alias)
+        return fn(*args, **kwargs)
+
+    wrapped.__name__ = wrapped.__qualname__ = getattr(fn, "__name__", name)
+    # NOTE: error messages name the tracejit function the user called by its frame's name
+    wrapped.__code__ = wrapped.__code__.replace(co_name=wrapped.__name__)
+    wrapped.__doc__ = fn.__doc__
+    wrapped.__wrapped__ = fn
+    return wrapped
+
+
+for _name in _AXIS_METHODS:
+    _m = getattr(Tensor, _name, None)
+    if _m is not None and not hasattr(_m, "__wrapped__"):
+        setattr(Tensor, _name, accept_aliases(_m, _name))
+for _name in ("std_mean", "var_mean", "median", "mode", "sort", "argsort", "topk", "kthvalue",
+              "cumprod", "logcumsumexp", "roll", "repeat_interleave", "diagonal", "unique"):
+    globals()[_name] = accept_aliases(globals()[_name], _name)
+del _name, _m
