@@ -237,6 +237,12 @@ def _lib_cases():
         "einsum_batch_sum": lambda L, x: L.einsum("bij,bij->b", x, x),
         "einsum_broadcast": lambda L, x: L.einsum("bij,jk->bik", x, x[0].T),
         "einsum_list": lambda L, x: L.einsum("ij,ij->i", [x[0], x[1]]),
+        # on the list and already there: checked against torch too
+        "flip": lambda L, x: L.flip(x, (0, 2)), "lerp": lambda L, x: L.lerp(x, x * 2, x.sigmoid()),
+        "addcmul": lambda L, x: L.addcmul(x, x, x * 3, value=0.5),
+        "addcdiv": lambda L, x: x.addcdiv(x, x.exp(), value=2),
+        "logsumexp": lambda L, x: L.logsumexp(x * 50, (0, 2)), "sinh_cosh": lambda L, x:
+            (L.sinh(x), L.cosh(x)),
     }
 
 

@@ -74,7 +74,8 @@ from .extra_ops import __all__ as _extra_names  # noqa: E402
 from .extra_ops import accept_aliases as _accept_aliases  # noqa: E402
 
 max, min, cat, stack = (_accept_aliases(f) for f in (max, min, cat, stack))  # noqa: A001
-for _name in _METHODS:  # again: extra_ops wrapped some methods (axis=, keepdims=)
+for _name in _METHODS + ("addcmul", "addcdiv"):
+    # again: extra_ops wrapped some methods (axis=, keepdims=); addcmul/addcdiv are new here
     globals()[_name] = _function(_name)
 
-__all__ += list(_extra_names) + ["linalg"]
+__all__ += list(_extra_names) + ["linalg", "addcmul", "addcdiv"]  # noqa: F405
