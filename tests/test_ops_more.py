@@ -438,3 +438,10 @@ def test_axis_and_keepdims_alias_dim_and_keepdim():
     np.testing.assert_allclose(f(x).numpy(), (x.sum(0, True) + x.median(1, True).values).numpy())
     with pytest.raises(TypeError, match="both 'dim' and its alias 'axis'"):
         x.sum(dim=0, axis=0)
+
+
+def test_missing_linalg_names_say_what_to_use():
+    with pytest.raises(AttributeError, match=r"'svd'.*numpy\.linalg\.svd"):
+        tj.linalg.svd  # noqa: B018
+    with pytest.raises(AttributeError, match="vecdot.*sum"):
+        tj.linalg.vecdot  # noqa: B018
