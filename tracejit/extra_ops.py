@@ -490,21 +490,30 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 def _parse_einsum(equation: str, operands):
     eq = equation.replace(" ", "")
-    if "." in eq:
-        raise NotImplementedError(f"einsum: '...' (ellipsis) in {equation!r} is not supported; "
-                                  f"name every dim with a letter{user_frame(2)}")
     lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
     if len(terms) != len(operands):
         raise ValueError(f"einsum: {equation!r} names {len(terms)} operands, got "
                          f"{len(operands)}{user_frame(2)}")
-    for t in terms + [rhs]:
+    # '...' stands for the same broadcast dims in every operand (aligned from the right): it
+    # becomes letters the equation does not use
+    spare = [c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in eq]
+    n_ell = max((x.ndim - len(t.replace("...", "")) for t, x in zip(terms, operands)
+                 if "..." in t), default=0)
+    ell = "".join(spare[:n_ell][::-1])
+    for k, (t, x) in enumerate(zip(terms, operands)):
+        if "..." in t:
+            n = x.ndim - len(t.replace("...", ""))
+            terms[k] = t.replace("...", ell[len(ell) - n:] if n > 0 else "", 1)
+    for t in terms + [rhs.replace("...", "", 1)]:
         if not all(c.isalpha() for c in t):
             raise ValueError(f"einsum: invalid subscripts {t!r} in {equation!r}{user_frame(2)}")
-    if not arrow:  # implicit output: the letters used once, in alphabetical order
+    if not arrow:  # implicit output: '...', then the letters used once, in alphabetical order
         letters = "".join(terms)
-        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    if len(set(rhs)) != len(rhs) or any(c not in lhs for c in rhs):
+        rhs = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
+                                   and c not in ell))
+    rhs = rhs.replace("...", ell, 1)
+    if len(set(rhs)) != len(rhs) or any(c not in "".join(terms) for c in rhs):
         raise ValueError(f"einsum: output subscripts {rhs!r} of {equation!r} must be distinct "
                          f"letters of the inputs{user_frame(2)}")
     return terms, rhs
@@ -512,8 +521,8 @@ def _parse_einsum(equation: str, operands):
 
 def einsum(equation: str, *operands) -> Tensor:
     """Einstein summation, e.g. ``einsum("bij,bjk->bik", a, b)``, lowered to diagonals, sums,
-    permutes, reshapes and batched matmuls (so it traces, fuses and differentiates).
-    ``...`` is not supported."""
+    permutes, reshapes and batched matmuls (so it traces, fuses and differentiates);
+    ``...`` broadcasts, as in torch."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     xs = [_t(x) for x in operands]
