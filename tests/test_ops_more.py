@@ -169,8 +169,16 @@ def test_elementwise_math_exports_to_onnx():
         want = fn(*args)
     for k, (g, w) in enumerate(zip(run(sess, [x, i, j]), want)):
         assert_close(g, w, f"output {k}")
-    with pytest.raises(Exception, match="atan2"):
-        tj.onnx.export(lambda a: tj.atan2(a, a + 1), args[0])
+    # atan2's quadrants, signed zeros and infinities, against numpy (C's atan2)
+    v = np.array([0.0, -0.0, 1.0, -1.0, 2.5, -3.0, np.inf, -np.inf, np.nan, 1e-30, 3e38], F32)
+    y, x = np.meshgrid(v, v)
+    got = run(session(tj.onnx.export(tj.atan2, tj.tensor(y), tj.tensor(x))), [y, x])[0]
+    want = np.arctan2(y, x)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_array_equal(np.signbit(got[~np.isnan(want)]),
+                                  np.signbit(want[~np.isnan(want)]))
+    with pytest.raises(Exception, match="atan2.*float64"):
+        tj.onnx.export(tj.atan2, tj.tensor(y).double(), tj.tensor(x).double())
 
 
 # ----------------------------------------------------------------------------------------------
