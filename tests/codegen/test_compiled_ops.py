@@ -15,9 +15,10 @@ from ..conftest import noncontig
 
 UNARY_FLOAT = ["neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
                "tan", "sinh", "cosh", "tanh", "sigmoid", "erf", "relu", "sign", "floor", "ceil",
-               "round", "isnan", "isfinite", "logical_not", "clone"]
+               "round", "isnan", "isfinite", "logical_not", "clone", "asin", "acos", "atan",
+               "asinh", "acosh", "atanh"]
 BINARY = ["add", "sub", "mul", "div", "floordiv", "remainder", "pow", "maximum", "minimum",
-          "eq", "ne", "lt", "le", "gt", "ge"]
+          "eq", "ne", "lt", "le", "gt", "ge", "atan2", "fmod"]
 
 
 def _binary(name):
@@ -26,7 +27,8 @@ def _binary(name):
             "remainder": lambda a, b: a % b, "pow": lambda a, b: a ** b,
             "maximum": tj.maximum, "minimum": tj.minimum, "eq": lambda a, b: a == b,
             "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
-            "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b}[name]
+            "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "atan2": tj.atan2,
+            "fmod": tj.fmod}[name]
 
 
 def _compare(fn, args, rtol, atol):
@@ -108,7 +110,8 @@ def test_row_functions_and_losses():
     f = lambda x, y, w, b: (  # noqa: E731
         x.softmax(-1), x.log_softmax(-1), x.logsumexp(-1), x.softmax(0),
         F.layer_norm(x, (10,), w, b), F.cross_entropy(x, y), F.mse_loss(x, x * 0.5),
-        x.std(-1), x.norm(dim=-1))
+        x.std(-1), x.norm(dim=-1), x.cumprod(-1), x.logcumsumexp(1), x.argsort(-1),
+        x.sort(0, descending=True).values)
     _compare(f, (x, y, w, b), rtol=2e-5, atol=2e-6)
 
 
