@@ -877,6 +877,8 @@ _RANDOM = ("draws random numbers, which an exported model cannot repeat: export 
 REFUSED = {
     "uniform": _RANDOM, "normal": _RANDOM, "randint": _RANDOM,
     "fused": "is a kernel of the fuse pass: export renders the optimised graph before fusion",
+    "all_reduce": "is a collective across the ranks of a training job (tracejit.distributed), "
+                  "which ONNX cannot express: export the model, not the distributed step",
     "cumprod": "has no ONNX operator (CumSum only): export log/exp of a positive input's "
                "cumsum yourself, or compute it outside the model",
     "logcumsumexp": "has no ONNX operator: compute it outside the exported model",

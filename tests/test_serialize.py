@@ -184,7 +184,8 @@ def test_every_op_is_covered():
     for fn, *args in PROGRAMS.values():
         for graph in _graphs(fn, args):
             seen |= _ops_in(graph)
-    missing = set(ops.OPS) - seen
+    # all_reduce needs a process group: tests/distributed/test_distributed.py round-trips it
+    missing = set(ops.OPS) - seen - {"all_reduce"}
     assert not missing, f"ops without a round-trip program in PROGRAMS: {sorted(missing)}"
 
 

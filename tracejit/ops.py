@@ -1270,3 +1270,47 @@ def reduces(node) -> bool:
 
 __all__ = ["OpDef", "OPS", "register", "compute", "broadcast_shapes", "norm_dim", "norm_dims",
            "unreduce", "reduces"]
+
+
+# ----------------------------------------------------------------------------------------------
+# collectives (tracejit.distributed): a traced training step all-reduces its gradients
+
+COLLECTIVE = "collective"  # impure: talks to the other ranks, in program order on every rank
+
+# The process group's collectives on numpy arrays (tracejit/distributed/_group.py), set by
+# ``tracejit.distributed.init_process_group`` and cleared by ``destroy_process_group``.
+# NOTE: a slot, not an import: the op table never imports mpi4py.
+collective_backend = None
+
+
+def _all_reduce_impl(x, reduce):
+    if collective_backend is None:
+        raise RuntimeError(
+            "all_reduce: the default process group is not initialized; call "
+            "tracejit.distributed.init_process_group() first")
+    return collective_backend.all_reduce_array(x, reduce)
+
+
+def _all_reduce_infer(avals, reduce):
+    (shape, dtype), = avals
+    if reduce not in ("sum", "avg", "max", "min", "product"):
+        raise ValueError(f"all_reduce: unknown reduction {reduce!r} (sum, avg, max, min, "
+                         f"product)")
+    return tuple(shape), dtype
+
+
+def _all_reduce_vjp(g, out, x, reduce):
+    # every rank's output is the reduction of all inputs: the gradient of a sum (or mean) is
+    # the sum (or mean) of the output gradients of all ranks
+    if reduce not in ("sum", "avg"):
+        raise NotImplementedError(
+            f"all_reduce: no gradient for op={reduce!r} (only sum and avg are differentiable); "
+            f"all-reduce a detached tensor")
+    from .dispatch import apply
+    return (apply(ALL_REDUCE, g, reduce=reduce),)
+
+
+# an all-reduce of one array across the process group: never merged, folded or removed, never
+# fused (a kernel boundary); the compiled entry calls it between kernels
+ALL_REDUCE = register(OpDef("all_reduce", COLLECTIVE, _all_reduce_impl, _all_reduce_infer,
+                            _all_reduce_vjp, impure=True, fresh=True))

@@ -472,6 +472,11 @@ class Tensor:
             self._hooks = (self._hooks or []) + [hook]
         return hook
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """``hook(tensor)`` runs after a backward pass has accumulated this leaf's ``.grad``
+        (as torch; DistributedDataParallel starts a gradient bucket's exchange from it)."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into each leaf's ``.grad``."""
         if inputs is not None:

@@ -71,7 +71,7 @@ SKIP_EMPTY_KEY_ACCUMULATE = False
 # is wider than x's (float32 x, float64 y) traces as the wider value; set False once fixed
 SKIP_INPLACE_WIDENING = False
 KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.LINALG, ops.WINDOW,
-               "random", "const", "fused"}
+               "random", "const", "fused", "collective"}
 
 _SPECIALS = {
     F32: [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 3.0, float("nan"), float("inf"), float("-inf"),
@@ -904,7 +904,8 @@ def family_names(kind: str) -> list:
 
 # rows no builder draws: graph-only ops (const is the "tensor" step, fused is made by the fuse
 # pass); test_differential.test_every_row_is_reached checks the rest are all reached
-NOT_BUILT = {"const", "fused"}
+# all_reduce needs a process group: tests/distributed runs it on two ranks
+NOT_BUILT = {"const", "fused", "all_reduce"}
 _KINDS = [k for k, w in WEIGHTS.items() for _ in range(w)]
 
 
