@@ -65,12 +65,9 @@ def two_stage(plan: KernelPlan) -> bool:
             and plan.work >= TWO_STAGE_MIN)
 
 # error slots: the message of each, raised after the launches (as the CPU kernels raise them)
-ZERO_ERRORS = {
-    "floordiv": ("RuntimeError", "floordiv: ZeroDivisionError: integer division by zero"),
-    "remainder": ("RuntimeError", "remainder: ZeroDivisionError: integer division by zero"),
-    "fmod": ("RuntimeError", "fmod: ZeroDivisionError: integer division by zero"),
-    "pow": ("ValueError", "Integers to negative integer powers are not allowed."),
-}
+ZERO_ERRORS = {name: ("RuntimeError", f"{name}: ZeroDivisionError: integer division by zero")
+               for name, row in ops.OPS.items() if row.int_zero_division}
+ZERO_ERRORS["pow"] = ("ValueError", "Integers to negative integer powers are not allowed.")
 
 
 @dataclass

@@ -833,6 +833,9 @@ def test_no_grad_through_comparisons_and_integer_results():
 
 GRADGRAD = {
     "exp": (lambda x: x.exp(), (-2, 2)),
+    "asin": (lambda x: x.asin(), (-0.8, 0.8)),
+    "atan": (lambda x: x.atan(), (-2, 2)),
+    "acosh": (lambda x: x.acosh(), (1.2, 3)),
     "log": (lambda x: x.log(), (0.3, 3)),
     "log1p": (lambda x: x.log1p(), (-0.5, 3)),
     "expm1": (lambda x: x.expm1(), (-2, 2)),
@@ -866,6 +869,7 @@ def test_gradgradcheck_unary(name):
 
 
 GRADGRAD_BINARY = {
+    "atan2": (lambda x, y: tj.atan2(x, y), (-2, 2), (0.5, 2)),
     "mul": (lambda x, y: x * y, (-2, 2), (-2, 2)),
     "div": (lambda x, y: x / y, (-2, 2), (0.5, 2)),
     "pow": (lambda x, y: x ** y, (0.3, 2), (-2, 2)),

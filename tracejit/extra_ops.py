@@ -37,10 +37,11 @@ MedianResult = namedtuple("median", ["values", "indices"])
 ModeResult = namedtuple("mode", ["values", "indices"])
 
 
-def _const(array) -> Tensor:
-    """A tensor of Python/numpy data (a constant of the graph when traced)."""
+def _const(array, like=None) -> Tensor:
+    """A tensor of Python/numpy data (a constant of the graph when traced), on ``like``'s
+    device."""
     from .creation import tensor
-    return tensor(np.asarray(array))
+    return tensor(np.asarray(array), device=None if like is None else like.device)
 
 
 def _zero_like(t: Tensor) -> Tensor:
@@ -69,7 +70,7 @@ def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> Tensor:
     only with ``equal_nan``), as torch."""
     a, b = _t(input), _wrap(other)
     if not isinstance(b, Tensor):
-        b = _const(np.asarray(b, dtype=a.dtype if a.dtype != D.bool_ else None))
+        b = _const(np.asarray(b, dtype=a.dtype if a.dtype != D.bool_ else None), a)
     if a.dtype == D.bool_ or b.dtype == D.bool_:
         return a == b
     fa = a if D.is_floating(a.dtype) else a.to(D.get_default_dtype())
@@ -131,7 +132,7 @@ def repeat_interleave(input, repeats, dim=None, *, output_size=None) -> Tensor:
             raise ShapeError(f"repeat_interleave: repeats must have shape ({x.shape[d]},), "
                              f"got {tuple(reps.shape)}{user_frame()}")
         index = np.repeat(np.arange(x.shape[d]), reps)
-        return x.index_select(d, _const(index))
+        return x.index_select(d, _const(index, x))
     r = int(repeats)
     if r < 0:
         raise ValueError(f"repeat_interleave: repeats must be non-negative, got {r}")
@@ -154,7 +155,7 @@ def diagonal(input, offset=0, dim1=0, dim2=1) -> Tensor:
     n1, n2 = x.shape[-2:]
     r0, c0 = max(-offset, 0), max(offset, 0)
     n = max(0, min(n1 - r0, n2 - c0))
-    rows, cols = _const(np.arange(n) + r0), _const(np.arange(n) + c0)
+    rows, cols = _const(np.arange(n) + r0, x), _const(np.arange(n) + c0, x)
     return x[..., rows, cols]
 
 
@@ -171,7 +172,7 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1) -> Tensor:
     v = x.reshape(1) if x.ndim == 0 else x
     v = v.pad((0, k)) if k else v
     i, j = np.indices((n, n))
-    mask = _const(j - i == offset)
+    mask = _const(j - i == offset, x)
     # the element of row i, column j is v[i] above the main diagonal, v[j] below it
     out = where(mask, v.unsqueeze(-1) if offset >= 0 else v.unsqueeze(-2), _zero_like(x))
     perm = [None] * r
@@ -200,7 +201,7 @@ def _triangle(name, x, diagonal, lower):
                          f"{tuple(x.shape)}{user_frame()}")
     i, j = np.indices(x.shape[-2:])
     keep = (j - i <= diagonal) if lower else (j - i >= diagonal)
-    return where(_const(keep), x, _zero_like(x))
+    return where(_const(keep, x), x, _zero_like(x))
 
 
 def tril(input, diagonal=0) -> Tensor:
@@ -322,7 +323,7 @@ def median(input, dim=None, keepdim=False):
         pos = where(nans > 0, n - nans, (n - 1) // 2)
     else:
         pos = _const(np.full(tuple(1 if i == d else m for i, m in enumerate(x.shape)),
-                             (n - 1) // 2, np.int64))
+                             (n - 1) // 2, np.int64), x)
     idx = order.gather(d, pos)
     return MedianResult(*_take(x, d, idx, keepdim))
 
@@ -342,7 +343,7 @@ def mode(input, dim=-1, keepdim=False):
     best = s.gather(d, counts.argmax(d, keepdim=True))  # first max: the smallest value
     shape = [1] * x.ndim
     shape[d] = n
-    at = _const(np.arange(n).reshape(shape))
+    at = _const(np.arange(n).reshape(shape), x)
     idx = where(x == best, at, -1).amax(d, keepdim=True)
     return ModeResult(*_take(x, d, idx, keepdim))
 
@@ -358,8 +359,8 @@ def nonzero(input, *, as_tuple=False):
     a = _eager_only(x, "nonzero", "use a mask with tracejit.where(mask, x, 0) (fixed shape), or "
                                   "call nonzero outside the traced function")
     if as_tuple:
-        return tuple(_const(i.astype(np.int64)) for i in np.nonzero(a if a.ndim else a[None]))
-    return _const(np.argwhere(a).astype(np.int64).reshape(-1, a.ndim))
+        return tuple(_const(i.astype(np.int64), x) for i in np.nonzero(a if a.ndim else a[None]))
+    return _const(np.argwhere(a).astype(np.int64).reshape(-1, a.ndim), x)
 
 
 def argwhere(input):
@@ -375,12 +376,12 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     res = np.unique(a if dim is None else a, return_inverse=True, return_counts=True,
                     axis=None if dim is None else norm_dim("unique", dim, a.shape))
     values, inverse, counts = res
-    out = [_const(values)]
+    out = [_const(values, x)]
     if return_inverse:
         shape = a.shape if dim is None else (a.shape[norm_dim("unique", dim, a.shape)],)
-        out.append(_const(inverse.reshape(shape).astype(np.int64)))
+        out.append(_const(inverse.reshape(shape).astype(np.int64), x))
     if return_counts:
-        out.append(_const(counts.astype(np.int64)))
+        out.append(_const(counts.astype(np.int64), x))
     return out[0] if len(out) == 1 else tuple(out)
 
 
@@ -396,12 +397,13 @@ def bincount(input, weights=None, minlength=0) -> Tensor:
     if a.size and a.min() < 0:
         raise ValueError(f"bincount: input must be non-negative, got {a.min()}{user_frame()}")
     if weights is None:
-        return _const(np.bincount(a, minlength=minlength).astype(np.int64))
+        return _const(np.bincount(a, minlength=minlength).astype(np.int64), x)
     w = _t(weights)
     n = max(int(a.max()) + 1 if a.size else 0, minlength)
     from .creation import zeros
-    return zeros(n, dtype=w.dtype if D.is_floating(w.dtype) else D.float64).scatter_add(
-        0, _const(a.astype(np.int64)), w if D.is_floating(w.dtype) else w.double())
+    return zeros(n, dtype=w.dtype if D.is_floating(w.dtype) else D.float64,
+                 device=x.device).scatter_add(0, _const(a.astype(np.int64), x),
+                                              w if D.is_floating(w.dtype) else w.double())
 
 
 def histc(input, bins=100, min=0, max=0) -> Tensor:  # noqa: A002 - torch's names
@@ -416,14 +418,15 @@ def histc(input, bins=100, min=0, max=0) -> Tensor:  # noqa: A002 - torch's name
     if min == 0 and max == 0 and flat.numel():
         lo, hi = flat.amin(), flat.amax()
     else:
-        lo, hi = _const(np.asarray(min, x.dtype)), _const(np.asarray(max, x.dtype))
+        lo, hi = _const(np.asarray(min, x.dtype), x), _const(np.asarray(max, x.dtype), x)
     if isinstance(min, (int, float)) and isinstance(max, (int, float)) and min > max:
         raise ValueError(f"histc: max ({max}) must be larger than min ({min}){user_frame()}")
     lo, hi = where(lo == hi, lo - 1, lo), where(lo == hi, hi + 1, hi)
     inside = (flat >= lo) & (flat <= hi)
     at = ((flat - lo) * bins / (hi - lo)).floor().long().clamp(0, bins - 1)
     from .creation import zeros
-    return zeros(bins, dtype=x.dtype).scatter_add(0, where(inside, at, 0), inside.to(x.dtype))
+    return zeros(bins, dtype=x.dtype, device=x.device).scatter_add(
+        0, where(inside, at, 0), inside.to(x.dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,21 +490,30 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 def _parse_einsum(equation: str, operands):
     eq = equation.replace(" ", "")
-    if "." in eq:
-        raise NotImplementedError(f"einsum: '...' (ellipsis) in {equation!r} is not supported; "
-                                  f"name every dim with a letter{user_frame(2)}")
     lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
     if len(terms) != len(operands):
         raise ValueError(f"einsum: {equation!r} names {len(terms)} operands, got "
                          f"{len(operands)}{user_frame(2)}")
-    for t in terms + [rhs]:
+    # '...' stands for the same broadcast dims in every operand (aligned from the right): it
+    # becomes letters the equation does not use
+    spare = [c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in eq]
+    n_ell = max((x.ndim - len(t.replace("...", "")) for t, x in zip(terms, operands)
+                 if "..." in t), default=0)
+    ell = "".join(spare[:n_ell][::-1])
+    for k, (t, x) in enumerate(zip(terms, operands)):
+        if "..." in t:
+            n = x.ndim - len(t.replace("...", ""))
+            terms[k] = t.replace("...", ell[len(ell) - n:] if n > 0 else "", 1)
+    for t in terms + [rhs.replace("...", "", 1)]:
         if not all(c.isalpha() for c in t):
             raise ValueError(f"einsum: invalid subscripts {t!r} in {equation!r}{user_frame(2)}")
-    if not arrow:  # implicit output: the letters used once, in alphabetical order
+    if not arrow:  # implicit output: '...', then the letters used once, in alphabetical order
         letters = "".join(terms)
-        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    if len(set(rhs)) != len(rhs) or any(c not in lhs for c in rhs):
+        rhs = ell + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
+                                   and c not in ell))
+    rhs = rhs.replace("...", ell, 1)
+    if len(set(rhs)) != len(rhs) or any(c not in "".join(terms) for c in rhs):
         raise ValueError(f"einsum: output subscripts {rhs!r} of {equation!r} must be distinct "
                          f"letters of the inputs{user_frame(2)}")
     return terms, rhs
@@ -509,8 +521,8 @@ def _parse_einsum(equation: str, operands):
 
 def einsum(equation: str, *operands) -> Tensor:
     """Einstein summation, e.g. ``einsum("bij,bjk->bik", a, b)``, lowered to diagonals, sums,
-    permutes, reshapes and batched matmuls (so it traces, fuses and differentiates).
-    ``...`` is not supported."""
+    permutes, reshapes and batched matmuls (so it traces, fuses and differentiates);
+    ``...`` broadcasts, as in torch."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     xs = [_t(x) for x in operands]
@@ -590,6 +602,7 @@ def _method(fn):
     def method(self, *args, **kwargs):
         return fn(self, *args, **kwargs)
     method.__name__ = method.__qualname__ = fn.__name__
+    method.__code__ = method.__code__.replace(co_name=fn.__name__)
     method.__doc__ = fn.__doc__
     return method
 
@@ -613,3 +626,49 @@ for _fn in (tril, triu, cumprod, baddbmm):
 del _fn
 
 __all__ += ["argwhere"]
+
+
+# ----------------------------------------------------------------------------------------------
+# numpy-style keyword aliases torch accepts: ``axis=`` for ``dim=``, ``keepdims=`` for
+# ``keepdim=`` (``x.sum(axis=0, keepdims=True)``)
+
+_ALIASES = {"axis": "dim", "keepdims": "keepdim"}
+_AXIS_METHODS = (
+    "sum", "mean", "prod", "amax", "amin", "argmax", "argmin", "var", "std", "logsumexp",
+    "softmax", "log_softmax", "cumsum", "cumprod", "logcumsumexp", "all", "any", "max", "min",
+    "norm", "median", "mode", "sort", "argsort", "topk", "kthvalue", "squeeze", "unsqueeze",
+    "split", "chunk", "unbind", "index_select", "gather", "scatter_add", "flatten", "roll",
+    "repeat_interleave", "diagonal", "flip", "unique", "std_mean", "var_mean")
+
+
+def accept_aliases(fn, name=None):
+    """``fn`` taking ``axis``/``keepdims`` as ``dim``/``keepdim`` too (both at once: an
+    error). Roll's and flip's keyword is ``dims``."""
+    name = name or fn.__name__
+    dim_kw = "dims" if name in ("roll", "flip") else "dim"
+
+    def wrapped(*args, **kwargs):
+        for alias, real in _ALIASES.items():
+            if alias in kwargs:
+                real = dim_kw if real == "dim" else real
+                if real in kwargs:
+                    raise TypeError(f"{name}() got both {real!r} and its alias {alias!r}")
+                kwargs[real] = kwargs.pop(alias)
+        return fn(*args, **kwargs)
+
+    wrapped.__name__ = wrapped.__qualname__ = getattr(fn, "__name__", name)
+    # NOTE: error messages name the tracejit function the user called by its frame's name
+    wrapped.__code__ = wrapped.__code__.replace(co_name=wrapped.__name__)
+    wrapped.__doc__ = fn.__doc__
+    wrapped.__wrapped__ = fn
+    return wrapped
+
+
+for _name in _AXIS_METHODS:
+    _m = getattr(Tensor, _name, None)
+    if _m is not None and not hasattr(_m, "__wrapped__"):
+        setattr(Tensor, _name, accept_aliases(_m, _name))
+for _name in ("std_mean", "var_mean", "median", "mode", "sort", "argsort", "topk", "kthvalue",
+              "cumprod", "logcumsumexp", "roll", "repeat_interleave", "diagonal", "unique"):
+    globals()[_name] = accept_aliases(globals()[_name], _name)
+del _name, _m

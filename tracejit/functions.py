@@ -31,6 +31,7 @@ def _function(name):
         return method(_t(input), *args, **kwargs)
 
     fn.__name__ = fn.__qualname__ = name
+    fn.__code__ = fn.__code__.replace(co_name=name)  # errors name tracejit.<name>, not "fn"
     fn.__doc__ = f"``tracejit.{name}(x, ...)`` is ``x.{name}(...)``."
     return fn
 
@@ -70,5 +71,11 @@ __all__ = list(_METHODS) + ["max", "min", "numel", "is_tensor", "broadcast_tenso
 from . import linalg  # noqa: E402
 from .extra_ops import *  # noqa: E402,F401,F403
 from .extra_ops import __all__ as _extra_names  # noqa: E402
+from .extra_ops import accept_aliases as _accept_aliases  # noqa: E402
 
-__all__ += list(_extra_names) + ["linalg"]
+max, min, cat, stack = (_accept_aliases(f) for f in (max, min, cat, stack))  # noqa: A001
+for _name in _METHODS + ("addcmul", "addcdiv"):
+    # again: extra_ops wrapped some methods (axis=, keepdims=); addcmul/addcdiv are new here
+    globals()[_name] = _function(_name)
+
+__all__ += list(_extra_names) + ["linalg", "addcmul", "addcdiv"]  # noqa: F405

@@ -114,3 +114,22 @@ def tensor_norm(x, p="fro", dim=None, keepdim=False, dtype=None) -> Tensor:
         return matrix_norm(x, "nuc", (-2, -1) if dim is None else tuple(dim), keepdim,
                            dtype=dtype)
     return vector_norm(x, p, dim, keepdim, dtype=dtype)
+
+
+# torch.linalg names tracejit does not have: a clear AttributeError, never a bare one
+_MISSING = {name: "needs a matrix factorisation, which tracejit does not compute; use numpy."
+            f"linalg.{name}(x.numpy()) outside traced code" for name in (
+                "svd", "svdvals", "inv", "pinv", "det", "slogdet", "solve", "lstsq", "eig",
+                "eigh", "eigvals", "eigvalsh", "qr", "cholesky", "lu", "lu_factor",
+                "matrix_rank", "matrix_power", "matrix_exp", "cond")}
+_MISSING.update(cross="is not supported yet; compose it: a[..., [1, 2, 0]] * b[..., [2, 0, 1]] "
+                      "- a[..., [2, 0, 1]] * b[..., [1, 2, 0]]",
+                vecdot="is not supported yet; use (a * b).sum(dim)",
+                multi_dot="is not supported yet; chain @ (matmul)")
+
+
+def __getattr__(name):
+    if name in _MISSING:
+        raise AttributeError(f"tracejit.linalg has no {name!r} (torch.linalg.{name}): it "
+                             f"{_MISSING[name]}")
+    raise AttributeError(f"module 'tracejit.linalg' has no attribute {name!r}")

@@ -55,6 +55,7 @@ class OpDef:
     free_view: bool = False  # a view made from attributes alone: the backward graph re-makes it
     fresh: bool = False  # the result is always a new array, never a view of an operand (codegen)
     impure: bool = False  # has effects (draws random numbers): dce, cse and fold keep every call
+    int_zero_division: bool = False  # an integer zero divisor raises ZeroDivisionError (kernels)
     _plans: dict = field(default_factory=dict, repr=False)
     saves_out: bool = field(init=False, default=False)  # the vjp reads ``out`` (set below)
 
@@ -330,9 +331,10 @@ def _ew_infer(name, rule):
     return infer
 
 
-def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False):
+def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False,
+                int_zero_division=False):
     return register(OpDef(name, ELEMENTWISE, impl, _ew_infer(name, rule), vjp, expr,
-                          dtype_rule=rule, noisy=noisy))
+                          dtype_rule=rule, noisy=noisy, int_zero_division=int_zero_division))
 
 
 def _apply(op: OpDef, *inputs, **attrs):
@@ -471,10 +473,10 @@ def _int_div_checked(fn):
 
 
 FLOORDIV = elementwise("floordiv", _int_div_checked(np.floor_divide), "floordiv({0}, {1})",
-                       rule="no_bool", noisy=True)
+                       rule="no_bool", noisy=True, int_zero_division=True)
 REMAINDER = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
                         lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
-                        "no_bool", noisy=True)
+                        "no_bool", noisy=True, int_zero_division=True)
 
 
 
@@ -487,7 +489,7 @@ def _atan2_vjp(g, out, y, x):
 ATAN2 = elementwise("atan2", np.arctan2, "atan2({0}, {1})", _atan2_vjp, "float", True)
 FMOD = elementwise("fmod", _int_div_checked(np.fmod), "fmod({0}, {1})",
                    lambda g, out, x, y: (g, -g * (x / y).trunc() if _req(y) else None),
-                   "no_bool", noisy=True)
+                   "no_bool", noisy=True, int_zero_division=True)
 
 def _pow_vjp(g, out, x, y):
     gx = None
