@@ -463,3 +463,9 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
 
     del wanted
     return gradcheck(first_grads, inputs, eps=eps, atol=atol, rtol=rtol, seed=seed)
+
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

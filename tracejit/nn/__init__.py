@@ -63,3 +63,9 @@ __all__ = [
     "TransformerEncoderLayer", "TransformerEncoder",
     "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "utils",
 ]
+
+
+from .. import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

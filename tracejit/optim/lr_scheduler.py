@@ -619,3 +619,9 @@ class ChainedScheduler(LRScheduler):
         self.__dict__.update(state_dict)
         for s, sd in zip(self._schedulers, inner):
             s.load_state_dict(sd)
+
+
+from .. import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)
