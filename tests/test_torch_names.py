@@ -79,6 +79,13 @@ def test_unknown_names_are_not_bare():
     from tracejit.nn import transformer  # noqa: F401
 
 
+def test_a_subpackage_not_imported_yet_is_imported_not_advised(monkeypatch):
+    import sys
+    monkeypatch.delitem(sys.modules, "tracejit.utils.data", raising=False)
+    monkeypatch.delattr(tj.utils, "data", raising=False)
+    assert tj.utils.data.DataLoader is not None  # found, imported, returned
+
+
 def test_every_common_torch_name_is_known():
     """With torch installed: the public names of the mirrored torch modules that tutorials use
     either exist in tracejit or get an answer from the table."""

@@ -435,8 +435,8 @@ def advice(module: str, name: str) -> str | None:
     if name in table:
         return table[name]
     if module == "tracejit":
-        from .nn import functional
-        from .tensor import Tensor
+        functional = importlib.import_module("tracejit.nn.functional")  # by name: this
+        Tensor = importlib.import_module("tracejit.tensor").Tensor  # noqa: N806 - is a core module
         if hasattr(functional, name):
             return f"use tracejit.nn.functional.{name}"
         if hasattr(Tensor, name):
@@ -471,6 +471,21 @@ def missing(module: str, name: str) -> AttributeError:
                           f"names tracejit lacks; see {GUIDE})")
 
 
+def _submodule(module: str, name: str):
+    """A subpackage not imported yet (``tracejit.utils.tensorboard``): imported and returned,
+    so the table never answers for a name tracejit has."""
+    import importlib.util
+    import sys
+    mod = sys.modules.get(module)
+    if mod is None or "__path__" not in vars(mod):
+        return None
+    try:
+        spec = importlib.util.find_spec(f"{module}.{name}")
+    except (ImportError, ValueError):
+        return None
+    return importlib.import_module(f"{module}.{name}") if spec is not None else None
+
+
 def install(module: str):
     """The module ``__getattr__`` for ``module``: ``__getattr__ = install(__name__)``."""
     aliases = ALIASES.get(module, {})
@@ -480,6 +495,9 @@ def install(module: str):
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
         if name in aliases:
             return _resolve(aliases[name])
+        sub = _submodule(module, name)
+        if sub is not None:
+            return sub
         raise missing(module, name)
 
     _INSTALLED[module] = __getattr__

@@ -62,3 +62,9 @@ def broadcast_tensors(*tensors):
 
 __all__ = list(_METHODS) + ["max", "min", "numel", "is_tensor", "broadcast_tensors", "cat",
                             "stack", "matmul", "maximum", "minimum", "where"]
+
+
+# numpy's axis= / keepdims= (the method wrappers pass them on to the Tensor methods)
+from ._aliases import add_aliases as _add_aliases  # noqa: E402
+
+_add_aliases(globals())

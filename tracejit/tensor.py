@@ -1606,3 +1606,11 @@ def stack(tensors, dim=0) -> Tensor:
     d = norm_dim("stack", dim, tensors[0].ndim + 1)
     return apply(ops.CAT, *(t.unsqueeze(d) for t in tensors), dim=d)
 
+
+
+# numpy's axis= / keepdims= wherever dim= / keepdim= are taken, as torch accepts them
+from ._aliases import add_aliases as _add_aliases  # noqa: E402
+from ._aliases import add_method_aliases as _add_method_aliases  # noqa: E402
+
+_add_method_aliases(Tensor)
+_add_aliases(globals(), ("cat", "stack"))
