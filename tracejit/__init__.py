@@ -41,7 +41,7 @@ from .creation import (
 )
 from .dtypes import bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype
 from .errors import DTypeError, GraphRuntimeError, ShapeError, TraceError
-from .export import ExportError, export, load
+from .export import ExportError, export
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
 from .jit import compile  # noqa: E402, A004 - torch.compile; binds tracejit.jit too
@@ -57,6 +57,7 @@ from .random import (  # noqa: E402 - torch's names for the random state
 )
 from .runtime.cache import clear_cache
 from .runtime.memory import empty_cache
+from .saving import CheckpointError, load, save  # one tj.load: checkpoints, exports, torch
 from .tensor import Tensor, device
 from .tracing import dynamic, eager, get_mode, set_mode, trace
 from .transforms import grad, value_and_grad
@@ -77,7 +78,7 @@ __all__ = [
     "ShapeError", "DTypeError", "TraceError", "GraphRuntimeError", "autograd", "dtypes", "ops",
     "nn", "optim", "cuda", "utils", "onnx",
     "trace", "dynamic", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
-    "clear_cache", "export", "load", "ExportError",
+    "clear_cache", "export", "load", "ExportError", "save", "CheckpointError",
     "Generator", "default_generator", "get_rng_state", "set_rng_state", "initial_seed",
     "fork_rng", "compile",
     *_function_names,

@@ -25,9 +25,10 @@ def _takes(fn) -> tuple:
                  if name in params and alias not in params)
 
 
-def with_aliases(fn):
-    """``fn`` also taking ``axis``/``keepdims`` for its ``dim``/``keepdim`` parameters."""
-    pairs = _takes(fn)
+def with_aliases(fn, like=None):
+    """``fn`` also taking ``axis``/``keepdims`` for its ``dim``/``keepdim`` parameters (those
+    of ``like`` when ``fn`` only passes ``*args, **kwargs`` on to it)."""
+    pairs = _takes(like if like is not None else fn)
     if not pairs or getattr(fn, "_numpy_aliases", False):
         return fn
     name = getattr(fn, "__qualname__", getattr(fn, "__name__", "function"))
@@ -61,3 +62,17 @@ def add_method_aliases(cls) -> None:
             wrapped = with_aliases(value)
             if wrapped is not value:
                 setattr(cls, key, wrapped)
+
+
+def add_method_aliases_like(cls, namespace: dict) -> None:
+    """Methods that forward ``*args, **kwargs`` to a function of ``namespace`` of the same name
+    (and their in-place ``name_`` forms) take the aliases of that function's parameters."""
+    for key, fn in list(namespace.items()):
+        if key.startswith("_") or not inspect.isfunction(fn):
+            continue
+        for name in (key, key + "_"):
+            method = vars(cls).get(name)
+            if inspect.isfunction(method):
+                wrapped = with_aliases(method, like=fn)
+                if wrapped is not method:
+                    setattr(cls, name, wrapped)

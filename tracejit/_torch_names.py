@@ -44,14 +44,6 @@ _TENSOR_TYPES = ("tracejit has no typed tensor classes; use tracejit.tensor(data
 
 ADVICE: dict[str, dict[str, str]] = {
     "tracejit": {
-        "einsum": "not supported yet; write the contraction with matmul (@), or broadcasting "
-                  "and .sum(dim)",
-        "save": "use tracejit.export(fn, *example_inputs).save(path) for a traced graph; for a "
-                "state dict, numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}) and "
-                "model.load_state_dict(dict(numpy.load(path)))",
-        "allclose": "use numpy.allclose(a.numpy(), b.numpy()) or ((a - b).abs() <= atol + "
-                    "rtol * b.abs()).all()",
-        "isclose": "use (a - b).abs() <= atol + rtol * b.abs()",
         "dtype": "dtypes are numpy dtypes: tracejit.float32 is numpy.dtype('float32')",
         "bfloat16": f"no such dtype; the dtypes are {_DTYPES}",
         "float16": f"no such dtype; the dtypes are {_DTYPES}",
@@ -109,18 +101,10 @@ ADVICE: dict[str, dict[str, str]] = {
         "normal": "use tracejit.randn(*shape) * std + mean",
         "poisson": "not supported; draw with numpy.random.Generator.poisson",
         "randint_like": "use tracejit.randint(low, high, t.shape)",
-        "nonzero": "not in tracejit yet (its size depends on the values); eagerly, "
-                   "tracejit.tensor(numpy.nonzero(t.numpy())).T",
-        "unique": "not in tracejit yet (its size depends on the values); eagerly, "
-                  "numpy.unique(t.numpy())",
-        "topk": "not in tracejit yet; eagerly, numpy.argsort / numpy.take_along_axis",
-        "sort": "not in tracejit yet; eagerly, numpy.sort(t.numpy(), axis)",
-        "argsort": "not in tracejit yet; eagerly, numpy.argsort(t.numpy(), axis)",
         "is_floating_point": "use t.is_floating_point()",
         "is_complex": "tracejit has no complex dtypes: always False",
         "set_deterministic_debug_mode": "not needed: CPU kernels are deterministic",
         "get_deterministic_debug_mode": "not needed: CPU kernels are deterministic",
-        "linalg": "not in tracejit yet; use t.norm(...), matmul, or numpy.linalg eagerly",
         "fft": "not supported; use numpy.fft on t.numpy() eagerly",
         "special": "not supported; tracejit has erf, sigmoid, log1p, expm1 ... as Tensor "
                    "methods",
@@ -221,7 +205,6 @@ ADVICE: dict[str, dict[str, str]] = {
         "Buffer": "use self.register_buffer(name, tensor)",
         "Container": "use Sequential, ModuleList or ModuleDict",
         "RNNCellBase": "use RNNCell, LSTMCell or GRUCell",
-        "parallel": "not supported; tracejit runs a model on one device",
     },
     "tracejit.nn.functional": {
         "batch_norm": "use a BatchNorm1d/2d module, or (x - mean) * (var + eps).rsqrt() * "
@@ -315,8 +298,6 @@ ADVICE: dict[str, dict[str, str]] = {
     },
     "tracejit.utils": {
         "checkpoint": "activation checkpointing is not supported",
-        "tensorboard": "not in tracejit yet; log scalars with tensorboardX's SummaryWriter "
-                       "(add_scalar(tag, loss.item(), step))",
         "cpp_extension": "C++ extensions are not supported; write the op with Tensor ops",
         "benchmark": "use tracejit's bench CLI (python -m tracejit bench) or timeit",
         "hooks": "use Tensor.register_hook",
@@ -330,9 +311,6 @@ ADVICE: dict[str, dict[str, str]] = {
         "detect_anomaly": "not supported; check gradients with tracejit.autograd.gradcheck",
         "set_detect_anomaly": "not supported; check gradients with "
                               "tracejit.autograd.gradcheck",
-        "Function": "not in tracejit yet; write the forward with Tensor ops (gradients come "
-                    "from their vjp rules), or detach and add a correction term",
-        "functional": "not in tracejit yet; use tracejit.grad / value_and_grad",
     },
 }
 

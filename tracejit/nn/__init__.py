@@ -8,7 +8,7 @@ recurrent layers, losses; ``tracejit.nn.functional`` holds the functional forms 
 (3, 2)
 """
 
-from . import functional, init, utils
+from . import functional, init, parallel, utils  # parallel: DistributedDataParallel
 from .layers import (
     GELU,
     AdaptiveAvgPool2d,
@@ -61,7 +61,7 @@ __all__ = [
     "ModuleDict", "ParameterList", "ParameterDict", "Conv1d", "ConvTranspose2d",
     "AdaptiveAvgPool2d", "Upsample", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerEncoder",
-    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "utils",
+    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "utils", "parallel",
 ]
 
 

@@ -24,6 +24,8 @@ from ..autograd import no_grad
 from ..creation import tensor as _tensor
 from ..dispatch import current_tracer
 from ..tensor import Tensor, _check_device, parse_to_args
+from ..utils.torch_interop import is_torch_tensor as _is_torch_tensor
+from ..utils.torch_interop import torch_to_numpy as _torch_to_numpy
 from .parameter import Parameter
 
 _IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -386,6 +388,8 @@ class Module:
                     missing.append(key)
                     continue
                 value = state_dict[key]
+                if _is_torch_tensor(value):  # a torch state_dict loads directly
+                    value = _torch_to_numpy(value)
                 if isinstance(value, np.ndarray) or np.isscalar(value):
                     value = _tensor(value, dtype=np.asarray(value).dtype)
                 if not isinstance(value, Tensor):
