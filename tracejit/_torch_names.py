@@ -136,13 +136,6 @@ ADVICE: dict[str, dict[str, str]] = {
     "tracejit.nn": {
         "DataParallel": "not supported; tracejit runs a model on one device",
         "SyncBatchNorm": "not supported; use BatchNorm2d (one device)",
-        "Transformer": "not in tracejit yet; build it from TransformerEncoder and "
-                       "MultiheadAttention (a decoder layer is self-attention, cross-attention "
-                       "and a feed-forward block)",
-        "TransformerDecoder": "not in tracejit yet; stack layers of MultiheadAttention "
-                              "(self, then cross) and Linear in a ModuleList",
-        "TransformerDecoderLayer": "not in tracejit yet; compose MultiheadAttention (self "
-                                   "and cross), Linear, LayerNorm and Dropout",
         "ELU": "not in tracejit yet; in forward, where(x > 0, x, alpha * x.expm1())",
         "SELU": "not in tracejit yet; in forward, 1.0507 * where(x > 0, x, 1.6733 * x.expm1())",
         "CELU": "not in tracejit yet; in forward, where(x > 0, x, alpha * (x / alpha).expm1())",
