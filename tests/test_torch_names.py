@@ -114,3 +114,22 @@ def test_every_common_torch_name_is_known():
             except AttributeError as e:
                 assert "not a torch name" not in str(e), (torch_module, name)
     assert torch is not None
+
+
+def test_tensor_attributes():
+    t = tj.ones(2, 3)
+    assert t.nelement() == 6 and t.swapaxes(0, 1).shape == (3, 2)
+    with pytest.raises(AttributeError, match=r"has no half \(torch.Tensor.half\): no float16"):
+        t.half()
+    with pytest.raises(AttributeError, match="did you mean 'size'"):
+        t.sizes  # noqa: B018
+    with pytest.raises(AttributeError, match="this tensor is on the CPU"):
+        t.__cuda_array_interface__  # noqa: B018 - a property's own error is kept
+    assert not hasattr(t, "storage") and not hasattr(t, "_nothing")
+    for name in names.TENSOR_ADVICE:
+        if hasattr(type(t), name):
+            continue
+        with pytest.raises(AttributeError, match=rf"\(torch.Tensor.{name}\)"):
+            getattr(t, name)
+    for name, target in names.TENSOR_ALIASES.items():
+        assert getattr(t, name).__name__ == getattr(t, target).__name__

@@ -473,3 +473,80 @@ def install(module: str):
 
     _INSTALLED[module] = __getattr__
     return __getattr__
+
+
+# ---------------------------------------------------------------------- Tensor attributes
+
+TENSOR_ALIASES: dict[str, str] = {
+    "nelement": "numel", "ndimension": "dim", "absolute": "abs", "multiply": "mul",
+    "subtract": "sub", "divide": "div", "true_divide": "div", "negative": "neg",
+    "greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "not_equal": "ne",
+    "swapaxes": "transpose", "swapdims": "transpose", "fix": "trunc",
+}
+
+TENSOR_ADVICE: dict[str, str] = {
+    "half": f"no float16 dtype; the dtypes are {_DTYPES}",
+    "bfloat16": f"no bfloat16 dtype; the dtypes are {_DTYPES}",
+    "cfloat": f"no complex dtypes; the dtypes are {_DTYPES}",
+    "cdouble": f"no complex dtypes; the dtypes are {_DTYPES}",
+    "byte": f"no uint8 dtype; the dtypes are {_DTYPES}",
+    "char": f"no int8 dtype; the dtypes are {_DTYPES}",
+    "short": f"no int16 dtype; the dtypes are {_DTYPES}",
+    "storage": "a tensor's data is a numpy array: t.numpy()",
+    "untyped_storage": "a tensor's data is a numpy array: t.numpy()",
+    "storage_offset": "a tensor's data is a numpy array: see t.numpy().__array_interface__",
+    "pin_memory": "not needed: host arrays are copied to the GPU as they are",
+    "is_pinned": "there is no pinned memory: always False",
+    "share_memory_": "tensors are not shared across processes; DataLoader workers send "
+                     "batches through shared memory themselves",
+    "is_shared": "tensors are not shared across processes: always False",
+    "to_sparse": "sparse tensors are not supported",
+    "is_sparse": "sparse tensors are not supported: always False",
+    "to_dense": "tensors are always dense",
+    "get_device": "use t.device (t.device.index on CUDA)",
+    "apply_": "use a Tensor op, or t.copy_(tracejit.tensor(f(t.numpy())))",
+    "map_": "use a Tensor op, or t.copy_(tracejit.tensor(f(t.numpy(), u.numpy())))",
+    "names": "named tensors are not supported",
+    "refine_names": "named tensors are not supported",
+    "rename": "named tensors are not supported",
+    "narrow": "use slicing: t[:, start:start + length]",
+    "select": "use indexing: t[:, i]",
+    "unfold": "Tensor.unfold is not in tracejit yet; use tracejit.nn.functional.unfold for 2-d "
+              "windows, or index with arange",
+    "as_strided": "not supported (tensors are not strided views of a storage); use "
+                  "indexing and reshape",
+    "resize_": "not supported; use reshape or make a new tensor",
+    "set_": "not supported; assign t.data = other or copy_",
+    "is_quantized": "quantization is not supported: always False",
+}
+
+
+def tensor_attribute_error(name: str) -> AttributeError:
+    """The AttributeError for ``tensor.<name>``: says so and names the alternative."""
+    if name.startswith("_"):
+        return AttributeError(f"'Tensor' object has no attribute {name!r}")
+    text = TENSOR_ADVICE.get(name)
+    if text is None and name in TORCH_OPS:
+        text = _OP
+    if text is not None:
+        return AttributeError(f"tracejit.Tensor has no {name} (torch.Tensor.{name}): {text}. "
+                              f"See {GUIDE}")
+    Tensor = importlib.import_module("tracejit.tensor").Tensor  # noqa: N806
+    public = [n for n in dir(Tensor) if not n.startswith("_")]
+    close = difflib.get_close_matches(name, public, n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    return AttributeError(f"'Tensor' object has no attribute {name!r}, and it is not a torch "
+                          f"Tensor attribute tracejit knows of{hint} (see {GUIDE})")
+
+
+def tensor_getattr(self, name: str):
+    """``Tensor.__getattr__``: reached only when normal lookup fails."""
+    for klass in type(self).__mro__:
+        attr = vars(klass).get(name)
+        if attr is not None and hasattr(attr, "__get__"):
+            # a property or slot of the class raised: its own error, not the table's
+            return attr.__get__(self, type(self))
+    target = TENSOR_ALIASES.get(name)
+    if target is not None:
+        return getattr(self, target)
+    raise tensor_attribute_error(name)

@@ -1664,3 +1664,9 @@ from ._aliases import add_method_aliases as _add_method_aliases  # noqa: E402
 
 _add_method_aliases(Tensor)
 _add_aliases(globals(), ("cat", "stack"))
+
+# a torch Tensor attribute tracejit lacks raises an AttributeError naming the alternative
+# (reached only when normal lookup fails; tracejit/_torch_names.py)
+from ._torch_names import tensor_getattr as _tensor_getattr  # noqa: E402
+
+Tensor.__getattr__ = _tensor_getattr
