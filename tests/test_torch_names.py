@@ -99,7 +99,7 @@ def test_every_common_torch_name_is_known():
         "torch.nn.functional": ["elu", "normalize", "cosine_similarity", "batch_norm",
                                 "grid_sample", "gumbel_softmax", "pixel_shuffle"],
         "torch.optim": ["NAdam", "RAdam", "Adadelta", "Adamax", "SparseAdam"],
-        "torch.optim.lr_scheduler": ["CyclicLR"],
+        "torch.optim.lr_scheduler": ["CyclicLR", "LRScheduler"],
         "torch.jit": ["script", "freeze", "ScriptModule"],
         "torch.cuda": ["amp", "manual_seed", "Stream", "memory_allocated"],
         "torch.nn.utils": ["rnn", "weight_norm", "clip_grad_norm"],

@@ -260,10 +260,6 @@ ADVICE: dict[str, dict[str, str]] = {
         "Muon": "not in tracejit yet; use AdamW",
         "swa_utils": "not supported; keep an averaged copy of the parameters yourself",
     },
-    "tracejit.optim.lr_scheduler": {
-        "CyclicLR": "not in tracejit yet; use OneCycleLR, or LambdaLR with a triangular "
-                    "function",
-    },
     "tracejit.jit": {
         "ScriptModule": "tracejit.jit.trace returns a traced module (a TracedFunction)",
         "freeze": "not needed: tracejit.export writes a traced model's weights into its file",
