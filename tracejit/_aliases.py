@@ -43,6 +43,13 @@ def with_aliases(fn, like=None):
                     kwargs[real] = kwargs.pop(alias)
         return fn(*args, **kwargs)
 
+    # NOTE: the wrapper's frame carries the wrapped function's name, so an error names the
+    # function the user called (errors.called_as reads the frame: "softmax: amax: ...")
+    code = wrapper.__code__
+    names = {"co_name": getattr(fn, "__name__", code.co_name)}
+    if hasattr(code, "co_qualname"):
+        names["co_qualname"] = name
+    wrapper.__code__ = code.replace(**names)
     wrapper._numpy_aliases = True
     return wrapper
 
