@@ -92,3 +92,17 @@ def test_torch_names_exist():
         assert hasattr(torch, name) and hasattr(tj, name), name
     for name in ("manual_seed", "seed", "initial_seed", "get_state", "set_state"):
         assert hasattr(torch.Generator(), name) and hasattr(tj.Generator(), name), name
+
+
+def test_init_takes_a_generator():
+    torch = pytest.importorskip("torch")
+    for name in ("uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                 "xavier_normal_"):
+        import inspect
+        assert "generator" in inspect.signature(getattr(torch.nn.init, name)).parameters
+        w1, w2 = tj.empty(4, 3), tj.empty(4, 3)
+        getattr(tj.nn.init, name)(w1, generator=tj.Generator().manual_seed(9))
+        before = tj.get_rng_state()
+        getattr(tj.nn.init, name)(w2, generator=tj.Generator().manual_seed(9))
+        np.testing.assert_array_equal(_np(w1), _np(w2))
+        assert (_np(tj.get_rng_state()) == _np(before)).all(), name

@@ -83,3 +83,9 @@ __all__ = [
     "fork_rng", "compile",
     *_function_names,
 ]
+
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

@@ -539,3 +539,9 @@ from .custom_function import Function, FunctionCtx, once_differentiable  # noqa:
 
 _sys.modules[__name__ + ".functional"] = functional
 _sys.modules[__name__ + ".function"] = function
+
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

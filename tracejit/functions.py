@@ -71,11 +71,17 @@ __all__ = list(_METHODS) + ["max", "min", "numel", "is_tensor", "broadcast_tenso
 from . import linalg  # noqa: E402
 from .extra_ops import *  # noqa: E402,F401,F403
 from .extra_ops import __all__ as _extra_names  # noqa: E402
-from .extra_ops import accept_aliases as _accept_aliases  # noqa: E402
 
-max, min, cat, stack = (_accept_aliases(f) for f in (max, min, cat, stack))  # noqa: A001
-for _name in _METHODS + ("addcmul", "addcdiv"):
-    # again: extra_ops wrapped some methods (axis=, keepdims=); addcmul/addcdiv are new here
+for _name in ("addcmul", "addcdiv"):  # functions of the Tensor methods extra_ops adds
     globals()[_name] = _function(_name)
 
 __all__ += list(_extra_names) + ["linalg", "addcmul", "addcdiv"]  # noqa: F405
+
+
+# numpy's axis= / keepdims= (the method wrappers pass them on to the Tensor methods)
+from . import extra_ops as _extra_ops  # noqa: E402
+from ._aliases import add_aliases as _add_aliases  # noqa: E402
+from ._aliases import add_method_aliases_like as _add_method_aliases_like  # noqa: E402
+
+_add_aliases(globals())
+_add_method_aliases_like(Tensor, vars(_extra_ops))  # x.sort(axis=0): methods made there

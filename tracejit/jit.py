@@ -126,3 +126,9 @@ def ignore(drop=False, **kwargs):
 
 
 unused = ignore
+
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

@@ -1656,3 +1656,17 @@ def stack(tensors, dim=0) -> Tensor:
     d = norm_dim("stack", dim, tensors[0].ndim + 1)
     return apply(ops.CAT, *(t.unsqueeze(d) for t in tensors), dim=d)
 
+
+
+# numpy's axis= / keepdims= wherever dim= / keepdim= are taken, as torch accepts them
+from ._aliases import add_aliases as _add_aliases  # noqa: E402
+from ._aliases import add_method_aliases as _add_method_aliases  # noqa: E402
+
+_add_method_aliases(Tensor)
+_add_aliases(globals(), ("cat", "stack"))
+
+# a torch Tensor attribute tracejit lacks raises an AttributeError naming the alternative
+# (reached only when normal lookup fails; tracejit/_torch_names.py)
+from ._torch_names import tensor_getattr as _tensor_getattr  # noqa: E402
+
+Tensor.__getattr__ = _tensor_getattr

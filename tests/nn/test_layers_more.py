@@ -324,3 +324,51 @@ def test_compiled_model_of_new_layers():
     loss = step(x)
     np.testing.assert_allclose(loss.item(), want.square().sum().item(), rtol=1e-4)
     np.testing.assert_allclose(_np(step(x * 2)), _np(model(x * 2).square().sum()), rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_decoder(norm_first):
+    torch = _torch()
+
+    def make(lib):
+        layer = lib.nn.TransformerDecoderLayer(8, 2, dim_feedforward=16, dropout=0.0,
+                                               norm_first=norm_first)
+        return lib.nn.TransformerDecoder(layer, 2, norm=lib.nn.LayerNorm(8))
+    mj, mt = _pair(make)
+    tgt, mem = _seq((4, 3, 8)), _seq((5, 3, 8), seed=11)
+    causal = np.triu(np.full((4, 4), -np.inf), 1)
+    kpm = np.zeros((3, 5), bool)
+    kpm[0, 4] = True
+
+    def call(m, tgt, mem):
+        lib = torch if isinstance(m, torch.nn.Module) else tj
+        return m(tgt, mem, tgt_mask=lib.tensor(causal), memory_key_padding_mask=lib.tensor(kpm))
+    _compare(mj, mt, [tgt, mem], call=call)
+
+
+def test_full_transformer():
+    torch = _torch()
+
+    def make(lib):
+        return lib.nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1,
+                                  num_decoder_layers=2, dim_feedforward=12, dropout=0.0,
+                                  batch_first=True)
+    mj, mt = _pair(make)
+    src, tgt = _seq((2, 5, 8)), _seq((2, 3, 8), seed=12)
+    mask = nn.Transformer.generate_square_subsequent_mask(3)
+    np.testing.assert_array_equal(_np(mask), torch.nn.Transformer.generate_square_subsequent_mask(
+        3, dtype=torch.float32).numpy())
+
+    def call(m, src, tgt):
+        lib = torch if isinstance(m, torch.nn.Module) else tj
+        return m(src, tgt, tgt_mask=lib.tensor(_np(mask)).double())
+    _compare(mj, mt, [src, tgt], call=call)
+    # torch's initialisation: every matrix Xavier-uniform
+    w = nn.Transformer(8, 2, 1, 1, 12).decoder.layers[0].linear1.weight
+    bound = np.sqrt(6 / (8 + 12))
+    assert np.abs(_np(w)).max() <= bound
+
+
+def test_decoder_layer_traced():
+    layer = nn.TransformerDecoderLayer(8, 2, dim_feedforward=16)
+    _traced_matches(layer, tj.randn(4, 2, 8), tj.randn(5, 2, 8))

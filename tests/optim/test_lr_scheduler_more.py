@@ -42,6 +42,15 @@ SCHEDULERS = {
     "one_cycle_linear_3phase": lambda m, o: m.OneCycleLR(
         o, max_lr=0.3, epochs=2, steps_per_epoch=13, anneal_strategy="linear", three_phase=True,
         pct_start=0.25),
+    "cyclic": lambda m, o: m.CyclicLR(o, base_lr=0.01, max_lr=[0.1, 0.05], step_size_up=4,
+                                      step_size_down=3),
+    "cyclic_triangular2": lambda m, o: m.CyclicLR(o, 0.01, 0.1, step_size_up=3,
+                                                  mode="triangular2"),
+    "cyclic_exp_range": lambda m, o: m.CyclicLR(o, 0.01, 0.1, step_size_up=5, mode="exp_range",
+                                                gamma=0.97),
+    "cyclic_scale_fn": lambda m, o: m.CyclicLR(o, 0.01, 0.1, step_size_up=2,
+                                               scale_fn=lambda x: 0.9 ** x,
+                                               scale_mode="iterations"),
     "sequential": lambda m, o: m.SequentialLR(
         o, [m.LinearLR(o, start_factor=0.1, total_iters=5), m.ExponentialLR(o, gamma=0.9)],
         milestones=[5]),
@@ -83,12 +92,13 @@ def test_matches_torch(name):
     _assert_same(got, want)
 
 
-def test_one_cycle_cycles_adam_beta1():
+@pytest.mark.parametrize("name", ["one_cycle", "cyclic"])
+def test_cycles_adam_beta1(name):
     torch = _torch()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        want, _, _ = _run(torch, "one_cycle", "adam")
-    got, _, opt = _run(tj, "one_cycle", "adam")
+        want, _, _ = _run(torch, name, "adam")
+    got, _, opt = _run(tj, name, "adam")
     _assert_same(got, want)
     assert opt.param_groups[0]["betas"][0] != 0.9
 
@@ -164,7 +174,7 @@ def test_reduce_on_plateau_matches_torch(kw):
 
 
 @pytest.mark.parametrize("name", ["cosine", "warm_restarts", "one_cycle", "sequential",
-                                  "reduce"])
+                                  "reduce", "cyclic"])
 def test_state_dict_resumes(name):
     def make(opt):
         if name == "reduce":

@@ -49,7 +49,14 @@ from .loss import (
 from .module import Module, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .parameter import Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
-from .transformer import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
+from .transformer import (
+    MultiheadAttention,
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList",
@@ -61,5 +68,12 @@ __all__ = [
     "ModuleDict", "ParameterList", "ParameterDict", "Conv1d", "ConvTranspose2d",
     "AdaptiveAvgPool2d", "Upsample", "GroupNorm", "MultiheadAttention",
     "TransformerEncoderLayer", "TransformerEncoder",
-    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "utils", "parallel",
+    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "utils",
+    "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "parallel",
 ]
+
+
+from .. import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

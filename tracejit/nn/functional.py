@@ -745,3 +745,14 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
 __all__ = [n for n in dir() if not n.startswith("_") and n not in (
     "annotations", "math", "np", "D", "ops", "ones", "rand", "zeros", "DTypeError", "ShapeError",
     "user_frame", "Tensor", "where")]
+
+
+# numpy's axis= / keepdims= for dim= / keepdim=
+from .._aliases import add_aliases as _add_aliases  # noqa: E402
+
+_add_aliases(globals())
+
+from .. import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

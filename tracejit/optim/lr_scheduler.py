@@ -1,6 +1,7 @@
 """Learning-rate schedulers, as ``torch.optim.lr_scheduler``: StepLR, MultiStepLR, ExponentialLR,
 LambdaLR, MultiplicativeLR, ConstantLR, LinearLR, PolynomialLR, CosineAnnealingLR,
-CosineAnnealingWarmRestarts, OneCycleLR, ReduceLROnPlateau, SequentialLR, ChainedScheduler.
+CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR, ReduceLROnPlateau, SequentialLR,
+ChainedScheduler.
 
 A scheduler writes each group's ``lr``; a traced training step reads it as a graph input
 (``Optimizer.dynamic_options``), so a new learning rate does not trace again.
@@ -619,3 +620,98 @@ class ChainedScheduler(LRScheduler):
         self.__dict__.update(state_dict)
         for s, sd in zip(self._schedulers, inner):
             s.load_state_dict(sd)
+
+
+from .. import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)
+
+
+class CyclicLR(LRScheduler):
+    """lr cycling between ``base_lr`` and ``max_lr`` (triangular, triangular2, exp_range or a
+    ``scale_fn`` of your own), momentum (or Adam's beta1) the other way, as
+    ``torch.optim.lr_scheduler.CyclicLR``. Step it after every batch."""
+
+    def __init__(self, optimizer: Optimizer, base_lr, max_lr, step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn=None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum=0.8, max_momentum=0.9,
+                 last_epoch: int = -1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.optimizer = optimizer
+        base_lrs = _per_group("base_lr", optimizer, base_lr)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        step_size_up = float(step_size_up)
+        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
+        self.total_size = step_size_up + step_size_down
+        self.step_ratio = step_size_up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode if scale_fn is not None else \
+            ("iterations" if mode == "exp_range" else "cycle")
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+                raise ValueError("optimizer must support momentum or beta1 with "
+                                 "`cycle_momentum` option enabled")
+            self.use_beta1 = "betas" in optimizer.defaults
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+            if last_epoch == -1:
+                for m_m, b_m, group in zip(self.max_momentums, self.base_momentums,
+                                           optimizer.param_groups):
+                    if self.use_beta1:
+                        group["betas"] = (m_m, *group["betas"][1:])
+                    else:
+                        group["momentum"] = m_m
+                    group["max_momentum"] = m_m
+                    group["base_momentum"] = b_m
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def scale_fn(self, x) -> float:
+        if self._scale_fn_custom is not None:
+            return self._scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def get_lr(self) -> list[float]:
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor = x / self.step_ratio
+        else:
+            scale_factor = (x - 1) / (self.step_ratio - 1)
+        at = cycle if self.scale_mode == "cycle" else self.last_epoch
+        lrs = [base_lr + (max_lr - base_lr) * scale_factor * self.scale_fn(at)
+               for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            for group, b_m, m_m in zip(self.optimizer.param_groups, self.base_momentums,
+                                       self.max_momentums):
+                momentum = m_m - (m_m - b_m) * scale_factor * self.scale_fn(at)
+                if self.use_beta1:
+                    group["betas"] = (momentum, *group["betas"][1:])
+                else:
+                    group["momentum"] = momentum
+        return lrs
+
+    def state_dict(self) -> dict[str, Any]:
+        """As torch: a custom ``scale_fn`` is left out (a plain function cannot be saved)."""
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("optimizer", "_scale_fn_custom")}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        custom = self._scale_fn_custom
+        self.__dict__.update(state_dict)
+        self._scale_fn_custom = custom
