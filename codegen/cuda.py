@@ -68,6 +68,7 @@ def two_stage(plan: KernelPlan) -> bool:
 ZERO_ERRORS = {
     "floordiv": ("RuntimeError", "floordiv: ZeroDivisionError: integer division by zero"),
     "remainder": ("RuntimeError", "remainder: ZeroDivisionError: integer division by zero"),
+    "fmod": ("RuntimeError", "fmod: ZeroDivisionError: integer division by zero"),
     "pow": ("ValueError", "Integers to negative integer powers are not allowed."),
 }
 
@@ -169,7 +170,8 @@ class _Kernel:
             if name not in ("abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin",
                             "cos", "tan", "sinh", "cosh", "tanh", "sigmoid", "erf", "relu",
                             "sign", "floor", "ceil", "round", "isnan", "isfinite", "floordiv",
-                            "remainder", "power", "power_scalar", "maximum", "minimum"):
+                            "remainder", "power", "power_scalar", "maximum", "minimum",
+                            "asin", "acos", "atan", "asinh", "acosh", "atanh", "atan2", "fmod"):
                 raise Unsupported(name)
             return self.h.call(name, dt) + "("
         code = ops.CALL.sub(spell, e.template).format(*codes)

@@ -429,6 +429,11 @@ def _remainder(em, node):
     return em.op("Mod", [a, b], fmod=0)
 
 
+def _fmod(em, node):
+    # ONNX Mod with fmod=1 is C's fmod (the dividend's sign), for floats and integers alike
+    return em.op("Mod", _operands(em, node)[0], fmod=1)
+
+
 def _div(em, node):
     return em.op("Div", _operands(em, node)[0])
 
@@ -535,6 +540,21 @@ def _cumsum(em, node):
         return em.op("Identity", [name])
     axis = ops.norm_dim("cumsum", node.attr_dict["dim"], x.shape)
     return em.op("CumSum", [name, em.const(np.int64(axis))])
+
+
+
+def _argsort(em, node):
+    # TopK over the whole dim: ONNX breaks ties by the lower index, in both directions, as
+    # tracejit's stable argsort does
+    (x,) = node.inputs
+    if not x.shape:
+        return em.op("Identity", [em.const(np.int64(0))])
+    name = em.value(x, np.int32 if x.dtype == np.bool_ else None)
+    axis = ops.norm_dim("argsort", node.attr_dict["dim"], x.shape)
+    k = em.op("Shape", [name], start=axis, end=axis + 1)
+    _, idx = em.op("TopK", [name, k], n_out=2, axis=axis,
+                   largest=int(node.attr_dict["descending"]), sorted=1)
+    return idx
 
 
 # ----------------------------------------------------------------------------------------------
@@ -815,6 +835,9 @@ RULES = {
     "getitem": _getitem, "index_put": _index_put, "gather": _gather,
     "scatter_add": _scatter_add, "matmul": _matmul, "unfold": _unfold, "fold": _fold,
     "const": _const, "detach": _identity,
+    "asin": _f64("Asin", None), "acos": _f64("Acos", None), "atan": _f64("Atan", None),
+    "asinh": _f64("Asinh", None), "acosh": _f64("Acosh", None), "atanh": _f64("Atanh", None),
+    "fmod": _fmod, "argsort": _argsort,
 }
 
 _RANDOM = ("draws random numbers, which an exported model cannot repeat: export the model in "
@@ -824,6 +847,11 @@ REFUSED = {
     "fused": "is a kernel of the fuse pass: export renders the optimised graph before fusion",
     "all_reduce": "is a collective across the ranks of a training job (tracejit.distributed), "
                   "which ONNX cannot express: export the model, not the distributed step",
+    "cumprod": "has no ONNX operator (CumSum only): export log/exp of a positive input's "
+               "cumsum yourself, or compute it outside the model",
+    "logcumsumexp": "has no ONNX operator: compute it outside the exported model",
+    "atan2": "has no ONNX operator (Atan of y / x loses the quadrant): compute the angle "
+             "outside the exported model, or export atan(y / x) where x > 0",
 }
 
 

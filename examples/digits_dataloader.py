@@ -25,6 +25,7 @@ import numpy as np
 import tracejit as tj
 from tracejit import nn, optim
 from tracejit.datasets import load_npz
+from tracejit.utils import progress
 from tracejit.utils.data import DataLoader, TensorDataset, random_split
 
 
@@ -88,7 +89,7 @@ def train(dataset: TensorDataset, mode: str = "eager", epochs: int = 10, batch: 
     for epoch in range(epochs):
         t0 = time.perf_counter()
         total = count = 0.0
-        for x, y in train_loader:
+        for x, y in progress(train_loader, desc=f"epoch {epoch}", leave=False):
             total += run(x, y).item() * len(y)
             count += len(y)
         times.append(time.perf_counter() - t0)

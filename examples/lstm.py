@@ -22,6 +22,7 @@ import numpy as np
 
 import tracejit as tj
 from tracejit import nn, optim
+from tracejit.utils import progress
 
 WARMUP = 3  # steps left out of the median step time
 NUM_CLASSES = 5
@@ -90,7 +91,7 @@ def train(mode: str = "eager", steps: int = 100, batch: int = 32, lr: float = 1e
 
     run = tj.trace(step) if mode == "traced" else step
     losses = []
-    for k in range(steps):
+    for k in progress(range(steps), desc=f"{mode} steps", leave=False):
         t0 = time.perf_counter()
         loss = run(*data[k % len(data)]).item()
         if times is not None:

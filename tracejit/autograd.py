@@ -526,3 +526,16 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
 
     del wanted
     return gradcheck(first_grads, inputs, eps=eps, atol=atol, rtol=rtol, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# tracejit.autograd.Function (custom_function.py) and tracejit.autograd.functional
+# (autograd_functional.py), importable by torch's module paths too
+import sys as _sys  # noqa: E402
+
+from . import autograd_functional as functional  # noqa: E402
+from . import custom_function as function  # noqa: E402
+from .custom_function import Function, FunctionCtx, once_differentiable  # noqa: E402, F401
+
+_sys.modules[__name__ + ".functional"] = functional
+_sys.modules[__name__ + ".function"] = function

@@ -19,6 +19,8 @@ _METHODS = (
     "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "split", "chunk",
     "unbind", "flip", "index_select", "gather", "scatter_add", "masked_fill", "repeat",
     "broadcast_to", "clone", "detach",
+    "asin", "acos", "atan", "asinh", "acosh", "atanh", "arcsin", "arccos", "arctan", "arcsinh",
+    "arccosh", "arctanh", "atan2", "arctan2", "fmod",
 )
 
 
@@ -62,3 +64,11 @@ def broadcast_tensors(*tensors):
 
 __all__ = list(_METHODS) + ["max", "min", "numel", "is_tensor", "broadcast_tensors", "cat",
                             "stack", "matmul", "maximum", "minimum", "where"]
+
+
+# torch ops composed from the op table's rows (tracejit/extra_ops.py), and tracejit.linalg
+from . import linalg  # noqa: E402
+from .extra_ops import *  # noqa: E402,F401,F403
+from .extra_ops import __all__ as _extra_names  # noqa: E402
+
+__all__ += list(_extra_names) + ["linalg"]

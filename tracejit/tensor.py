@@ -737,6 +737,37 @@ class Tensor:
     def cosh(self):
         return apply(ops.COSH, self)
 
+    def asin(self):
+        return apply(ops.ASIN, self)
+
+    def acos(self):
+        return apply(ops.ACOS, self)
+
+    def atan(self):
+        return apply(ops.ATAN, self)
+
+    def asinh(self):
+        return apply(ops.ASINH, self)
+
+    def acosh(self):
+        return apply(ops.ACOSH, self)
+
+    def atanh(self):
+        return apply(ops.ATANH, self)
+
+    arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+
+    def atan2(self, other):
+        """The angle of the point ``(other, self)``: ``atan2(y, x)`` as in C and torch."""
+        return apply(ops.ATAN2, self, _wrap(other))
+
+    arctan2 = atan2
+
+    def fmod(self, other):
+        """C's ``fmod``: the remainder of truncated division, with the dividend's sign
+        (``remainder``/``%`` takes the divisor's)."""
+        return apply(ops.FMOD, self, _wrap(other))
+
     def tanh(self):
         return apply(ops.TANH, self)
 
@@ -985,12 +1016,10 @@ class Tensor:
     def any(self, dim=None, keepdim=False):
         return self.bool().sum(dim, keepdim) > 0
 
-    def norm(self, p=2, dim=None, keepdim=False):
-        if p == 2:
-            return (self * self).sum(dim, keepdim).sqrt()
-        if p == 1:
-            return self.abs().sum(dim, keepdim)
-        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """torch.norm: see ``tracejit.linalg`` (the zero subgradient at 0, as torch)."""
+        from .linalg import tensor_norm
+        return tensor_norm(self, p, dim, keepdim, dtype)
 
     def sum_to_shape(self, shape) -> "Tensor":
         """Sum broadcast dimensions away so the result has ``shape`` (undoes broadcasting)."""
@@ -1428,6 +1457,22 @@ def _make_unary_inplace(name):
 for _name in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos",
               "tan", "sinh", "cosh", "tanh", "sigmoid", "relu", "sign", "floor", "ceil", "round"):
     setattr(Tensor, _name + "_", _make_unary_inplace(_name))
+
+
+for _name in ("asin", "acos", "atan", "asinh", "acosh", "atanh"):
+    setattr(Tensor, _name + "_", _make_unary_inplace(_name))
+
+
+def _binary_inplace(name):
+    def method(self, other):
+        return self._inplace(getattr(ops, name.upper()), _wrap(other))
+    method.__name__ = name + "_"
+    method.__doc__ = f"In-place {name}."
+    return method
+
+
+for _name in ("atan2", "fmod"):
+    setattr(Tensor, _name + "_", _binary_inplace(_name))
 
 
 def _is_one(value) -> bool:

@@ -308,6 +308,8 @@ class TracedFunction:
         spec = Specialization(key, compiled, out_tree, tracer.captured, tracer.guards,
                               runner=runner, lowered=lowered,
                               compile_graph=functools.partial(self._graph_runner, device=device))
+        if tracer.custom_functions and not tracer.ran_backward:
+            spec.eager_grad = tuple(dict.fromkeys(tracer.custom_functions))
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
@@ -351,6 +353,8 @@ class TracedFunction:
     def _run(self, spec, leaves, captured, args, kwargs):
         cg = spec.compiled
         inputs = [leaves[i] for i in cg.arg_positions] + list(captured)
+        if spec.eager_grad and grad_mode.enabled and any(t.requires_grad for t in inputs):
+            return self._eager_for_grad(spec, args, kwargs)
         outs = execute(spec, inputs)
         if self.check_trace and not spec.checked:
             spec.checked = True
@@ -364,6 +368,21 @@ class TracedFunction:
             for pos, inp in cg.passthrough:
                 results[pos] = inputs[inp]
         return unflatten(spec.out_tree, results)
+
+    def _eager_for_grad(self, spec, args, kwargs):
+        """The outputs need a grad_fn, and the graph holds autograd.Functions: a compiled
+        grad_fn would differentiate their recorded forward ops instead of calling their
+        backward, so the call runs eagerly (its tape calls them)."""
+        if not self.stats.warned_custom:
+            self.stats.warned_custom = True
+            warnings.warn(
+                f"tracejit: {self.name} runs eagerly when its outputs need gradients, because "
+                f"it applies tracejit.autograd.Function {', '.join(spec.eager_grad)} (a compiled "
+                f"backward cannot call a custom backward). Trace the whole training step "
+                f"(backward() inside the traced function) to compile it.", RuntimeWarning,
+                stacklevel=4)
+        self.stats.eager_calls += 1
+        return self.fn(*args, **kwargs)
 
     def _check(self, spec, inputs, outs, args, kwargs):
         """check_trace: run the function eagerly too and compare everything it produced."""

@@ -40,6 +40,8 @@ class Specialization:
     # needs a grad_fn (see build_grad)
     checked: bool = False
     calls: int = 0
+    eager_grad: tuple = ()  # autograd.Functions whose backward a compiled grad_fn would miss:
+    # calls whose outputs need a grad_fn run eagerly (custom_function.py)
     single_tensor_result: bool = field(init=False)  # read on every fast call: computed once
 
     def __post_init__(self):
@@ -133,6 +135,7 @@ class _Stats:
     misses: int = 0
     eager_calls: int = 0
     warned_limit: bool = False
+    warned_custom: bool = False  # the autograd.Function eager-gradient warning (front.py)
     extra: dict = field(default_factory=dict)
 
 
