@@ -3,7 +3,7 @@ one traced whole step with DistributedDataParallel, on 1 rank x 1 thread and 2 r
 thread (samples/s of the job), and the gradient exchange per step beside a bare mpi4py
 ``Allreduce`` of the same bytes at the same point of the same loop.
 
-    python benchmarks/distributed.py [--steps 40] [--batch 256] [--ranks 2]
+    python benchmarks/distributed.py [--steps 40] [--batch 256] [--ranks 2] [--repeat 3]
 
 Each configuration is its own ``mpiexec`` launch with NUMBA_NUM_THREADS=OMP_NUM_THREADS=1.
 The exchange is measured two ways: what it adds to the step (the DDP step's time minus the
@@ -132,6 +132,14 @@ def _last_arrival(comm, times: list) -> float:
     return statistics.median(min(t[k] for t in everyone) for k in range(n)) * 1e3
 
 
+def _median(results: list):
+    """Key by key, the median of the launches' figures (nested dicts alike)."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {k: _median([r[k] for r in results]) for k in first}
+    return statistics.median(results)
+
+
 def launch(n: int, steps: int, batch: int) -> dict:
     from tracejit.distributed.run import find_mpiexec
 
@@ -151,23 +159,37 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=256, help="samples per rank and step")
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="launches per configuration")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.steps, args.batch)
         return
-    one = launch(1, args.steps, args.batch)
-    many = launch(args.ranks, args.steps, args.batch)
+    # launches alternate (1, N, 1, N, ...): a change of the machine's load falls on both alike;
+    # each figure is the median over the repeats
+    ones, manys = [], []
+    for _ in range(args.repeat):
+        ones.append(launch(1, args.steps, args.batch))
+        manys.append(launch(args.ranks, args.steps, args.batch))
+    one, many = _median(ones), _median(manys)
+    print(f"(medians of {args.repeat} alternating launches per configuration)")
     print(f"MLP 784-256-10 SGD step, batch {args.batch} per rank, 1 thread per rank, "
           f"{many['bytes'] / 1e6:.2f} MB of float32 gradients")
     for mode, what in (("step", "traced whole step"),
                        ("model", "traced model, eager backward and update")):
         o, m = one[mode], many[mode]
-        ratio = m["samples_per_s"] / o["samples_per_s"]
+        # each 2-rank launch against the 1-rank launch just before it
+        ratio = statistics.median(b[mode]["samples_per_s"] / a[mode]["samples_per_s"]
+                                  for a, b in zip(ones, manys))
         print(f"  {what}:")
         print(f"    1 rank : {o['samples_per_s']:8.0f} samples/s ({o['ddp']:.2f} ms/step)")
         print(f"    {args.ranks} ranks: {m['samples_per_s']:8.0f} samples/s ({m['ddp']:.2f} "
               f"ms/step)  scaling {ratio:.2f}x (goal >= 1.7x)")
+        # the ceiling on this machine: the same ranks running the step with no exchange at all
+        free = statistics.median(a[mode]["local"] / b[mode]["local"] * args.ranks
+                                 for a, b in zip(ones, manys))
+        print(f"    {args.ranks} ranks stepping with no exchange at all: {free:.2f}x of 1 rank "
+              f"(what this machine's cores give)")
         ddp, bare = m["ddp_added_ms"], m["bare_added_ms"]
         print(f"    exchange added to the step: DDP {ddp:.3f} ms, bare mpi4py Allreduce "
               f"{bare:.3f} ms ({ddp / bare:.2f}x; goal <= 1.2x)")
