@@ -137,7 +137,7 @@ class Work:
     group's timeout) and leaves the result in the tensors."""
 
     def __init__(self, group, req, finish, what: str):
-        self._default_group, self._req, self._finish, self._what = group, req, finish, what
+        self._group, self._req, self._finish, self._what = group, req, finish, what
         self._done = req is None
 
     def is_completed(self) -> bool:
@@ -149,7 +149,7 @@ class Work:
         """Block until done (past the group's timeout every rank is aborted; ``timeout`` is
         accepted for torch compatibility)."""
         if not self._done:
-            self._default_group.wait(self._req, self._what)
+            self._group.wait(self._req, self._what)
             self._complete()
         return True
 
