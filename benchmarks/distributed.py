@@ -95,10 +95,11 @@ def worker(out: str, steps: int, batch: int) -> None:
                 comm.Barrier()
                 t0 = time.perf_counter()
                 for _ in range(steps // rounds):
-                    before = red.exchange_s
+                    before, nodes = red.exchange_s, len(exchange)
                     fn(x, y)
-                    if name == "ddp" and not traced_step:
-                        hook_s.append(red.exchange_s - before)
+                    if name == "ddp":  # this step's exchange: the hooks' or the nodes' time
+                        hook_s.append(sum(exchange[nodes:]) if traced_step
+                                      else red.exchange_s - before)
                 took[name] += comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         n = rounds * (steps // rounds)
         res[mode] = {k: v / n * 1e3 for k, v in took.items()}
@@ -108,7 +109,7 @@ def worker(out: str, steps: int, batch: int) -> None:
             # and the exchanges timed one by one
             res[mode]["ddp_added_ms"] = res[mode]["ddp"] - res[mode]["local"]
             res[mode]["bare_added_ms"] = res[mode]["bare"] - res[mode]["local"]
-            res[mode]["exchange_ms"] = _last_arrival(comm, exchange if traced_step else hook_s)
+            res[mode]["exchange_ms"] = _last_arrival(comm, hook_s)
             res[mode]["bare_allreduce_ms"] = _last_arrival(comm, bare)
     if size > 1:  # a bare Allreduce between ranks in step (after a barrier): the floor
         lone = []
