@@ -230,21 +230,10 @@ class DistributedDataParallel(Module):
             from .. import ops
             from ..dispatch import apply
 
-            # NOTE: flattening a gradient and concatenating copies it inside the graph (twice
-            # for a transposed one, e.g. a Linear weight's: 0.7 ms per step on the MLP), so a
-            # large gradient is all-reduced alone and only the small ones share a flat buffer
-            alone, small = _split_traced(bucket)
-            for k in alone:
-                bucket.params[k].grad = apply(ops.ALL_REDUCE, bucket.traced[k], reduce="avg")
-            if small:
-                flat = _cat([bucket.traced[k].reshape(-1) for k in small])
-                flat = apply(ops.ALL_REDUCE, flat, reduce="avg")
-                a = 0
-                for k in small:
-                    p = bucket.params[k]
-                    n = bucket.offsets[k + 1] - bucket.offsets[k]
-                    p.grad = flat[a:a + n].reshape(p.shape)
-                    a += n
+            flat = _cat([bucket.traced[k].reshape(-1) for k in range(len(bucket.params))])
+            flat = apply(ops.ALL_REDUCE, flat, reduce="avg")
+            for p, a, b in zip(bucket.params, bucket.offsets, bucket.offsets[1:]):
+                p.grad = flat[a:b].reshape(p.shape)
             bucket.traced.clear()
             return
         bucket.work = red.group.iallreduce(bucket.flat, "sum")[0]
@@ -262,18 +251,6 @@ class DistributedDataParallel(Module):
             b.arrived.clear()
         red.next = 0
         red.steps += 1
-
-
-# inside a traced step, a gradient of at least this many bytes gets an all_reduce node of its
-# own instead of a slot in its bucket's flat buffer
-TRACED_ALONE_BYTES = 256 * 1024
-
-
-def _split_traced(bucket: _Bucket) -> tuple:
-    """(indices all-reduced alone, indices concatenated into one node) of a traced bucket."""
-    sizes = [(b - a) * bucket.dtype.itemsize for a, b in zip(bucket.offsets, bucket.offsets[1:])]
-    alone = [k for k, n in enumerate(sizes) if n >= TRACED_ALONE_BYTES]
-    return alone, [k for k in range(len(sizes)) if k not in alone]
 
 
 def _buckets(params: list, cap_mb: float) -> list:
