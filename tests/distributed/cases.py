@@ -158,7 +158,6 @@ def traced_all_reduce_is_a_graph_node():
     # the gradient of an all-reduced sum is the all-reduced gradient
     x = tj.full((3,), float(rank + 1), requires_grad=True)
     y = x * 1
-    s = tj.ops  # noqa: F841
     out = tj.dispatch.apply(tj.ops.ALL_REDUCE, y, reduce="sum")
     (out * (rank + 1)).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.full(3, float(sum(range(1, size + 1)))))

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason="the dist extra (mpi4py, mpich) is not installed")
@@ -181,3 +182,26 @@ def test_all_reduce_graphs_round_trip_and_stay_through_the_passes(monkeypatch):
         tj.dispatch.apply(ops.ALL_REDUCE, y, reduce="max").sum().backward()
     with pytest.raises(NotImplementedError, match="broadcast inside a traced function"):
         tj.trace(lambda t: dist.broadcast(t, 0) or t)(x)
+
+
+def _example(*args, timeout=300):
+    example = HERE.parent.parent / "examples" / "distributed_cnn.py"
+    cmd = [sys.executable, "-m", "tracejit.distributed.run", "-n", "2", "--threads", "1",
+           "--timeout", "120", str(example), *args]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [float(line.split()[3]) for line in proc.stdout.splitlines()
+              if line.startswith("step")]
+    assert losses and all(np.isfinite(losses)), proc.stdout
+    return losses
+
+
+def test_the_cnn_example_trains_on_two_ranks_eagerly():
+    losses = _example("--eager", "--steps", "4", "--samples", "64", "--batch", "8")
+    assert len(losses) == 2  # steps 0 and 3 are printed
+
+
+@pytest.mark.slow
+def test_the_cnn_example_traced_learns():
+    losses = _example("--steps", "30", timeout=900)
+    assert losses[-1] < losses[0]

@@ -137,7 +137,7 @@ class Work:
     group's timeout) and leaves the result in the tensors."""
 
     def __init__(self, group, req, finish, what: str):
-        self._default_group, self._req, self._finish, self._what = group, req, finish, what
+        self._group, self._req, self._finish, self._what = group, req, finish, what
         self._done = req is None
 
     def is_completed(self) -> bool:
@@ -146,8 +146,10 @@ class Work:
         return self._done
 
     def wait(self, timeout=None) -> bool:
+        """Block until done (past the group's timeout every rank is aborted; ``timeout`` is
+        accepted for torch compatibility)."""
         if not self._done:
-            self._default_group.wait(self._req, self._what)
+            self._group.wait(self._req, self._what)
             self._complete()
         return True
 
@@ -195,6 +197,19 @@ def _array(t, what: str):
         np.copyto(t._data, staged)
         t._version[0] += 1
     return staged, copy_back
+
+
+def _input(t, what: str) -> np.ndarray:
+    """``t``'s values as a contiguous host array the collective only reads."""
+    from ..tensor import Tensor
+
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{what}: expected a tracejit Tensor, got {type(t).__name__}"
+                        f"{user_frame(3)}")
+    if t.is_cuda:
+        raise NotImplementedError(f"{what}: collectives on CUDA tensors are not supported; "
+                                  f"move the tensor to the CPU (t.cpu()) first{user_frame(3)}")
+    return np.ascontiguousarray(t._data)
 
 
 def _not_traced(what: str):
@@ -255,8 +270,7 @@ def all_gather(tensor_list: list, tensor, group=None, async_op: bool = False):
     if len(tensor_list) != g.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} tensors, the group "
                          f"has {g.size} ranks")
-    src, _ = _array(tensor, "all_gather")
-    src = np.ascontiguousarray(src)
+    src = _input(tensor, "all_gather")
     for k, t in enumerate(tensor_list):
         if tuple(t.shape) != src.shape or t.dtype != src.dtype:
             raise ValueError(f"all_gather: tensor_list[{k}] is {t.dtype}{list(t.shape)}, the "
@@ -277,7 +291,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op: bo
     (shape ``(world_size * n, ...)``)."""
     g = _default("all_gather_into_tensor")
     _not_traced("all_gather_into_tensor")
-    src = np.ascontiguousarray(_array(input_tensor, "all_gather_into_tensor")[0])
+    src = _input(input_tensor, "all_gather_into_tensor")
     want = (g.size * (src.shape[0] if src.ndim else 1),) + src.shape[1:]
     if tuple(output_tensor.shape) not in (want, (g.size,) + src.shape) or \
             output_tensor.dtype != src.dtype:
@@ -301,7 +315,7 @@ def reduce_scatter(output, input_list: list, op=ReduceOp.SUM, group=None,
         if tuple(t.shape) != tuple(output.shape) or t.dtype != output.dtype:
             raise ValueError(f"reduce_scatter: input_list[{k}] is {t.dtype}{list(t.shape)}, "
                              f"the output is {output.dtype}{list(output.shape)}")
-    src = np.stack([np.asarray(_array(t, "reduce_scatter")[0]) for t in input_list])
+    src = np.stack([_input(t, "reduce_scatter") for t in input_list])
     out, after = _array(output, "reduce_scatter")
     return _run(g, g.ireduce_scatter(out, src, name), after, async_op,
                 f"reduce_scatter({name}) of {out.dtype}{list(out.shape)}")
@@ -312,7 +326,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
     g = _default("reduce_scatter_tensor")
     _not_traced("reduce_scatter_tensor")
     name = _op_name(op)
-    src = np.ascontiguousarray(_array(input, "reduce_scatter_tensor")[0])
+    src = _input(input, "reduce_scatter_tensor")
     if src.size != g.size * output.numel() or src.dtype != output.dtype:
         raise ValueError(f"reduce_scatter_tensor: input is {src.dtype}{list(src.shape)}, "
                          f"output {output.dtype}{list(output.shape)}: the input must hold "

@@ -61,7 +61,9 @@ class Group:
         # NOTE: a wait spins, as MPI's blocking calls do (a nap after each test added ~1 ms to
         # a 1 ms exchange on a loaded machine); one that lasts (a slow or dead peer) naps
         spin_until = start + 0.25
+        yield_cpu = os.sched_yield if hasattr(os, "sched_yield") else _no_yield
         while not req.Test():
+            yield_cpu()
             now = time.monotonic()
             if now > spin_until:
                 if now > deadline:
@@ -156,6 +158,10 @@ class Group:
         if self.times is not None:
             self.times.append(time.perf_counter() - start)
         return out
+
+
+def _no_yield() -> None:
+    pass
 
 
 def _bytes(arr: np.ndarray):

@@ -201,11 +201,20 @@ class DistributedDataParallel(Module):
         if traced:
             bucket.traced[k] = p.grad
         else:
+            # the gradient goes into its slot already divided by the world size (as torch's
+            # reducer does): no pass over the bucket after the exchange, on its critical path
             g = p.grad
             view = bucket.views[k]
+            size = red.group.size
             if g._data is not view:
-                np.copyto(view, g._data)
+                if size > 1:
+                    np.multiply(g._data, bucket.dtype.type(1.0 / size), out=view,
+                                casting="unsafe")
+                else:
+                    np.copyto(view, g._data)
                 p.grad = _tensor_of(view)
+            elif size > 1:
+                view *= bucket.dtype.type(1.0 / size)
         bucket.arrived.add(k)
         while red.next < len(red.buckets) and \
                 len(red.buckets[red.next].arrived) == len(red.buckets[red.next].params):
@@ -239,8 +248,6 @@ class DistributedDataParallel(Module):
                 red.group.wait(b.work, f"DistributedDataParallel's gradient all-reduce "
                                        f"({b.nbytes} bytes)")
                 b.work = None
-            if not traced and red.group.size > 1:
-                np.divide(b.flat, red.group.size, out=b.flat)
             b.arrived.clear()
         red.next = 0
         red.steps += 1
