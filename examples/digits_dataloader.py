@@ -14,7 +14,9 @@ op by op (``--mode eager``) or with the whole step compiled (``--mode traced``; 
 only, ``drop_last=True``, so the step is traced once). ``--checkpoint ckpt.tj`` saves the
 model, the optimizer, the generator and the epoch after every epoch with ``tj.save`` (written
 atomically) and resumes from it with ``tj.load``: a run stopped and resumed gives the numbers
-an uninterrupted run gives.
+an uninterrupted run gives. ``--logdir runs/digits`` writes TensorBoard event files with
+``tracejit.utils.tensorboard.SummaryWriter`` (the model's graph, loss and accuracy per epoch,
+a histogram of each weight): ``tensorboard --logdir runs``.
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ def accuracy(model: nn.Module, loader: DataLoader) -> float:
 
 def train(dataset: TensorDataset, mode: str = "eager", epochs: int = 10, batch: int = 64,
           lr: float = 1e-2, workers: int = 0, seed: int = 0, log=None,
-          checkpoint: str | None = None) -> dict:
+          checkpoint: str | None = None, logdir: str | None = None) -> dict:
     """Train, returning ``{"losses": mean loss per epoch, "accuracy": test accuracy,
     "epoch_times": seconds per epoch}``; ``log(epoch, loss, accuracy)`` after each epoch.
-    With ``checkpoint`` (a path), resume from it when it exists and save it after each epoch."""
+    With ``checkpoint`` (a path), resume from it when it exists and save it after each epoch.
+    With ``logdir``, write TensorBoard events there (SummaryWriter)."""
     if mode not in ("eager", "traced"):
         raise ValueError(f"mode must be 'eager' or 'traced', got {mode!r}")
     n_test = len(dataset) // 5
@@ -98,6 +101,11 @@ def train(dataset: TensorDataset, mode: str = "eager", epochs: int = 10, batch: 
         tj.set_rng_state(state["rng"])  # the shuffling order continues where it stopped
         start, losses = state["epoch"], list(state["losses"])
     run = tj.trace(step) if mode == "traced" else step
+    writer = None
+    if logdir is not None:
+        from tracejit.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(logdir, purge_step=start)  # a resumed run replaces its future
+        writer.add_graph(model, train_set[0][0].reshape(1, -1))
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         total = count = 0.0
@@ -109,8 +117,15 @@ def train(dataset: TensorDataset, mode: str = "eager", epochs: int = 10, batch: 
         if checkpoint is not None:  # atomic: a crash mid-save keeps the previous epoch's
             tj.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch + 1,
                      "losses": losses, "rng": tj.get_rng_state()}, checkpoint)
+        if writer is not None:
+            writer.add_scalar("loss/train", losses[-1], epoch)
+            writer.add_scalar("accuracy/test", accuracy(model, test_loader), epoch)
+            for name, p in model.named_parameters():
+                writer.add_histogram(name, p, epoch)
         if log is not None:
             log(epoch, losses[-1], accuracy(model, test_loader))
+    if writer is not None:
+        writer.close()
     return {"losses": losses, "accuracy": accuracy(model, test_loader), "epoch_times": times}
 
 
@@ -125,6 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--export", help="write scikit-learn's digits to this .npz and exit")
     parser.add_argument("--checkpoint", help="save after every epoch to this file (tj.save) "
                                              "and resume from it when it exists")
+    parser.add_argument("--logdir", help="write TensorBoard events here (SummaryWriter)")
     args = parser.parse_args(argv)
     if args.export:
         arrays = load_digits_arrays()
@@ -146,7 +162,7 @@ def main(argv=None) -> int:
         print(f"  epoch {epoch:3d}  loss {loss:.4f}  test accuracy {acc:.3f}")
 
     result = train(dataset, args.mode, args.epochs, args.batch, args.lr, args.workers, log=log,
-                   checkpoint=args.checkpoint)
+                   checkpoint=args.checkpoint, logdir=args.logdir)
     print(f"final test accuracy {result['accuracy']:.3f}; median epoch time "
           f"{np.median(result['epoch_times']) * 1e3:.1f} ms")
     return 0
