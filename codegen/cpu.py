@@ -296,6 +296,8 @@ CALLS: dict = {
     "maximum": "maximum", "minimum": "minimum", "power_scalar": "power_scalar",
     "clamp": None, "cast": None,  # planned as other templates by codegen/kernel.py, never called
     "sinh": "math.sinh", "cosh": "math.cosh",  # numba's libm call (sinhf for float32)
+    "asin": "math.asin", "acos": "math.acos", "atan": "math.atan", "asinh": "math.asinh",
+    "acosh": "math.acosh", "atanh": "math.atanh", "atan2": "math.atan2",  # libm's, as sinh
 }
 
 

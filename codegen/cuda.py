@@ -65,11 +65,9 @@ def two_stage(plan: KernelPlan) -> bool:
             and plan.work >= TWO_STAGE_MIN)
 
 # error slots: the message of each, raised after the launches (as the CPU kernels raise them)
-ZERO_ERRORS = {
-    "floordiv": ("RuntimeError", "floordiv: ZeroDivisionError: integer division by zero"),
-    "remainder": ("RuntimeError", "remainder: ZeroDivisionError: integer division by zero"),
-    "pow": ("ValueError", "Integers to negative integer powers are not allowed."),
-}
+ZERO_ERRORS = {name: ("RuntimeError", f"{name}: ZeroDivisionError: integer division by zero")
+               for name, row in ops.OPS.items() if row.int_zero_division}
+ZERO_ERRORS["pow"] = ("ValueError", "Integers to negative integer powers are not allowed.")
 
 
 @dataclass
@@ -169,7 +167,8 @@ class _Kernel:
             if name not in ("abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin",
                             "cos", "tan", "sinh", "cosh", "tanh", "sigmoid", "erf", "relu",
                             "sign", "floor", "ceil", "round", "isnan", "isfinite", "floordiv",
-                            "remainder", "power", "power_scalar", "maximum", "minimum"):
+                            "remainder", "power", "power_scalar", "maximum", "minimum",
+                            "asin", "acos", "atan", "asinh", "acosh", "atanh", "atan2", "fmod"):
                 raise Unsupported(name)
             return self.h.call(name, dt) + "("
         code = ops.CALL.sub(spell, e.template).format(*codes)

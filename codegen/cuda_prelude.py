@@ -82,8 +82,8 @@ ALL = FLOATS + INTS + ("bool",)
 RENDERER_CALLS = {"power_scalar": "pow"}
 
 # Number of operands of each helper (cast_<dst> takes one value of any dtype).
-ARITY = {"floordiv": 2, "remainder": 2, "power": 2, "power_scalar": 2, "maximum": 2,
-         "minimum": 2, "clamp": 3}
+ARITY = {"floordiv": 2, "remainder": 2, "fmod": 2, "atan2": 2, "power": 2, "power_scalar": 2,
+         "maximum": 2, "minimum": 2, "clamp": 3}
 
 HELPERS: dict = {}  # (call, dtype name) -> device function; dtype is the operands' dtype
 PRELUDE_NAMES: dict = {}  # helper name ("sigmoid_f32") -> (call, dtype name)
@@ -112,7 +112,8 @@ def _leaves(dtype: str) -> SimpleNamespace:
             exp=np.exp, log=np.log, log1p=np.log1p, expm1=np.expm1, sqrt=np.sqrt, sin=np.sin,
             cos=np.cos, tan=np.tan, sinh=np.sinh, cosh=np.cosh, tanh=np.tanh, erf=erf,
             floor=np.floor, ceil=np.ceil, rint=np.rint, fmod=np.fmod, copysign=np.copysign,
-            pow=power)
+            pow=power, asin=np.arcsin, acos=np.arccos, atan=np.arctan, asinh=np.arcsinh,
+            acosh=np.arccosh, atanh=np.arctanh, atan2=np.arctan2)
     from numba.cuda import libdevice
 
     return SimpleNamespace(
@@ -120,7 +121,8 @@ def _leaves(dtype: str) -> SimpleNamespace:
         sin=math.sin, cos=math.cos, tan=math.tan, sinh=math.sinh, cosh=math.cosh,
         tanh=math.tanh, erf=math.erf, floor=math.floor, ceil=math.ceil,
         rint=libdevice.rintf if dtype == "float32" else libdevice.rint, fmod=math.fmod,
-        copysign=math.copysign, pow=math.pow)
+        copysign=math.copysign, pow=math.pow, asin=math.asin, acos=math.acos, atan=math.atan,
+        asinh=math.asinh, acosh=math.acosh, atanh=math.atanh, atan2=math.atan2)
 
 
 _device = cuda.jit(device=True, inline="always")
@@ -167,6 +169,15 @@ def _float_math(dtype: str) -> None:
         return e / (one + e)  # NaN comes here and stays NaN
 
     _export("sigmoid", dtype, sigmoid)
+    asin, acos, atan, asinh, acosh, atanh, atan2 = (
+        m.asin, m.acos, m.atan, m.asinh, m.acosh, m.atanh, m.atan2)
+    _export("asin", dtype, lambda x: asin(x))
+    _export("acos", dtype, lambda x: acos(x))
+    _export("atan", dtype, lambda x: atan(x))
+    _export("asinh", dtype, lambda x: asinh(x))
+    _export("acosh", dtype, lambda x: acosh(x))
+    _export("atanh", dtype, lambda x: atanh(x))
+    _export("atan2", dtype, lambda y, x: atan2(y, x))
 
 
 # ------------------------------------------------------------------ every dtype
@@ -216,6 +227,7 @@ def _float_exact(dtype: str) -> None:
 
     _export("floordiv", dtype, floordiv)
     _export("remainder", dtype, remainder)
+    _export("fmod", dtype, lambda a, b: fmod(a, b))  # C fmod; fmod(a, 0) is nan
     _export("power", dtype, lambda a, b: pow_(a, b))  # C pow: (-inf) ** 0.5 is inf
 
     def power_scalar(a, b):
@@ -241,6 +253,16 @@ def _int_exact(dtype: str) -> None:
     # Python's floor semantics (numba's // and %); a zero divisor answers 0: see the docstring
     _export("floordiv", dtype, lambda a, b: t(a // b) if b != zero else zero)
     _export("remainder", dtype, lambda a, b: t(a % b) if b != zero else zero)
+
+    def fmod(a, b):  # truncated: the dividend's sign; a zero divisor is flagged, as floordiv
+        if b == zero:
+            return zero
+        r = t(a % b)
+        if r != zero and (r < zero) != (a < zero):
+            r = t(r - b)
+        return r
+
+    _export("fmod", dtype, fmod)
 
     def power(a, b):
         if b < zero:  # numpy raises; the kernel flags it (see the docstring)

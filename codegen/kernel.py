@@ -253,7 +253,7 @@ class _Planner:
             # one exponent for every element: numpy's (and torch's) square root for 0.5
             template = "power_scalar({0}, {1})"
         zero = None
-        if node.op in ("floordiv", "remainder") and np.dtype(casts[1]).kind in "iu" and \
+        if op.int_zero_division and np.dtype(casts[1]).kind in "iu" and \
                 not (operands[1][1] is None and operands[1][0].value != 0):
             zero = node.op
         result_cast = (casts[0], result) if result != casts[0] and result != np.bool_ else None

@@ -429,6 +429,43 @@ def _remainder(em, node):
     return em.op("Mod", [a, b], fmod=0)
 
 
+def _signbit(em, v: str, t) -> str:
+    """v < 0, or v is -0.0 (1 / -0.0 is -inf)."""
+    zero = em.const(0, t)
+    neg_zero = em.op("And", [em.op("Equal", [v, zero]),
+                             em.op("Less", [em.op("Div", [em.const(1, t), v]), zero])])
+    return em.op("Or", [em.op("Less", [v, zero]), neg_zero])
+
+
+def _atan2(em, node):
+    # Atan(y / x), moved by +-pi where x has its sign bit set (the sign of y choosing), and
+    # C's answers where y / x is nan: both zeros (+-0 or +-pi) and both infinite (+-pi/4 or
+    # +-3pi/4); NaN stays NaN
+    (y, x), (t, _), _ = _operands(em, node)
+    if np.dtype(t) == np.float64:
+        _refuse(node, "of float64 does not export (onnxruntime runs Atan in float32 only)")
+    pi = float(np.pi)
+    neg_x, neg_y = _signbit(em, x, t), _signbit(em, y, t)
+    turn = em.op("Where", [neg_y, em.const(-pi, t), em.const(pi, t)])
+    r = em.op("Atan", [em.op("Div", [y, x])])
+    r = em.op("Where", [neg_x, em.op("Add", [r, turn]), r])
+    zero = em.const(0, t)
+    both_zero = em.op("And", [em.op("Equal", [x, zero]), em.op("Equal", [y, zero])])
+    r = em.op("Where", [both_zero, em.op("Where", [neg_x, em.const(pi, t), zero]), r])
+    both_inf = em.op("And", [em.op("IsInf", [x]), em.op("IsInf", [y])])
+    corner = em.op("Where", [neg_x, em.const(0.75 * pi, t), em.const(0.25 * pi, t)])
+    r = em.op("Where", [both_inf, corner, r])
+    # NOTE: the result always has y's sign, -0.0 included; onnxruntime's Where answers +0.0
+    # where it selects -0.0, so the magnitude is chosen and the sign multiplied in
+    sign = em.op("Where", [neg_y, em.const(-1, t), em.const(1, t)])
+    return em.op("Mul", [em.op("Abs", [r]), sign])
+
+
+def _fmod(em, node):
+    # ONNX Mod with fmod=1 is C's fmod (the dividend's sign), for floats and integers alike
+    return em.op("Mod", _operands(em, node)[0], fmod=1)
+
+
 def _div(em, node):
     return em.op("Div", _operands(em, node)[0])
 
@@ -535,6 +572,21 @@ def _cumsum(em, node):
         return em.op("Identity", [name])
     axis = ops.norm_dim("cumsum", node.attr_dict["dim"], x.shape)
     return em.op("CumSum", [name, em.const(np.int64(axis))])
+
+
+
+def _argsort(em, node):
+    # TopK over the whole dim: ONNX breaks ties by the lower index, in both directions, as
+    # tracejit's stable argsort does
+    (x,) = node.inputs
+    if not x.shape:
+        return em.op("Identity", [em.const(np.int64(0))])
+    name = em.value(x, np.int32 if x.dtype == np.bool_ else None)
+    axis = ops.norm_dim("argsort", node.attr_dict["dim"], x.shape)
+    k = em.op("Shape", [name], start=axis, end=axis + 1)
+    _, idx = em.op("TopK", [name, k], n_out=2, axis=axis,
+                   largest=int(node.attr_dict["descending"]), sorted=1)
+    return idx
 
 
 # ----------------------------------------------------------------------------------------------
@@ -815,6 +867,9 @@ RULES = {
     "getitem": _getitem, "index_put": _index_put, "gather": _gather,
     "scatter_add": _scatter_add, "matmul": _matmul, "unfold": _unfold, "fold": _fold,
     "const": _const, "detach": _identity,
+    "asin": _f64("Asin", None), "acos": _f64("Acos", None), "atan": _f64("Atan", None),
+    "asinh": _f64("Asinh", None), "acosh": _f64("Acosh", None), "atanh": _f64("Atanh", None),
+    "fmod": _fmod, "argsort": _argsort, "atan2": _atan2,
 }
 
 _RANDOM = ("draws random numbers, which an exported model cannot repeat: export the model in "
@@ -822,6 +877,11 @@ _RANDOM = ("draws random numbers, which an exported model cannot repeat: export 
 REFUSED = {
     "uniform": _RANDOM, "normal": _RANDOM, "randint": _RANDOM,
     "fused": "is a kernel of the fuse pass: export renders the optimised graph before fusion",
+    "all_reduce": "is a collective across the ranks of a training job (tracejit.distributed), "
+                  "which ONNX cannot express: export the model, not the distributed step",
+    "cumprod": "has no ONNX operator (CumSum only): export log/exp of a positive input's "
+               "cumsum yourself, or compute it outside the model",
+    "logcumsumexp": "has no ONNX operator: compute it outside the exported model",
 }
 
 

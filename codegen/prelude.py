@@ -272,6 +272,29 @@ def _remainder(a, b):
     return lambda a, b: a % b
 
 
+def fmod(a, b):
+    raise NotImplementedError
+
+
+@overload(fmod)
+def _fmod(a, b):
+    if _is_float(a):
+        return lambda a, b: np.fmod(a, b)  # C fmod: the dividend's sign; fmod(a, 0) is nan
+
+    zero = _const(a, 0)
+
+    def impl(a, b):
+        # truncated division (numba's % floors); a zero divisor answers 0: the kernel counts
+        # it and raises, as for floordiv
+        if b == zero:
+            return zero
+        r = a % b
+        if r != zero and (r < zero) != (a < zero):
+            r -= b
+        return r
+    return impl
+
+
 def power(a, b):
     raise NotImplementedError
 

@@ -20,6 +20,8 @@ import numpy as np
 
 import tracejit as tj
 from tracejit import nn, optim
+from tracejit.utils import progress
+from tracejit.utils.data import DataLoader, TensorDataset
 
 WARMUP = 3  # steps left out of the median step time
 NUM_CLASSES = 10
@@ -64,8 +66,8 @@ def train(mode: str = "eager", steps: int = 100, batch: int = 32, lr: float = 0.
     opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_fn = nn.CrossEntropyLoss()
     images, labels = make_data(batch * batches, seed=seed + 1)
-    data = [(tj.tensor(images[i:i + batch]), tj.tensor(labels[i:i + batch]))
-            for i in range(0, len(images), batch)]
+    # the fixed batches, in order (no shuffling), made once by a DataLoader
+    data = list(DataLoader(TensorDataset(tj.tensor(images), tj.tensor(labels)), batch_size=batch))
 
     def step(x, y):
         opt.zero_grad()
@@ -76,7 +78,7 @@ def train(mode: str = "eager", steps: int = 100, batch: int = 32, lr: float = 0.
 
     run = tj.trace(step) if mode == "traced" else step
     losses = []
-    for k in range(steps):
+    for k in progress(range(steps), desc=f"{mode} steps", leave=False):
         t0 = time.perf_counter()
         loss = run(*data[k % len(data)]).item()
         if times is not None:

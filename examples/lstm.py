@@ -22,6 +22,8 @@ import numpy as np
 
 import tracejit as tj
 from tracejit import nn, optim
+from tracejit.utils import progress
+from tracejit.utils.data import DataLoader, TensorDataset
 
 WARMUP = 3  # steps left out of the median step time
 NUM_CLASSES = 5
@@ -78,8 +80,8 @@ def train(mode: str = "eager", steps: int = 100, batch: int = 32, lr: float = 1e
     opt = optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     seqs, labels = make_data(batch * batches, seed=seed + 1, seq_len=seq_len)
-    data = [(tj.tensor(seqs[i:i + batch]), tj.tensor(labels[i:i + batch]))
-            for i in range(0, len(seqs), batch)]
+    # the fixed batches, in order (no shuffling), made once by a DataLoader
+    data = list(DataLoader(TensorDataset(tj.tensor(seqs), tj.tensor(labels)), batch_size=batch))
 
     def step(x, y):
         opt.zero_grad()
@@ -90,7 +92,7 @@ def train(mode: str = "eager", steps: int = 100, batch: int = 32, lr: float = 1e
 
     run = tj.trace(step) if mode == "traced" else step
     losses = []
-    for k in range(steps):
+    for k in progress(range(steps), desc=f"{mode} steps", leave=False):
         t0 = time.perf_counter()
         loss = run(*data[k % len(data)]).item()
         if times is not None:

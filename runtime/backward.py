@@ -46,10 +46,12 @@ class CompiledGrad:
     source_graph: Graph  # the unfused forward graph (replayed for double backward)
     op: object  # the autograd op of the outputs' grad_fn (see _OutputOp)
     reads: frozenset  # positions of the inputs the backward graph reads
+    regions: tuple = ()  # autograd.Function regions of source_graph (executor.replay)
 
 
 def compile_grad(forward: Graph, backward: Graph, source_graph: Graph, n_outputs: int,
-                 differentiable: list, wrt: list, compile_graph, name: str) -> CompiledGrad:
+                 differentiable: list, wrt: list, compile_graph, name: str,
+                 regions: tuple = ()) -> CompiledGrad:
     """Partitioned forward and backward graphs (``tracing/backward.py`` builds them from the
     optimised graph ``source_graph``) compiled for calls: ``compile_graph(g)`` turns a graph into
     a callable on arrays, ``name`` names the ``grad_fn``."""
@@ -59,7 +61,7 @@ def compile_grad(forward: Graph, backward: Graph, source_graph: Graph, n_outputs
     reads = frozenset(i for i, v in enumerate(forward.inputs) if v.id in used)
     return CompiledGrad(forward, backward, _robust(forward, compile_graph),
                         _robust(backward, compile_graph), n_outputs, differentiable, wrt,
-                        has_random, source_graph, _OutputOp(name), reads)
+                        has_random, source_graph, _OutputOp(name), reads, tuple(regions))
 
 
 def _robust(graph: Graph, compile_graph):
@@ -148,7 +150,7 @@ def _differentiable_vjp(cg: CompiledGrad, inputs, cots: dict):
             "(dropout, randn...) is not supported: the replayed forward pass would draw new "
             "numbers. Run the function eagerly (tracejit.eager()) for higher derivatives.")
     with enable_grad():
-        outs = replay(cg.source_graph, list(inputs))
+        outs = replay(cg.source_graph, list(inputs), cg.regions)
         wrt = [inputs[i] for i in cg.wrt]
         grads = autograd.grad([outs[k] for k in cots], wrt, list(cots.values()),
                               create_graph=True, allow_unused=True)

@@ -41,13 +41,28 @@ from .interpret import GraphRuntimeError, node_error
 __all__ = ["GraphRuntimeError", "execute", "recover", "replay", "write_back"]
 
 
-def replay(graph, inputs: list) -> list:
+def replay(graph, inputs: list, regions: tuple = ()) -> list:
     """Run ``graph`` op by op on Tensors through ``dispatch.apply``: autograd records it, and so
-    does a tracer, if one is active (a graph replayed inside a traced function)."""
+    does a tracer, if one is active (a graph replayed inside a traced function). ``regions``
+    (custom_function.Region) stand for their nodes: the autograd.Function is applied instead,
+    so the tape calls its backward."""
     tracer = current_tracer()
     env = {v.id: t for v, t in zip(graph.inputs, inputs)}
     device = any(A.on_device(t._data) for t in inputs)  # constants join the inputs' device
+    starts = {r.first: r for r in regions}
+    inside = frozenset().union(*(r.nodes for r in regions)) if regions else frozenset()
     for node in graph.nodes:
+        if node.out.id in inside:
+            region = starts.get(node.out.id)
+            if region is not None:
+                token = enter_node(node.loc)
+                try:
+                    region.call(env)
+                except Exception as e:
+                    raise node_error(node, e) from e
+                finally:
+                    exit_node(token)
+            continue
         if node.op == "const":
             t = Tensor._make(A.like(np.array(node.attr_dict["value"].array), device))
             env[node.out.id] = t if tracer is None else tracer.constant(t)
@@ -69,13 +84,18 @@ def execute(spec, inputs: list) -> list:
     cg = spec.compiled
     graph = cg.graph
     if grad_mode.enabled and not cg.ran_backward and any(t.requires_grad for t in inputs):
+        # autograd.Functions: the raw graph, whose regions call them (custom_function.Region)
+        regions = getattr(spec, "custom_regions", ())
+        source = cg.raw if regions else cg.optimized
         # in-place updates of inputs that carry no gradient (BatchNorm's running statistics)
         # are ordinary outputs of the forward graph, written back after the call
         if cg.grad_writes or spec.compile_graph is None or any(
                 inputs[i].requires_grad for i, _ in cg.mutated):
-            return replay(cg.optimized, inputs)  # the unfused graph: its ops have vjps
+            return replay(source, inputs, regions)  # the unfused graph: its ops have vjps
         if spec.compiled_grad is None:
             spec.compiled_grad = spec.build_grad(inputs)
+        if spec.compiled_grad is False:  # an autograd.Function that cannot be compiled
+            return replay(source, inputs, regions)
         if not any(i in spec.compiled_grad.reads for i, _ in cg.mutated):
             try:
                 return backward.call(spec.compiled_grad, inputs)
@@ -84,7 +104,7 @@ def execute(spec, inputs: list) -> list:
             except Exception as e:
                 _explain_failure(spec, inputs, e)  # raises the failing node's error
                 raise  # the interpreter ran the forward graph without error: a tracejit bug
-        return replay(cg.optimized, inputs)  # the backward reads an input updated in place
+        return replay(source, inputs, regions)  # the backward reads an input updated in place
     arrays = None
     if spec.runner is not None:
         try:

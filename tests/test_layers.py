@@ -21,7 +21,12 @@ LAYERS = ["core", "runtime", "codegen", "passes", "front"]
 CORE = {"tracejit.dtypes", "tracejit.errors", "tracejit.ir", "tracejit.ops", "tracejit.dispatch",
         "tracejit.autograd", "tracejit.tensor", "tracejit.creation", "tracejit.printing",
         "tracejit.functions", "tracejit.serialize", "tracejit.version",
-        "tracejit.cuda"}  # tracejit.cuda: device availability, imports nothing of ours
+        "tracejit.cuda",  # tracejit.cuda: device availability, imports nothing of ours
+        "tracejit._aliases", "tracejit._torch_names",  # stdlib only (the names table looks
+        # up nn by name when it answers, never importing it)
+        # compositions of rows and autograd extensions, on Tensor and the tape only:
+        "tracejit.extra_ops", "tracejit.linalg", "tracejit.custom_function",
+        "tracejit.autograd_functional"}
 
 
 def layer(module: str) -> str:

@@ -1,5 +1,6 @@
 """The classic PyTorch tutorial: y = sin(x) fitted by a cubic with autograd."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -15,11 +16,23 @@ def test_polyfit_tutorial_reaches_tutorial_loss():
         assert abs(a - b) < 1e-3
 
 
-def test_demo_command_runs():
-    out = subprocess.run([sys.executable, "-m", "tracejit", "demo", "--steps", "200"],
-                         capture_output=True, text=True, timeout=120)
+def test_demo_command_runs(tmp_path):
+    png = tmp_path / "losses.png"
+    out = subprocess.run([sys.executable, "-m", "tracejit", "demo", "--steps", "200",
+                          "--plot", str(png)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "final loss" in out.stdout
+    if importlib.util.find_spec("matplotlib"):
+        assert f"loss curves: wrote {png}" in out.stdout
+        assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_without_matplotlib_the_demo_says_so(tmp_path, monkeypatch):
+    from tracejit.__main__ import plot_losses
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    line = plot_losses(str(tmp_path / "x.png"), {"numpy": [(0, 1.0)]}, [(0, 2.0)])
+    assert "matplotlib is not installed" in line and not (tmp_path / "x.png").exists()
 
 
 def test_package_layout_installs_codegen_and_runtime_under_tracejit():

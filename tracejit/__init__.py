@@ -27,7 +27,6 @@ from .creation import (
                        full,
                        full_like,
                        linspace,
-                       manual_seed,
                        ones,
                        ones_like,
                        rand,
@@ -36,18 +35,29 @@ from .creation import (
                        randn,
                        randn_like,
                        randperm,
-                       seed,
                        tensor,
                        zeros,
                        zeros_like,
 )
 from .dtypes import bool_, float32, float64, get_default_dtype, int32, int64, set_default_dtype
 from .errors import DTypeError, GraphRuntimeError, ShapeError, TraceError
-from .export import ExportError, export, load
+from .export import ExportError, export
 from .functions import *  # noqa: F401,F403 - torch-style top-level functions
 from .functions import __all__ as _function_names
+from .jit import compile  # noqa: E402, A004 - torch.compile; binds tracejit.jit too
+from .random import (  # noqa: E402 - torch's names for the random state
+                       Generator,
+                       default_generator,
+                       fork_rng,
+                       get_rng_state,
+                       initial_seed,
+                       manual_seed,
+                       seed,
+                       set_rng_state,
+)
 from .runtime.cache import clear_cache
 from .runtime.memory import empty_cache
+from .saving import CheckpointError, load, save  # one tj.load: checkpoints, exports, torch
 from .tensor import Tensor, device
 from .tracing import dynamic, eager, get_mode, set_mode, trace
 from .transforms import grad, value_and_grad
@@ -68,10 +78,17 @@ __all__ = [
     "ShapeError", "DTypeError", "TraceError", "GraphRuntimeError", "autograd", "dtypes", "ops",
     "nn", "optim", "cuda", "utils", "onnx",
     "trace", "dynamic", "set_mode", "get_mode", "eager", "empty_cache", "grad", "value_and_grad",
-    "clear_cache", "export", "load", "ExportError",
+    "clear_cache", "export", "load", "ExportError", "save", "CheckpointError",
+    "Generator", "default_generator", "get_rng_state", "set_rng_state", "initial_seed",
+    "fork_rng", "compile",
     *_function_names,
 ]
 
 from .runtime.tiered import wait_compiles  # noqa: E402 - background compiles (runtime/tiered.py)
 
 __all__ += ["wait_compiles"]
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 
-def polyfit_numpy(steps: int = 2000, lr: float = 1e-6, log=None):
-    """The tutorial's numpy version, gradients written by hand (the reference)."""
+def polyfit_numpy(steps: int = 2000, lr: float = 1e-6, log=None, curve=None):
+    """The tutorial's numpy version, gradients written by hand (the reference). ``curve``: a
+    list that gets (step, loss) every 50 steps."""
     x = np.linspace(-math.pi, math.pi, 2000, dtype=np.float32)
     y = np.sin(x)
     rng = np.random.default_rng(0)
@@ -25,6 +26,8 @@ def polyfit_numpy(steps: int = 2000, lr: float = 1e-6, log=None):
         loss = float(np.square(y_pred - y).sum())
         if log and t % 500 == 499:
             log(t + 1, loss)
+        if curve is not None and t % 50 == 0:
+            curve.append((t, loss))
         g = 2.0 * (y_pred - y)
         a -= lr * g.sum()
         b -= lr * (g * x).sum()
@@ -33,7 +36,7 @@ def polyfit_numpy(steps: int = 2000, lr: float = 1e-6, log=None):
     return loss, (a, b, c, d)
 
 
-def polyfit_eager(steps: int = 2000, lr: float = 1e-6, log=None):
+def polyfit_eager(steps: int = 2000, lr: float = 1e-6, log=None, curve=None):
     """The same fit with tracejit tensors and autograd (eager)."""
     import tracejit as tj
 
@@ -47,6 +50,8 @@ def polyfit_eager(steps: int = 2000, lr: float = 1e-6, log=None):
         loss = ((y_pred - y) ** 2).sum()
         if log and t % 500 == 499:
             log(t + 1, loss.item())
+        if curve is not None and t % 50 == 0:
+            curve.append((t, loss.item()))
         loss.backward()
         with tj.no_grad():
             for p in params:
@@ -55,7 +60,7 @@ def polyfit_eager(steps: int = 2000, lr: float = 1e-6, log=None):
     return loss.item(), tuple(p.item() for p in params)
 
 
-def polyfit_compiled(steps: int = 2000, lr: float = 1e-6, log=None):
+def polyfit_compiled(steps: int = 2000, lr: float = 1e-6, log=None, curve=None):
     """The same loop with the whole step (forward, backward, update) traced and compiled."""
     import tracejit as tj
 
@@ -79,6 +84,8 @@ def polyfit_compiled(steps: int = 2000, lr: float = 1e-6, log=None):
         loss = step(x, y)
         if log and t % 500 == 499:
             log(t + 1, loss.item())
+        if curve is not None and t % 50 == 0:
+            curve.append((t, loss.item()))
     return loss.item(), tuple(p.item() for p in params)
 
 
@@ -97,6 +104,7 @@ def mlp_training(steps: int = 200, batch: int = 256, log=print):
     the first call until compiled code runs)."""
     import tracejit as tj
     from tracejit import nn, optim
+    from tracejit.utils import progress
 
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((10, 784)).astype(np.float32)
@@ -128,10 +136,11 @@ def mlp_training(steps: int = 200, batch: int = 256, log=print):
     for k in range(3):
         eager_step(*batches[k % len(batches)])
     losses = []
-    for k in range(3, steps):
+    for k in progress(range(3, steps), desc="compiled MLP steps", leave=False):
         loss = compiled_step(*batches[k % len(batches)])
-        if k % 50 == 0 or k == steps - 1:
+        if k % 10 == 0 or k == steps - 1:
             losses.append((k, loss.item()))
+        if k % 50 == 0 or k == steps - 1:
             log(f"  step {k:4d}  loss {loss.item():.4f}")
     tj.wait_compiles()  # time compiled steps, not the interpreter's
     compiled_after_s = time.perf_counter() - t0
@@ -141,20 +150,22 @@ def mlp_training(steps: int = 200, batch: int = 256, log=print):
     return losses, compile_s, t_eager, t_compiled, compiled_after_s
 
 
-def demo(steps: int = 2000, mlp_steps: int = 200) -> None:
+def demo(steps: int = 2000, mlp_steps: int = 200, plot: str | None = "tracejit-demo.png") -> None:
+    """Both demos; ``plot``: where to save the loss curves as PNG (matplotlib), None for none."""
+    curves: dict = {"numpy": [], "eager": [], "compiled": []}
     print("tracejit demo 1: fit y = sin(x) on 2000 points by a + b x + c x^2 + d x^3, lr 1e-6")
     t0 = time.perf_counter()
-    np_loss, _ = polyfit_numpy(steps)
+    np_loss, _ = polyfit_numpy(steps, curve=curves["numpy"])
     t_np = time.perf_counter() - t0
     t0 = time.perf_counter()
     loss, (a, b, c, d) = polyfit_eager(
-        steps, log=lambda s, v: print(f"  step {s:5d}  loss {v:9.3f}"))
+        steps, log=lambda s, v: print(f"  step {s:5d}  loss {v:9.3f}"), curve=curves["eager"])
     t_eager = time.perf_counter() - t0
     polyfit_compiled(3)  # trace and compile once (numba's machine code is cached on disk)
     import tracejit as tj
     tj.wait_compiles()  # the timed run starts from the cached machine code
     t0 = time.perf_counter()
-    c_loss, _ = polyfit_compiled(steps)
+    c_loss, _ = polyfit_compiled(steps, curve=curves["compiled"])
     t_comp = time.perf_counter() - t0
     print(f"result: y = {a:.4f} + {b:.4f} x + {c:.4f} x^2 + {d:.4f} x^3")
     print(f"final loss: numpy hand-written {np_loss:.3f}, tracejit eager {loss:.3f}, "
@@ -170,6 +181,31 @@ def demo(steps: int = 2000, mlp_steps: int = 200) -> None:
           f" s after the first call")
     print(f"training step, median: eager {t_e:.2f} ms, compiled {t_c:.2f} ms "
           f"({t_e / t_c:.1f}x)")
+    if plot:
+        print(plot_losses(plot, curves, losses))
+
+
+def plot_losses(path: str, polyfit_curves: dict, mlp_losses: list) -> str:
+    """Save the demos' loss curves as a PNG (matplotlib); returns the line the demo prints."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return "loss curves: not plotted (matplotlib is not installed: pip install " \
+               "'tracejit[watch]')"
+    import os
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for (name, curve), style in zip(polyfit_curves.items(), ("-", "--", ":")):
+        if curve:
+            ax1.plot(*zip(*curve), style, label=name)
+    ax1.set(title="demo 1: polyfit", xlabel="step", ylabel="loss", yscale="log")
+    ax1.legend()
+    if mlp_losses:
+        ax2.plot(*zip(*mlp_losses), label="compiled")
+    ax2.set(title="demo 2: MLP, SGD with momentum", xlabel="step", ylabel="cross-entropy")
+    ax2.legend()
+    fig.savefig(path, dpi=100)
+    return f"loss curves: wrote {os.path.abspath(path)}"
 
 
 def _mb(n: int) -> str:
@@ -215,6 +251,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="train the polyfit example and print timings")
     p.add_argument("--steps", type=int, default=2000, help="polyfit steps")
     p.add_argument("--mlp-steps", type=int, default=200, help="MLP training steps")
+    p.add_argument("--plot", default="tracejit-demo.png", metavar="PNG",
+                   help="where to save the loss curves (matplotlib); 'none' for no plot")
     p = sub.add_parser("cache", help="show or clear the on-disk compile cache")
     p.add_argument("action", choices=["info", "clear"],
                    help="info: location, entries, size and limit; clear: delete compiled code")
@@ -225,7 +263,7 @@ def main(argv=None) -> int:
     if args.command in export_cli.COMMANDS:
         return export_cli.main(args)
     if args.command == "demo":
-        demo(args.steps, args.mlp_steps)
+        demo(args.steps, args.mlp_steps, None if args.plot == "none" else args.plot)
     elif args.command == "cache":
         return cache_command(args.action)
     return 0

@@ -166,6 +166,56 @@ def _accumulate(table, key, g):
 _stores = threading.local()  # .count: gradients stored into .grad by this thread, eagerly
 
 
+# post-accumulate-grad hooks (``Tensor.register_post_accumulate_grad_hook``): id(leaf) ->
+# (weak reference, [hooks]); NOTE: kept here rather than in a Tensor slot, and the backward pass
+# only looks when the table is not empty
+_post_hooks: dict = {}
+
+
+def register_post_accumulate_grad_hook(t, hook):
+    """``hook(t)`` runs once per backward pass after ``t.grad`` has received all of this pass's
+    gradient (torch's ``register_post_accumulate_grad_hook``); returns a handle with
+    ``remove()``."""
+    if not t.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    if t._grad_fn is not None:
+        raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+    key = id(t)
+    entry = _post_hooks.get(key)
+    if entry is None or entry[0]() is not t:
+        entry = _post_hooks[key] = (weakref.ref(t, lambda _, k=key: _post_hooks.pop(k, None)),
+                                    [])
+    entry[1].append(hook)
+    return _HookHandle(entry[1], hook)
+
+
+class _HookHandle:
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+def _leaf_deliveries(order) -> dict:
+    """id(leaf) -> [gradients this pass may still deliver to it, the leaf, delivered any?] for
+    the leaves with post-accumulate hooks."""
+    count: dict = {}
+    for node in order:
+        for e in node.edges:
+            if e is not None and not isinstance(e, TapeNode) and id(e) in _post_hooks:
+                count.setdefault(id(e), [0, e, False])[0] += 1
+    return count
+
+
+def _run_post_hooks(t):
+    entry = _post_hooks.get(id(t))
+    if entry is not None and entry[0]() is t:
+        for hook in list(entry[1]):
+            hook(t)
+
+
 def grads_stored() -> int:
     """How many gradients this thread has stored into ``.grad`` eagerly (tracing/front.py: did a
     traced function that ran eagerly call ``backward()``?)."""
@@ -244,9 +294,16 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                 targets[id(t._grad_fn)] = k
     captured: dict = {}
 
+    order = _topo_order(roots)
+    # leaves with post-accumulate hooks: the hook runs after the leaf's last gradient of the pass
+    post = _leaf_deliveries(order) if _post_hooks and inputs is None else None
+    if post is not None:
+        for out in outputs:
+            if out._grad_fn is None and id(out) in _post_hooks:
+                _run_post_hooks(out)
     prev, grad_mode.enabled = grad_mode.enabled, create_graph
     try:
-        for node in _topo_order(roots):
+        for node in order:
             g = pending.pop(id(node), None)
             if g is None:
                 continue
@@ -285,6 +342,12 @@ def run_backward(outputs, grad_outputs, inputs=None, retain_graph=None, create_g
                     _accumulate(pending, id(e), gx)
                 else:
                     _deliver_leaf(e, gx, inputs, leaf_grads, create_graph)
+                    if post is not None and id(e) in post:
+                        left = post[id(e)]
+                        left[0] -= 1
+                        left[2] = True
+                        if not left[0]:
+                            _run_post_hooks(e)
             if not retain_graph:
                 node.inputs = node.out_data = None
     finally:
@@ -463,3 +526,22 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
 
     del wanted
     return gradcheck(first_grads, inputs, eps=eps, atol=atol, rtol=rtol, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# tracejit.autograd.Function (custom_function.py) and tracejit.autograd.functional
+# (autograd_functional.py), importable by torch's module paths too
+import sys as _sys  # noqa: E402
+
+from . import autograd_functional as functional  # noqa: E402
+from . import custom_function as function  # noqa: E402
+from .custom_function import Function, FunctionCtx, once_differentiable  # noqa: E402, F401
+
+_sys.modules[__name__ + ".functional"] = functional
+_sys.modules[__name__ + ".function"] = function
+
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

@@ -204,36 +204,65 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _new(np.eye(n, m, dtype=D.as_dtype(dtype)), device, requires_grad)
 
 
-def _random(op, size, dtype, device, requires_grad, **params):
+class _Using:
+    """Draw from ``generator`` (a tracejit.Generator) instead of the global one, eagerly."""
+
+    def __init__(self, generator, who: str) -> None:
+        self.rng = None
+        if generator is not None:
+            rng = getattr(generator, "numpy_generator", generator)  # a tracejit.Generator
+            if not isinstance(rng, np.random.Generator):
+                raise TypeError(f"{who}: generator must be a tracejit.Generator, got "
+                                f"{type(generator).__name__}")
+            if rng is not _GEN[0]:  # not tracejit.default_generator
+                if current_tracer() is not None:
+                    raise NotImplementedError(
+                        f"{who}(generator=...) inside a traced function: a traced graph "
+                        f"draws from tracejit's global generator; seed it with "
+                        f"tracejit.manual_seed, or draw outside and pass the tensor in")
+                self.rng = rng
+
+    def __enter__(self):
+        if self.rng is not None:
+            self.saved, _GEN[0] = _GEN[0], self.rng
+
+    def __exit__(self, *exc):
+        if self.rng is not None:
+            _GEN[0] = self.saved
+
+
+def _random(op, size, dtype, device, requires_grad, generator=None, **params):
     dev = _check_device(device) if device is not None else None
-    t = apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
+    with _Using(generator, op.name):
+        t = apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
     if dev is not None and dev.type == "cuda":  # drawn on the host: the CPU's numbers, copied
         t = t.cuda()
     return t.requires_grad_(True) if requires_grad else t
 
 
-def rand(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+def rand(*size, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
     """Uniform samples in [0, 1)."""
-    return _random(ops.UNIFORM, size, dtype, device, requires_grad)
+    return _random(ops.UNIFORM, size, dtype, device, requires_grad, generator)
 
 
-def randn(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
+def randn(*size, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
     """Standard normal samples."""
-    return _random(ops.NORMAL, size, dtype, device, requires_grad)
+    return _random(ops.NORMAL, size, dtype, device, requires_grad, generator)
 
 
-def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
+def randint(low, high=None, size=(), dtype=None, device=None, generator=None) -> Tensor:
     """Integers in [low, high) (``randint(high, size)`` also works, as in torch)."""
     if high is None or isinstance(high, (tuple, list)):
         low, high, size = 0, low, high if high is not None else size
     dtype = D.int64 if dtype is None else dtype
-    return _random(ops.RANDINT, (tuple(size),), dtype, device, False, low=int(low),
+    return _random(ops.RANDINT, (tuple(size),), dtype, device, False, generator, low=int(low),
                    high=int(high))
 
 
-def randperm(n, dtype=None, device=None) -> Tensor:
+def randperm(n, dtype=None, device=None, generator=None) -> Tensor:
     if current_tracer() is not None:
         raise NotImplementedError("randperm inside a traced function is not supported; draw the "
                                   "permutation outside and pass it as an argument")
     dtype = D.int64 if dtype is None else D.as_dtype(dtype)
-    return _new(_rng().permutation(n).astype(dtype), device)
+    with _Using(generator, "randperm"):
+        return _new(_rng().permutation(n).astype(dtype), device)

@@ -137,3 +137,9 @@ def synchronize() -> None:
     except Exception as e:  # a driver error after the probe (device lost, ...): no traceback
         raise CudaUnavailableError(f"tracejit.cuda.synchronize: CUDA failed: "
                                    f"{' '.join(str(e).split())}") from None
+
+
+from . import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

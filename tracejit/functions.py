@@ -19,6 +19,8 @@ _METHODS = (
     "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "split", "chunk",
     "unbind", "flip", "index_select", "gather", "scatter_add", "masked_fill", "repeat",
     "broadcast_to", "clone", "detach",
+    "asin", "acos", "atan", "asinh", "acosh", "atanh", "arcsin", "arccos", "arctan", "arcsinh",
+    "arccosh", "arctanh", "atan2", "arctan2", "fmod",
 )
 
 
@@ -29,6 +31,7 @@ def _function(name):
         return method(_t(input), *args, **kwargs)
 
     fn.__name__ = fn.__qualname__ = name
+    fn.__code__ = fn.__code__.replace(co_name=name)  # errors name tracejit.<name>, not "fn"
     fn.__doc__ = f"``tracejit.{name}(x, ...)`` is ``x.{name}(...)``."
     return fn
 
@@ -62,3 +65,23 @@ def broadcast_tensors(*tensors):
 
 __all__ = list(_METHODS) + ["max", "min", "numel", "is_tensor", "broadcast_tensors", "cat",
                             "stack", "matmul", "maximum", "minimum", "where"]
+
+
+# torch ops composed from the op table's rows (tracejit/extra_ops.py), and tracejit.linalg
+from . import linalg  # noqa: E402
+from .extra_ops import *  # noqa: E402,F401,F403
+from .extra_ops import __all__ as _extra_names  # noqa: E402
+
+for _name in ("addcmul", "addcdiv"):  # functions of the Tensor methods extra_ops adds
+    globals()[_name] = _function(_name)
+
+__all__ += list(_extra_names) + ["linalg", "addcmul", "addcdiv"]  # noqa: F405
+
+
+# numpy's axis= / keepdims= (the method wrappers pass them on to the Tensor methods)
+from . import extra_ops as _extra_ops  # noqa: E402
+from ._aliases import add_aliases as _add_aliases  # noqa: E402
+from ._aliases import add_method_aliases_like as _add_method_aliases_like  # noqa: E402
+
+_add_aliases(globals())
+_add_method_aliases_like(Tensor, vars(_extra_ops))  # x.sort(axis=0): methods made there

@@ -55,6 +55,7 @@ class OpDef:
     free_view: bool = False  # a view made from attributes alone: the backward graph re-makes it
     fresh: bool = False  # the result is always a new array, never a view of an operand (codegen)
     impure: bool = False  # has effects (draws random numbers): dce, cse and fold keep every call
+    int_zero_division: bool = False  # an integer zero divisor raises ZeroDivisionError (kernels)
     _plans: dict = field(default_factory=dict, repr=False)
     saves_out: bool = field(init=False, default=False)  # the vjp reads ``out`` (set below)
 
@@ -330,9 +331,10 @@ def _ew_infer(name, rule):
     return infer
 
 
-def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False):
+def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False,
+                int_zero_division=False):
     return register(OpDef(name, ELEMENTWISE, impl, _ew_infer(name, rule), vjp, expr,
-                          dtype_rule=rule, noisy=noisy))
+                          dtype_rule=rule, noisy=noisy, int_zero_division=int_zero_division))
 
 
 def _apply(op: OpDef, *inputs, **attrs):
@@ -411,6 +413,19 @@ SINH = elementwise("sinh", np.sinh, "sinh({0})", lambda g, out, x: (g * x.cosh()
                    True)  # sinh(89.0) is inf in float32, silently (numpy warns)
 COSH = elementwise("cosh", np.cosh, "cosh({0})", lambda g, out, x: (g * x.sinh(),), "float",
                    True)
+# inverse trigonometric and hyperbolic functions: nan outside their domain, silently as torch
+ASIN = elementwise("asin", np.arcsin, "asin({0})",
+                   lambda g, out, x: (g * (1 - x * x).rsqrt(),), "float", True)
+ACOS = elementwise("acos", np.arccos, "acos({0})",
+                   lambda g, out, x: (-g * (1 - x * x).rsqrt(),), "float", True)
+ATAN = elementwise("atan", np.arctan, "atan({0})", lambda g, out, x: (g / (x * x + 1),),
+                   "float", True)
+ASINH = elementwise("asinh", np.arcsinh, "asinh({0})",
+                    lambda g, out, x: (g * (x * x + 1).rsqrt(),), "float", True)
+ACOSH = elementwise("acosh", np.arccosh, "acosh({0})",
+                    lambda g, out, x: (g * (x * x - 1).rsqrt(),), "float", True)
+ATANH = elementwise("atanh", np.arctanh, "atanh({0})", lambda g, out, x: (g / (1 - x * x),),
+                    "float", True)
 TANH = elementwise("tanh", np.tanh, "tanh({0})", lambda g, out, x: (g * (1 - out * out),),
                    "float")
 SIGMOID = elementwise("sigmoid", _sigmoid, "sigmoid({0})",
@@ -458,11 +473,23 @@ def _int_div_checked(fn):
 
 
 FLOORDIV = elementwise("floordiv", _int_div_checked(np.floor_divide), "floordiv({0}, {1})",
-                       rule="no_bool", noisy=True)
+                       rule="no_bool", noisy=True, int_zero_division=True)
 REMAINDER = elementwise("remainder", _int_div_checked(np.remainder), "remainder({0}, {1})",
                         lambda g, out, x, y: (g, -g * (x / y).floor() if _req(y) else None),
-                        "no_bool", noisy=True)
+                        "no_bool", noisy=True, int_zero_division=True)
 
+
+
+def _atan2_vjp(g, out, y, x):
+    r = y * y + x * x
+    return (g * x / r if _req(y) else None, -g * y / r if _req(x) else None)
+
+
+# atan2(y, x): the angle of (x, y), in (-pi, pi]; fmod: C's remainder (the dividend's sign)
+ATAN2 = elementwise("atan2", np.arctan2, "atan2({0}, {1})", _atan2_vjp, "float", True)
+FMOD = elementwise("fmod", _int_div_checked(np.fmod), "fmod({0}, {1})",
+                   lambda g, out, x, y: (g, -g * (x / y).trunc() if _req(y) else None),
+                   "no_bool", noisy=True, int_zero_division=True)
 
 def _pow_vjp(g, out, x, y):
     gx = None
@@ -680,6 +707,85 @@ CUMSUM = register(OpDef(
     _cumsum_infer,
     lambda g, out, x, dim: (_flip(_flip(g, dim).cumsum(dim), dim) if x.ndim else g,),
     noisy=True))
+
+
+
+def _rev_cumsum(t, dim):
+    return _flip(_flip(t, dim).cumsum(dim), dim)
+
+
+def _cumprod_vjp(g, out, x, dim):
+    # exact with zeros (out / x would be nan): before the first zero of a row the gradient is
+    # revcumsum(g * out) / x; at the first zero it is revcumsum(g * cumprod(x with that zero
+    # set to 1)); after it, 0
+    if not x.ndim:
+        return (g,)
+    from .tensor import where
+    zero = x == 0
+    seen = zero.cumsum(dim)
+    before, first = seen == 0, zero & (seen == 1)
+    g_before = _rev_cumsum(g * out, dim) / where(before, x, 1.0)
+    g_first = _rev_cumsum(g * where(first, 1.0, x).cumprod(dim), dim)
+    return (where(before, g_before, where(first, g_first, 0.0)),)
+
+
+CUMPROD = register(OpDef(
+    "cumprod", REDUCE,
+    lambda x, dim: np.cumprod(x, axis=dim, dtype=_acc_dtype(x.dtype)) if x.ndim else x.copy(),
+    _cumsum_infer, _cumprod_vjp, noisy=True))
+
+
+def _logcumsumexp_impl(x, dim):
+    if not D.is_floating(x.dtype):
+        x = x.astype(D.get_default_dtype())
+    return np.logaddexp.accumulate(x, axis=dim) if x.ndim else x.copy()
+
+
+def _logcumsumexp_infer(avals, dim):
+    (shape, dtype), = avals
+    norm_dim("logcumsumexp", dim, shape)
+    return shape, dtype if D.is_floating(dtype) else D.get_default_dtype()
+
+
+def _logcumsumexp_vjp(g, out, x, dim):
+    # grad_i = sum_{j >= i} g_j exp(x_i - out_j), summed in log space for the positive and the
+    # negative parts of g separately (torch's way: no overflow of exp(-out))
+    if not x.ndim:
+        return (g,)
+    from .tensor import where
+    log_g = g.abs().log() - out
+
+    def part(mask):
+        t = where(mask, log_g, -np.inf)
+        return (_flip(_flip(t, dim).logcumsumexp(dim), dim) + x).exp()
+    return (part(g > 0) - part(g < 0),)
+
+
+LOGCUMSUMEXP = register(OpDef("logcumsumexp", REDUCE, _logcumsumexp_impl, _logcumsumexp_infer,
+                              _logcumsumexp_vjp, noisy=True))
+
+
+def _argsort_impl(x, dim, descending):
+    """Stable: equal elements keep their order (also descending); NaN sorts as the largest."""
+    if not x.ndim:
+        return np.zeros((), np.int64)
+    if not descending:
+        return np.argsort(x, axis=dim, kind="stable").astype(np.int64, copy=False)
+    # sorting the reversed row ascending and reading it backwards keeps ties in order
+    r = np.argsort(np.flip(x, dim), axis=dim, kind="stable")
+    return (x.shape[dim] - 1 - np.flip(r, dim)).astype(np.int64)
+
+
+def _argsort_infer(avals, dim, descending):
+    (shape, _), = avals
+    if shape:
+        norm_dim("argsort", dim, shape)
+    return tuple(shape), D.int64
+
+
+# sort, topk, kthvalue, median and mode gather their values with these indices (tensor.py), so
+# their gradient is gather's
+ARGSORT = register(OpDef("argsort", REDUCE, _argsort_impl, _argsort_infer, fresh=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1166,3 +1272,47 @@ def reduces(node) -> bool:
 
 __all__ = ["OpDef", "OPS", "register", "compute", "broadcast_shapes", "norm_dim", "norm_dims",
            "unreduce", "reduces"]
+
+
+# ----------------------------------------------------------------------------------------------
+# collectives (tracejit.distributed): a traced training step all-reduces its gradients
+
+COLLECTIVE = "collective"  # impure: talks to the other ranks, in program order on every rank
+
+# The process group's collectives on numpy arrays (tracejit/distributed/_group.py), set by
+# ``tracejit.distributed.init_process_group`` and cleared by ``destroy_process_group``.
+# NOTE: a slot, not an import: the op table never imports mpi4py.
+collective_backend = None
+
+
+def _all_reduce_impl(x, reduce):
+    if collective_backend is None:
+        raise RuntimeError(
+            "all_reduce: the default process group is not initialized; call "
+            "tracejit.distributed.init_process_group() first")
+    return collective_backend.all_reduce_array(x, reduce)
+
+
+def _all_reduce_infer(avals, reduce):
+    (shape, dtype), = avals
+    if reduce not in ("sum", "avg", "max", "min", "product"):
+        raise ValueError(f"all_reduce: unknown reduction {reduce!r} (sum, avg, max, min, "
+                         f"product)")
+    return tuple(shape), dtype
+
+
+def _all_reduce_vjp(g, out, x, reduce):
+    # every rank's output is the reduction of all inputs: the gradient of a sum (or mean) is
+    # the sum (or mean) of the output gradients of all ranks
+    if reduce not in ("sum", "avg"):
+        raise NotImplementedError(
+            f"all_reduce: no gradient for op={reduce!r} (only sum and avg are differentiable); "
+            f"all-reduce a detached tensor")
+    from .dispatch import apply
+    return (apply(ALL_REDUCE, g, reduce=reduce),)
+
+
+# an all-reduce of one array across the process group: never merged, folded or removed, never
+# fused (a kernel boundary); the compiled entry calls it between kernels
+ALL_REDUCE = register(OpDef("all_reduce", COLLECTIVE, _all_reduce_impl, _all_reduce_infer,
+                            _all_reduce_vjp, impure=True, fresh=True))

@@ -472,6 +472,11 @@ class Tensor:
             self._hooks = (self._hooks or []) + [hook]
         return hook
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """``hook(tensor)`` runs after a backward pass has accumulated this leaf's ``.grad``
+        (as torch; DistributedDataParallel starts a gradient bucket's exchange from it)."""
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into each leaf's ``.grad``."""
         if inputs is not None:
@@ -732,6 +737,37 @@ class Tensor:
     def cosh(self):
         return apply(ops.COSH, self)
 
+    def asin(self):
+        return apply(ops.ASIN, self)
+
+    def acos(self):
+        return apply(ops.ACOS, self)
+
+    def atan(self):
+        return apply(ops.ATAN, self)
+
+    def asinh(self):
+        return apply(ops.ASINH, self)
+
+    def acosh(self):
+        return apply(ops.ACOSH, self)
+
+    def atanh(self):
+        return apply(ops.ATANH, self)
+
+    arcsin, arccos, arctan, arcsinh, arccosh, arctanh = asin, acos, atan, asinh, acosh, atanh
+
+    def atan2(self, other):
+        """The angle of the point ``(other, self)``: ``atan2(y, x)`` as in C and torch."""
+        return apply(ops.ATAN2, self, _wrap(other))
+
+    arctan2 = atan2
+
+    def fmod(self, other):
+        """C's ``fmod``: the remainder of truncated division, with the dividend's sign
+        (``remainder``/``%`` takes the divisor's)."""
+        return apply(ops.FMOD, self, _wrap(other))
+
     def tanh(self):
         return apply(ops.TANH, self)
 
@@ -980,12 +1016,10 @@ class Tensor:
     def any(self, dim=None, keepdim=False):
         return self.bool().sum(dim, keepdim) > 0
 
-    def norm(self, p=2, dim=None, keepdim=False):
-        if p == 2:
-            return (self * self).sum(dim, keepdim).sqrt()
-        if p == 1:
-            return self.abs().sum(dim, keepdim)
-        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """torch.norm: see ``tracejit.linalg`` (the zero subgradient at 0, as torch)."""
+        from .linalg import tensor_norm
+        return tensor_norm(self, p, dim, keepdim, dtype)
 
     def sum_to_shape(self, shape) -> "Tensor":
         """Sum broadcast dimensions away so the result has ``shape`` (undoes broadcasting)."""
@@ -1425,6 +1459,22 @@ for _name in ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "si
     setattr(Tensor, _name + "_", _make_unary_inplace(_name))
 
 
+for _name in ("asin", "acos", "atan", "asinh", "acosh", "atanh"):
+    setattr(Tensor, _name + "_", _make_unary_inplace(_name))
+
+
+def _binary_inplace(name):
+    def method(self, other):
+        return self._inplace(getattr(ops, name.upper()), _wrap(other))
+    method.__name__ = name + "_"
+    method.__doc__ = f"In-place {name}."
+    return method
+
+
+for _name in ("atan2", "fmod"):
+    setattr(Tensor, _name + "_", _binary_inplace(_name))
+
+
 def _is_one(value) -> bool:
     """Is ``value`` the Python number 1? (a tensor may be 1 too, but comparing it is a tensor op)"""
     return not isinstance(value, Tensor) and value == 1
@@ -1606,3 +1656,17 @@ def stack(tensors, dim=0) -> Tensor:
     d = norm_dim("stack", dim, tensors[0].ndim + 1)
     return apply(ops.CAT, *(t.unsqueeze(d) for t in tensors), dim=d)
 
+
+
+# numpy's axis= / keepdims= wherever dim= / keepdim= are taken, as torch accepts them
+from ._aliases import add_aliases as _add_aliases  # noqa: E402
+from ._aliases import add_method_aliases as _add_method_aliases  # noqa: E402
+
+_add_method_aliases(Tensor)
+_add_aliases(globals(), ("cat", "stack"))
+
+# a torch Tensor attribute tracejit lacks raises an AttributeError naming the alternative
+# (reached only when normal lookup fails; tracejit/_torch_names.py)
+from ._torch_names import tensor_getattr as _tensor_getattr  # noqa: E402
+
+Tensor.__getattr__ = _tensor_getattr

@@ -133,6 +133,21 @@ def test_edge_shapes_and_layouts():
     _compare(f, (zero_d, empty, strided), rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inverse_trig_fmod_scans_and_argsort(dtype):
+    rng = np.random.default_rng(2)
+    u = tj.tensor(np.linspace(-0.9, 0.9, 24).reshape(4, 6), dtype=dtype)  # |u| < 1
+    y = tj.tensor(rng.uniform(-3, 3, (4, 6)), dtype=dtype)
+    big = tj.tensor(np.linspace(1.0, 4.0, 24).reshape(4, 6), dtype=dtype)  # acosh: >= 1
+    i = tj.tensor(rng.integers(-7, 8, (4, 6)))
+    f = lambda u, y, big, i: (  # noqa: E731
+        u.asin(), u.acos(), y.atan(), y.asinh(), big.acosh(), u.atanh(), tj.atan2(y, u),
+        tj.atan2(u, -big), tj.fmod(y, 0.7), tj.fmod(-y, u), tj.fmod(i, 3), tj.fmod(-i, 4),
+        u.cumprod(1), y.cumprod(0), y.logcumsumexp(1), y.argsort(1), (-y).argsort(0))
+    tol = 5e-6 if dtype == "float32" else 1e-12
+    _compare(f, (u, y, big, i), rtol=tol, atol=tol)
+
+
 def test_every_primitive_is_compiled_somewhere():
     """New ops must be added to this file's sweeps (random and graph-only ops excepted)."""
     covered = set()
@@ -142,6 +157,7 @@ def test_every_primitive_is_compiled_somewhere():
     text = open(__file__).read()
     skip = {"const", "detach", "fused", "uniform", "normal", "randint", "copy", "index_put",
             "scatter_add", "fold", "unfold", "getitem", "permute", "reshape", "expand", "cast",
-            "logical_and", "logical_or", "logical_xor", "matmul", "pad", "cat", "argmin"}
+            "logical_and", "logical_or", "logical_xor", "matmul", "pad", "cat", "argmin",
+            "all_reduce"}  # all_reduce: compiled on two ranks in tests/distributed
     missing = [n for n in ops.OPS if n not in skip and n not in text]
     assert not missing, f"ops without a compiled test here: {missing}"

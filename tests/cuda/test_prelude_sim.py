@@ -47,7 +47,8 @@ CAST_SPECIALS = [nan, inf, -inf]  # only to float and bool: NaN/inf to int diffe
 # Results compared within a tolerance: numpy's array loops (SIMD) and scalar functions may
 # differ in the last bits; everything else must match bit for bit (signed zeros too).
 INEXACT = {"exp", "log", "log1p", "expm1", "sin", "cos", "tan", "sinh", "cosh", "tanh",
-           "sigmoid", "erf", "power", "power_scalar"}
+           "sigmoid", "erf", "power", "power_scalar", "asin", "acos", "atan", "asinh", "acosh",
+           "atanh", "atan2"}
 
 
 def _op_of(call: str):
@@ -103,7 +104,7 @@ def _operands(call: str, t: np.dtype):
             return [a, b], ops.compute(op, [a, b], {})
         pairs = FLOAT_PAIRS if kind == "float" else INT_POWERS if call == "power" else INT_PAIRS
         a, b = (np.array(v, t) for v in zip(*pairs))
-        if kind == "int" and call in ("floordiv", "remainder", "power"):
+        if kind == "int" and call in ("floordiv", "remainder", "fmod", "power"):
             # eager raises (ZeroDivisionError, ValueError): the helper answers 0, and the
             # kernel that calls it flags the element
             bad = b < 0 if call == "power" else b == 0

@@ -146,8 +146,21 @@ def interpret_backend(tj, dev):
     return (_calls(f, x),)
 
 
+def more_ops(tj, dev):
+    """The inverse trigonometric rows, atan2 and fmod in one kernel; integer fmod; the scans
+    and the sort family (numpy fallbacks between kernels)."""
+    tj.manual_seed(4)
+    x, y = tj.rand(3, 4, device=dev) * 1.8 - 0.9, tj.rand(4, device=dev) + 0.5
+    i, j = tj.tensor([-7, 7, 5, -3], device=dev), tj.tensor([2, -2, 3, 3], device=dev)
+    f = _traced(tj, lambda x, y, i, j: (
+        x.asin() + x.acos() * x.atan() - x.asinh() + (x.abs() + 1).acosh() * x.atanh(),
+        tj.atan2(x, y) + tj.fmod(x * 7, y), tj.fmod(i, j), x.cumprod(1), x.sort(1).values,
+        x.argsort(0, descending=True), x.triu() + x.roll(1, 1)))
+    return _calls(f, x, y, i, j)
+
+
 CASES = {f.__name__: f for f in (elementwise, rows, matmul, constants_and_scalars, inplace,
-                                 grad_fn, train_sgd, interpret_backend)}
+                                 grad_fn, train_sgd, interpret_backend, more_ops)}
 # ~10 s each under the simulator (its threads poll each other): run with -m slow
 SLOW_CASES = {f.__name__: f for f in (train_adam, conv_step)}
 

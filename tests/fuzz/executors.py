@@ -238,14 +238,14 @@ def _noise(step: S, env: list, res) -> np.ndarray | None:
             with tj.no_grad():
                 mag = run_step(step, absenv)._data.astype(np.float64)
             return 2 * eps * n * np.abs(mag)
-        if name == "prod":
+        if name in ("prod", "cumprod"):
             return 2 * eps * max(env[step.args[0]]._data.size, 1) * np.abs(o)
         x = xs[0] if xs else o
         if name in ("add", "sub"):
             return 2 * eps * (np.abs(xs[0]) + (np.abs(xs[1]) if len(xs) > 1 else 0) + np.abs(o))
         if name in ("mul", "div", "floordiv"):
             return 2 * eps * np.abs(o)
-        if name == "remainder":
+        if name in ("remainder", "fmod"):
             return 2 * eps * (np.abs(xs[0]) + np.abs(o))
         if name == "pow":
             y = xs[1] if len(xs) > 1 else 1.0
@@ -260,6 +260,13 @@ def _noise(step: S, env: list, res) -> np.ndarray | None:
             "tan": lambda: np.abs(x) * (1 + o * o), "tanh": lambda: np.abs(x) * (1 - o * o),
             "sigmoid": lambda: np.abs(x) * o * (1 - o),
             "erf": lambda: np.abs(x) * 1.1284 * np.exp(-x * x),
+            "asin": lambda: np.abs(x) / np.sqrt(1 - x * x),
+            "acos": lambda: np.abs(x) / np.sqrt(1 - x * x),
+            "atan": lambda: np.abs(x) / (1 + x * x),
+            "asinh": lambda: np.abs(x) / np.sqrt(1 + x * x),
+            "acosh": lambda: np.abs(x) / np.sqrt(x * x - 1),
+            "atanh": lambda: np.abs(x) / (1 - x * x),
+            "atan2": lambda: np.ones_like(o),
         }.get(name)
         cond = deriv() if deriv is not None else np.zeros_like(o)
         return ULPS[out.dtype] * eps * (np.abs(o) + cond)

@@ -52,7 +52,8 @@ EXACT_OPS = {
 }
 # ops with a jump: they may only read exact values
 DISCRETE_OPS = {"eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite", "floor", "ceil",
-                "round", "sign", "argmax", "argmin", "floordiv", "remainder"}
+                "round", "sign", "argmax", "argmin", "floordiv", "remainder", "fmod", "atan2",
+                "argsort"}
 # differentiable and smooth everywhere we evaluate them (the finite-difference check's ops)
 SMOOTH_OPS = {"neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh",
               "sinh", "cosh", "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where",
@@ -70,7 +71,7 @@ SKIP_EMPTY_KEY_ACCUMULATE = False
 # is wider than x's (float32 x, float64 y) traces as the wider value; set False once fixed
 SKIP_INPLACE_WIDENING = False
 KNOWN_KINDS = {ops.ELEMENTWISE, ops.REDUCE, ops.SHAPE, ops.INDEX, ops.LINALG, ops.WINDOW,
-               "random", "const", "fused"}
+               "random", "const", "fused", "collective"}
 
 _SPECIALS = {
     F32: [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 3.0, float("nan"), float("inf"), float("-inf"),
@@ -457,6 +458,19 @@ def build_reduce(g: Gen, name: str):
         if dim is not None and info.shape[dim] == 0:
             raise Reject
         return g.add(S(name, x, dim=dim, keepdim=draw(st.booleans())))
+    if name == "argsort":
+        if not info.exact:
+            raise Reject
+        dim = draw(st.integers(0, nd - 1)) if nd else 0
+        return g.add(S(name, x, dim=dim, descending=draw(st.booleans())))
+    if name in ("cumprod", "logcumsumexp"):
+        if nd == 0:
+            raise Reject
+        dim = draw(st.integers(0, nd - 1))
+        if name == "cumprod" and info.dtype.kind in "iub" and \
+                _maxabs(g.value(x)) ** max(info.shape[dim], 1) > 2 ** 30:
+            raise Reject
+        return g.add(S(name, x, dim=dim))
     if name == "cumsum":
         if nd == 0:
             raise Reject
@@ -890,7 +904,8 @@ def family_names(kind: str) -> list:
 
 # rows no builder draws: graph-only ops (const is the "tensor" step, fused is made by the fuse
 # pass); test_differential.test_every_row_is_reached checks the rest are all reached
-NOT_BUILT = {"const", "fused"}
+# all_reduce needs a process group: tests/distributed runs it on two ranks
+NOT_BUILT = {"const", "fused", "all_reduce"}
 _KINDS = [k for k, w in WEIGHTS.items() for _ in range(w)]
 
 

@@ -77,3 +77,15 @@ def test_digits_export(tmp_path):
     assert digits.main(["--export", str(export)]) == 0
     assert np.load(export)["x"].shape == (1797, 64)
     assert len(digits.build_dataset(str(export))) == 1797
+
+
+def test_logs_to_tensorboard(tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ds = digits.build_dataset(str(_toy_npz(tmp_path / "toy.npz")))
+    out = digits.train(ds, epochs=2, batch=32, logdir=str(tmp_path / "runs"))
+    acc = accumulator.EventAccumulator(str(tmp_path / "runs"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("loss/train")] == pytest.approx(out["losses"])
+    assert [e.step for e in acc.Scalars("accuracy/test")] == [0, 1]
+    assert "0.weight" in acc.Tags()["histograms"]
+    assert any(n.op == "matmul" for n in acc.Graph().node)

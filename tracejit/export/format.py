@@ -56,24 +56,35 @@ def write(path, manifest: dict, members: dict) -> None:
     manifest["members"] = {name: {"sha256": sha256(data), "size": len(data)}
                            for name, data in members.items()}
     text = json.dumps(manifest, indent=1, sort_keys=False, allow_nan=False).encode()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(MANIFEST, text)
-        for name, data in members.items():
-            z.writestr(name, data)
+
+    def fill(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(MANIFEST, text)
+            for name, data in members.items():
+                z.writestr(name, data)
+
+    if hasattr(path, "write"):  # an open binary file (io.BytesIO, ...)
+        fill(path)
+        return
+    # NOTE: atomic: a crash mid-write leaves the old file in place, never a truncated one
+    from ..saving.atomic import atomic_write
+    with atomic_write(path) as f:
+        fill(f)
 
 
 class Reader:
     """An open export: the manifest, and members read on request (checked, never extracted)."""
 
-    def __init__(self, path):
-        self.path = str(path)
+    def __init__(self, path, name: str | None = None):
+        self.path = name or str(path)
         try:
             self.zip = zipfile.ZipFile(path)
         except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise  # not the file's fault: the usual errors
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise ExportError(f"{self.path}: not a tracejit export (not a readable zip file: "
-                              f"{e}); only exported graphs (tracejit.export) load") from None
+            raise ExportError(f"{self.path}: not a tracejit export or checkpoint (not a "
+                              f"readable zip file: {e}); tj.load reads files written by "
+                              f"tj.export, tj.save and torch.save") from None
         self.infos = {}
         for info in self.zip.infolist():
             name = info.filename
@@ -82,8 +93,9 @@ class Reader:
             _check_name(self.path, name)
             self.infos[name] = info
         if MANIFEST not in self.infos:
-            raise ExportError(f"{self.path}: no {MANIFEST}: not a tracejit export (only "
-                              f"exported graphs, format {FORMAT!r}, load today)")
+            raise ExportError(f"{self.path}: no {MANIFEST}: not a tracejit export or "
+                              f"checkpoint, nor a torch.save file (tj.load reads files written "
+                              f"by tj.export, format {FORMAT!r}, tj.save and torch.save)")
         raw = self._read(MANIFEST, MAX_MANIFEST_BYTES)
         self.manifest = parse_json(raw, f"{self.path}: {MANIFEST}")
         if not isinstance(self.manifest, dict):

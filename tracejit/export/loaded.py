@@ -347,7 +347,8 @@ def load(path, device: str = "cpu"):
         loader = LOADERS.get(fmt) if isinstance(fmt, str) else None
         if loader is None:
             raise ExportError(f"{path}: this file's format is {fmt!r:.60}; only exported graphs "
-                              f"({FORMAT!r}, written by tracejit.export) load today")
+                              f"({FORMAT!r}, written by tracejit.export) load here (tj.load "
+                              f"also reads checkpoints, from tj.save)")
         return loader(reader, device)
     finally:
         reader.close()

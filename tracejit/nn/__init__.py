@@ -8,16 +8,20 @@ recurrent layers, losses; ``tracejit.nn.functional`` holds the functional forms 
 (3, 2)
 """
 
-from . import functional, init
+from . import functional, init, parallel, utils  # parallel: DistributedDataParallel
 from .layers import (
     GELU,
+    AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
+    Conv1d,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Embedding,
     Flatten,
+    GroupNorm,
     Identity,
     LayerNorm,
     LeakyReLU,
@@ -29,11 +33,30 @@ from .layers import (
     SiLU,
     Softmax,
     Tanh,
+    Upsample,
 )
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
-from .module import Module, ModuleList, Sequential
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+from .module import Module, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from .parameter import Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+from .transformer import (
+    MultiheadAttention,
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList",
@@ -42,4 +65,15 @@ __all__ = [
     "LayerNorm", "BatchNorm1d", "BatchNorm2d", "Embedding",
     "RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "MSELoss", "L1Loss", "BCEWithLogitsLoss", "NLLLoss", "CrossEntropyLoss",
+    "ModuleDict", "ParameterList", "ParameterDict", "Conv1d", "ConvTranspose2d",
+    "AdaptiveAvgPool2d", "Upsample", "GroupNorm", "MultiheadAttention",
+    "TransformerEncoderLayer", "TransformerEncoder",
+    "BCELoss", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "utils",
+    "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "parallel",
 ]
+
+
+from .. import _torch_names  # noqa: E402
+
+# a torch name tracejit lacks raises an AttributeError naming the alternative
+__getattr__ = _torch_names.install(__name__)

@@ -517,3 +517,226 @@ class Embedding(Module):
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
         return s
+
+
+# ---------------------------------------------------------------------- more layers (issue 15)
+
+class Conv1d(Module):
+    """1-d convolution over (N, C, L) (or unbatched (C, L)) input, as ``torch.nn.Conv1d``.
+
+    >>> tracejit.nn.Conv1d(3, 8, 3, padding=1)(tracejit.ones(2, 3, 10)).shape
+    (2, 8, 10)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        if groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups:
+            raise ValueError("out_channels must be divisible by groups")
+        if padding_mode != "zeros":
+            raise NotImplementedError(
+                f"Conv1d: padding_mode={padding_mode!r} is not supported; only 'zeros' is. Pad "
+                f"the input yourself (e.g. with tracejit.cat and flip) and use padding=0")
+        one = F._single
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
+                                 f"{{'valid', 'same'}}")
+            if padding == "same" and one(stride, "stride") != 1:
+                raise ValueError("padding='same' is not supported for strided convolutions")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = (one(kernel_size, "kernel_size"),)
+        self.stride = (one(stride, "stride"),)
+        self.padding = padding if isinstance(padding, str) else (one(padding, "padding"),)
+        self.dilation = (one(dilation, "dilation"),)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.weight = Parameter(empty(out_channels, in_channels // groups, self.kernel_size[0],
+                                      dtype=dtype, device=device))
+        if bias:
+            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            _uniform_bias(self.bias, fan_in)
+
+    def forward(self, x):
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(x, self.weight, self.bias, self.stride[0], padding, self.dilation[0],
+                        self.groups)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0,):
+            s += f", padding={self.padding}"
+        if self.dilation != (1,):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-d convolution (the gradient of Conv2d w.r.t. its input), as
+    ``torch.nn.ConvTranspose2d``; weight of shape (in, out/groups, kh, kw).
+
+    >>> tracejit.nn.ConvTranspose2d(4, 2, 3, stride=2)(tracejit.ones(1, 4, 5, 5)).shape
+    (1, 2, 11, 11)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
+                 padding_mode: str = "zeros", device=None, dtype=None) -> None:
+        super().__init__()
+        if groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups:
+            raise ValueError("out_channels must be divisible by groups")
+        if padding_mode != "zeros":
+            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
+        if isinstance(padding, str):
+            raise ValueError(f"ConvTranspose2d: padding must be an int or a pair, got "
+                             f"{padding!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.output_padding = _pair(output_padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.weight = Parameter(empty(in_channels, out_channels // groups, *self.kernel_size,
+                                      dtype=dtype, device=device))
+        if bias:
+            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            _uniform_bias(self.bias, fan_in)
+
+    def forward(self, x, output_size=None):
+        output_padding = self.output_padding
+        if output_size is not None:
+            # as torch: pick the output_padding that gives the requested size
+            size = tuple(output_size)[-2:]
+            h, w = x.shape[-2], x.shape[-1]
+            base = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in zip(
+                (h, w), self.stride, self.padding, self.dilation, self.kernel_size)]
+            output_padding = tuple(o - b for o, b in zip(size, base))
+            if any(not 0 <= op < max(s, d) for op, s, d in zip(output_padding, self.stride,
+                                                                self.dilation)):
+                raise ValueError(f"ConvTranspose2d: requested output size {size} is not "
+                                 f"reachable from input size {(h, w)}")
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                  output_padding, self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size (torch's bins), e.g. ``AdaptiveAvgPool2d(1)``
+    for global average pooling."""
+
+    def __init__(self, output_size) -> None:
+        super().__init__()
+        self.output_size = output_size if isinstance(output_size, int) or output_size is None \
+            else tuple(output_size)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class Upsample(Module):
+    """Resize by ``size`` or ``scale_factor`` with mode 'nearest', 'linear' or 'bilinear', as
+    ``torch.nn.Upsample`` (see ``F.interpolate``)."""
+
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest",
+                 align_corners=None, recompute_scale_factor=None) -> None:
+        super().__init__()
+        self.size = size if isinstance(size, int) or size is None else tuple(size)
+        self.scale_factor = float(scale_factor) if isinstance(scale_factor, (int, float)) \
+            else (None if scale_factor is None else tuple(float(s) for s in scale_factor))
+        self.mode = mode
+        self.align_corners = align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                             self.recompute_scale_factor)
+
+    def extra_repr(self) -> str:
+        s = f"size={self.size}" if self.scale_factor is None else \
+            f"scale_factor={self.scale_factor}"
+        return s + f", mode={self.mode!r}"
+
+
+class GroupNorm(Module):
+    """Normalise channel groups of (N, C, *) input, as ``torch.nn.GroupNorm``."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError("num_channels must be divisible by num_groups")
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.weight = Parameter(ones(num_channels, dtype=dtype, device=device))
+            self.bias = Parameter(zeros(num_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ShapeError(f"GroupNorm: expected {self.num_channels} channels in dim 1, got "
+                             f"input of shape {tuple(x.shape)}{user_frame(2)}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

@@ -83,3 +83,53 @@ class CrossEntropyLoss(_WeightedLoss):
     def forward(self, input, target):
         return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
                                self.label_smoothing)
+
+
+class BCELoss(_WeightedLoss):
+    """Binary cross entropy on probabilities in [0, 1] (each log clamped at -100, as torch);
+    ``weight`` rescales each element's loss."""
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """``0.5 d^2 / beta`` below ``beta``, ``|d| - 0.5 beta`` above, reduced."""
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(_Loss):
+    """``0.5 d^2`` up to ``delta``, ``delta * (|d| - 0.5 delta)`` above, reduced."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, self.reduction, self.delta)
+
+
+class KLDivLoss(Module):
+    """KL divergence with log-probability ``input``; reduction 'batchmean' is the divergence
+    averaged over the batch ('mean' averages over every element, as torch)."""
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean",
+                 log_target: bool = False) -> None:
+        super().__init__()
+        if size_average is not None or reduce is not None:
+            raise NotImplementedError("KLDivLoss: size_average and reduce are deprecated in "
+                                      "torch and not supported; use reduction=")
+        if reduction not in _REDUCTIONS + ("batchmean",):
+            raise ValueError(f"KLDivLoss: reduction must be 'mean', 'batchmean', 'sum' or "
+                             f"'none', got {reduction!r}")
+        self.reduction = reduction
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)

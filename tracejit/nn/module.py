@@ -1,4 +1,5 @@
-"""``Module``, the base of every layer, and the containers ``Sequential`` and ``ModuleList``.
+"""``Module``, the base of every layer, and the containers ``Sequential``, ``ModuleList``,
+``ModuleDict``, ``ParameterList`` and ``ParameterDict``.
 
 Parameters, buffers and submodules are stored as plain instance attributes (``vars(module)``),
 with their names kept in registration order in ``_parameter_names`` / ``_buffer_names`` /
@@ -23,6 +24,8 @@ from ..autograd import no_grad
 from ..creation import tensor as _tensor
 from ..dispatch import current_tracer
 from ..tensor import Tensor, _check_device, parse_to_args
+from ..utils.torch_interop import is_torch_tensor as _is_torch_tensor
+from ..utils.torch_interop import torch_to_numpy as _torch_to_numpy
 from .parameter import Parameter
 
 _IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -385,6 +388,8 @@ class Module:
                     missing.append(key)
                     continue
                 value = state_dict[key]
+                if _is_torch_tensor(value):  # a torch state_dict loads directly
+                    value = _torch_to_numpy(value)
                 if isinstance(value, np.ndarray) or np.isscalar(value):
                     value = _tensor(value, dtype=np.asarray(value).dtype)
                 if not isinstance(value, Tensor):
@@ -555,3 +560,249 @@ class ModuleList(Module):
         mods = self._modules_list()
         mods.insert(index, module)
         self._reset(mods)
+
+
+def _check_container_key(container: Module, key) -> str:
+    """A ModuleDict/ParameterDict key is stored as an attribute: it must be a string and may
+    not shadow the container's own methods (``keys``, ``update``...)."""
+    if not isinstance(key, str):
+        raise TypeError(f"{type(container).__name__} keys must be strings, got "
+                        f"{type(key).__name__}")
+    if hasattr(type(container), key):
+        raise KeyError(f"{type(container).__name__}: key {key!r} would shadow the method or "
+                       f"attribute of the same name; choose another key")
+    return key
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules whose parameters are registered, as ``torch.nn.ModuleDict``.
+
+    >>> d = tracejit.nn.ModuleDict({"enc": tracejit.nn.Linear(2, 3)})
+    >>> list(d.keys())
+    ['enc']
+    """
+
+    def __init__(self, modules=None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key: str) -> Module:
+        if key not in self._module_names:
+            raise KeyError(key)
+        return self.__dict__[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self.add_module(_check_container_key(self, key), module)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._module_names:
+            raise KeyError(key)
+        delattr(self, key)
+
+    def __len__(self) -> int:
+        return len(self._module_names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._module_names))
+
+    def __contains__(self, key) -> bool:
+        return key in self._module_names
+
+    def clear(self) -> None:
+        for k in list(self._module_names):
+            delattr(self, k)
+
+    def pop(self, key: str) -> Module:
+        v = self[key]
+        del self[key]
+        return v
+
+    def keys(self):
+        return list(self._module_names)
+
+    def items(self):
+        return [(k, self.__dict__[k]) for k in self._module_names]
+
+    def values(self):
+        return [self.__dict__[k] for k in self._module_names]
+
+    def update(self, modules) -> None:
+        """Add ``(key, module)`` pairs from a mapping or an iterable of pairs."""
+        if isinstance(modules, (dict, ModuleDict)):
+            pairs = modules.items()
+        else:
+            pairs = []
+            for j, pair in enumerate(modules):
+                if len(pair) != 2:
+                    raise ValueError(f"ModuleDict update sequence element #{j} has length "
+                                     f"{len(pair)}; 2 is required")
+                pairs.append(pair)
+        for k, m in pairs:
+            self[k] = m
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict is a container and has no forward; call one of "
+                                  "its modules: d[key](x)")
+
+
+class ParameterList(Module):
+    """A list of parameters registered as ``0``, ``1``...; plain tensors are wrapped in
+    ``Parameter``, as ``torch.nn.ParameterList`` does.
+
+    >>> ps = tracejit.nn.ParameterList([tracejit.nn.Parameter(tracejit.zeros(2))])
+    >>> len(ps), [n for n, _ in ps.named_parameters()]
+    (1, ['0'])
+    """
+
+    def __init__(self, values=None) -> None:
+        super().__init__()
+        self.__dict__["_list_names"] = []
+        if values is not None:
+            self.extend(values)
+
+    @staticmethod
+    def _wrap(value):
+        if isinstance(value, Tensor) and not isinstance(value, Parameter):
+            return Parameter(value)
+        return value
+
+    def _set(self, name: str, value) -> None:
+        value = self._wrap(value)
+        if isinstance(value, Parameter):
+            self.register_parameter(name, value)
+        else:  # torch's ParameterList also holds plain objects
+            self._forget(name)
+            object.__setattr__(self, name, value)
+        if name not in self._list_names:
+            self._list_names.append(name)
+
+    def _names(self) -> list:
+        return self._list_names
+
+    def _index(self, idx: int) -> str:
+        n = len(self)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range")
+        return str(idx % n)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ParameterList([self.__dict__[n] for n in self._names()[idx]])
+        return self.__dict__[self._index(idx)]
+
+    def __setitem__(self, idx: int, value) -> None:
+        self._set(self._index(idx), value)
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self):
+        return iter([self.__dict__[n] for n in self._names()])
+
+    def __iadd__(self, values) -> "ParameterList":
+        return self.extend(values)
+
+    def append(self, value) -> "ParameterList":
+        self._set(str(len(self)), value)
+        return self
+
+    def extend(self, values) -> "ParameterList":
+        for v in values:
+            self.append(v)
+        return self
+
+    def extra_repr(self) -> str:
+        lines = []
+        for i, p in enumerate(self):
+            if isinstance(p, Tensor):
+                lines.append(f"({i}): Parameter containing: [{type(p).__name__} of size "
+                             f"{'x'.join(str(s) for s in p.shape)}]")
+            else:
+                lines.append(f"({i}): Object of type: {type(p).__name__}")
+        return "\n".join(lines)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ParameterList is a container and has no forward")
+
+
+class ParameterDict(Module):
+    """An ordered dict of parameters; plain tensors are wrapped in ``Parameter``, as
+    ``torch.nn.ParameterDict`` does.
+
+    >>> pd = tracejit.nn.ParameterDict({"scale": tracejit.ones(3)})
+    >>> [n for n, _ in pd.named_parameters()]
+    ['scale']
+    """
+
+    def __init__(self, parameters=None) -> None:
+        super().__init__()
+        self.__dict__["_dict_names"] = []
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key: str):
+        if key not in self._dict_names:
+            raise KeyError(key)
+        return self.__dict__[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        _check_container_key(self, key)
+        value = ParameterList._wrap(value)
+        if isinstance(value, Parameter):
+            self.register_parameter(key, value)
+        else:
+            self._forget(key)
+            object.__setattr__(self, key, value)
+        if key not in self._dict_names:
+            self._dict_names.append(key)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._dict_names:
+            raise KeyError(key)
+        self._dict_names.remove(key)
+        delattr(self, key)
+
+    def __len__(self) -> int:
+        return len(self._dict_names)
+
+    def __iter__(self):
+        return iter(list(self._dict_names))
+
+    def __contains__(self, key) -> bool:
+        return key in self._dict_names
+
+    def keys(self):
+        return list(self._dict_names)
+
+    def items(self):
+        return [(k, self.__dict__[k]) for k in self._dict_names]
+
+    def values(self):
+        return [self.__dict__[k] for k in self._dict_names]
+
+    def get(self, key: str, default=None):
+        return self[key] if key in self else default
+
+    def pop(self, key: str):
+        v = self[key]
+        del self[key]
+        return v
+
+    def clear(self) -> None:
+        for k in list(self._dict_names):
+            del self[k]
+
+    def update(self, parameters) -> None:
+        pairs = parameters.items() if isinstance(parameters, (dict, ParameterDict)) \
+            else parameters
+        for k, v in pairs:
+            self[k] = v
+
+    def extra_repr(self) -> str:
+        return "\n".join(f"({k}): Parameter containing: [{type(v).__name__} of size "
+                         f"{'x'.join(str(s) for s in v.shape)}]" for k, v in self.items()
+                         if isinstance(v, Tensor))
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ParameterDict is a container and has no forward")

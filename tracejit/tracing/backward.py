@@ -32,23 +32,32 @@ from ..tensor import Tensor, _host_data
 from .tracer import Tracer
 
 
-def build(graph: Graph, inputs: list, compile_graph, name: str) -> CompiledGrad:
+class NotCompilable(Exception):
+    """The joint graph reached tensors that are not graph inputs: an autograd.Function's
+    backward (or what its forward saved) reads a tensor from elsewhere (a closure, a global),
+    which the compiled backward could not be given on later calls."""
+
+
+def build(graph: Graph, inputs: list, compile_graph, name: str,
+          regions: tuple = ()) -> CompiledGrad:
     """Trace the joint graph of ``graph`` at ``inputs`` and split it (``compile_graph(g)`` turns
-    a graph into a callable on arrays; ``name`` names the ``grad_fn``)."""
+    a graph into a callable on arrays; ``name`` names the ``grad_fn``; ``regions``: the
+    autograd.Functions in ``graph``, called by the replay so their backward is recorded)."""
     # NOTE: tracing runs the ops, random draws included: the call itself must draw the numbers
     # that eager code would, so the generator is put back afterwards
     rng = creation._rng().bit_generator
     state = rng.state
     try:
-        joint, n_out, diff, wrt, n_cot = _joint(graph, inputs)
+        joint, n_out, diff, wrt, n_cot = _joint(graph, inputs, regions)
     finally:
         rng.state = state
     joint = run_pipeline(joint)
     forward, backward = (dce(g) for g in partition(joint, n_out, n_cot))
-    return compile_grad(forward, backward, graph, n_out, diff, wrt, compile_graph, name)
+    return compile_grad(forward, backward, graph, n_out, diff, wrt, compile_graph, name,
+                        regions)
 
 
-def _joint(graph: Graph, inputs: list):
+def _joint(graph: Graph, inputs: list, regions: tuple = ()):
     """The joint graph ``(inputs, cotangents) -> (outputs, gradients)`` of ``graph`` at
     ``inputs``; how many outputs, which are differentiable, which inputs get gradients, and
     how many cotangents."""
@@ -62,7 +71,7 @@ def _joint(graph: Graph, inputs: list):
         xs.append(x)
     with tracing(tracer):
         with enable_grad():
-            outs = replay(graph, xs)
+            outs = replay(graph, xs, regions)
             diff = [k for k, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
             cots = []
             for k in diff:
@@ -75,5 +84,7 @@ def _joint(graph: Graph, inputs: list):
         # an input the outputs do not depend on gets no gradient (its .grad stays None)
         wrt = [i for i, g in zip(wrt, grads) if g is not None]
         grads = [g for g in grads if g is not None]
+        if tracer.captured:  # see NotCompilable
+            raise NotCompilable(", ".join(sorted({r.fn.__name__ for r in regions})))
         joint, _, _ = tracer.finish(list(outs) + grads)
     return joint, len(outs), diff, wrt, len(cots)

@@ -314,6 +314,12 @@ class TracedFunction:
         if getattr(runner, "on_ready", False) is None:  # tiered: calls go straight to the
             runner.on_ready = functools.partial(_swap_runner, spec, runner)  # compiled code
             runner.on_lowered = functools.partial(setattr, spec, "lowered")
+        if tracer.custom_functions and not tracer.ran_backward:
+            regions = tracer.custom_regions
+            if all(r.valid and r.closed(raw) for r in regions):
+                spec.custom_regions = tuple(regions)  # replays call them: a compiled grad_fn
+            else:
+                spec.eager_grad = tuple(dict.fromkeys(tracer.custom_functions))
         if tracer.ran_backward:
             # later calls return plain values (the gradients were computed inside, the graph
             # keeps no tape): so does this call, or the kinds of results would change
@@ -376,6 +382,8 @@ class TracedFunction:
     def _run(self, spec, leaves, captured, args, kwargs):
         cg = spec.compiled
         inputs = [leaves[i] for i in cg.arg_positions] + list(captured)
+        if spec.eager_grad and grad_mode.enabled and any(t.requires_grad for t in inputs):
+            return self._eager_for_grad(spec, args, kwargs)
         outs = execute(spec, inputs)
         if self.check_trace and not spec.checked:
             spec.checked = True
@@ -389,6 +397,23 @@ class TracedFunction:
             for pos, inp in cg.passthrough:
                 results[pos] = inputs[inp]
         return unflatten(spec.out_tree, results)
+
+    def _eager_for_grad(self, spec, args, kwargs):
+        """The outputs need a grad_fn, and the graph holds autograd.Functions it cannot replay
+        (custom_function.Region.valid): a compiled grad_fn would differentiate their recorded
+        forward ops instead of calling their backward, so the call runs eagerly."""
+        if not self.stats.warned_custom:
+            self.stats.warned_custom = True
+            warnings.warn(
+                f"tracejit: {self.name} runs eagerly when its outputs need gradients, because "
+                f"it applies tracejit.autograd.Function {', '.join(spec.eager_grad)}, whose "
+                f"forward reads tensors other than its arguments or returns an argument (a "
+                f"compiled backward cannot stand in for it). Pass those tensors as arguments of "
+                f"apply, or trace the whole training step (backward() inside the traced "
+                f"function) to compile it.", RuntimeWarning,
+                stacklevel=4)
+        self.stats.eager_calls += 1
+        return self.fn(*args, **kwargs)
 
     def _check(self, spec, inputs, outs, args, kwargs):
         """check_trace: run the function eagerly too and compare everything it produced."""

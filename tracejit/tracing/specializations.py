@@ -11,6 +11,7 @@ Python state guarded while tracing (``Module.training``, optimizer settings).
 from __future__ import annotations
 
 import collections
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +41,10 @@ class Specialization:
     # needs a grad_fn (see build_grad)
     checked: bool = False
     calls: int = 0
+    eager_grad: tuple = ()  # autograd.Functions whose backward a compiled grad_fn would miss:
+    # calls whose outputs need a grad_fn run eagerly (custom_function.py)
+    custom_regions: tuple = ()  # custom_function.Region per autograd.Function on a gradient
+    # path: the raw graph is replayed with them (build_grad, executor.execute)
     single_tensor_result: bool = field(init=False)  # read on every fast call: computed once
 
     def __post_init__(self):
@@ -61,6 +66,20 @@ class Specialization:
         (the executor calls this; building them means tracing, which runtime/ may not do)."""
         from .backward import build
 
+        if self.custom_regions:  # the raw graph: its Var ids are the regions'
+            from .backward import NotCompilable
+            try:
+                return build(self.compiled.raw, inputs, self.compile_graph, self.compiled.name,
+                             self.custom_regions)
+            except NotCompilable as e:
+                warnings.warn(
+                    f"tracejit: {self.compiled.name}: the compiled backward cannot hold the "
+                    f"backward of tracejit.autograd.Function {e}, which reads tensors that are "
+                    f"neither arguments of apply nor saved from them; calls that need "
+                    f"gradients replay the graph op by op instead (pass those tensors to apply "
+                    f"and save them with ctx.save_for_backward to compile it)", RuntimeWarning,
+                    stacklevel=2)
+                return False  # the executor replays the graph (runtime/executor.execute)
         return build(self.compiled.optimized, inputs, self.compile_graph, self.compiled.name)
 
     def fetch_captured(self, fn, leaves):
@@ -133,6 +152,7 @@ class _Stats:
     misses: int = 0
     eager_calls: int = 0
     warned_limit: bool = False
+    warned_custom: bool = False  # the autograd.Function eager-gradient warning (front.py)
     extra: dict = field(default_factory=dict)
 
 

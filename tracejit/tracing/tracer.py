@@ -48,6 +48,9 @@ class Tracer:
         self.on_cuda = False  # a graph input lives on the GPU: the graph runs there
         self.grads_reset_unseen: set = set()  # ids of tensors whose .grad was set to None
         # before anything read a gradient (see grad_reset)
+        self.custom_functions: list = []  # names of autograd.Functions applied on a gradient
+        # path (custom_function.py): a grad_fn from eager code would miss their backward
+        self.custom_regions: list = []  # custom_function.Region of each of them
 
     # -- values
     def bind(self, t, var: Var) -> None:

@@ -5,8 +5,9 @@ import math
 import numba
 import numpy as np
 
-from tracejit.codegen.prelude import (ceil, floor, floordiv, isfinite, isnan, maximum, minimum,
-                                      power, power_scalar, relu, remainder, round, rsqrt, sign)
+from tracejit.codegen.prelude import (ceil, floor, floordiv, fmod, isfinite, isnan, maximum,
+                                      minimum, power, power_scalar, relu, remainder, round, rsqrt,
+                                      sign)
 from tracejit.codegen.prelude import FAST as _math
 
 exp, log, log1p, expm1, sqrt = _math.exp, _math.log, _math.log1p, _math.expm1, _math.sqrt

@@ -19,6 +19,7 @@ from .dataset import (
 )
 from .sampler import (
                       BatchSampler,
+                      DistributedSampler,
                       RandomSampler,
                       Sampler,
                       SequentialSampler,
@@ -31,5 +32,5 @@ __all__ = [
     "Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "ChainDataset",
     "random_split", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
     "WeightedRandomSampler", "BatchSampler", "DataLoader", "default_collate", "default_convert",
-    "get_worker_info", "WorkerInfo",
+    "get_worker_info", "WorkerInfo", "DistributedSampler",
 ]

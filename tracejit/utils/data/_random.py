@@ -1,7 +1,7 @@
 """Where the data utilities draw randomness from.
 
-tracejit has no ``Generator`` class of its own: ``generator=`` arguments take a
-``numpy.random.Generator`` (or None). None means tracejit's global generator, the one
+``generator=`` arguments take a ``tracejit.Generator`` or a ``numpy.random.Generator`` (or
+None). None means tracejit's global generator, the one
 ``tracejit.manual_seed`` seeds, so ``tj.manual_seed(0)`` makes shuffling reproducible as
 ``torch.manual_seed(0)`` does.
 """
@@ -14,14 +14,18 @@ from ...creation import _rng
 
 
 def check_generator(generator, who: str) -> None:
-    if generator is not None and not isinstance(generator, np.random.Generator):
-        raise TypeError(f"{who}: generator should be a numpy.random.Generator or None "
-                        f"(tracejit has no Generator class), got {type(generator).__name__}")
+    from ...random import Generator
+    if generator is not None and not isinstance(generator, (np.random.Generator, Generator)):
+        raise TypeError(f"{who}: generator should be a numpy.random.Generator, a "
+                        f"tracejit.Generator or None, got {type(generator).__name__}")
 
 
 def source(generator) -> np.random.Generator:
     """The generator to draw from: the one given, else tracejit's global one."""
+    from ...random import Generator
     check_generator(generator, "generator")
+    if isinstance(generator, Generator):
+        return generator.numpy_generator
     return _rng() if generator is None else generator
 
 
