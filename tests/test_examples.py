@@ -130,6 +130,9 @@ def test_cnn_model_shapes():
                       "9.weight": (10, 128), "9.bias": (10,)}
 
 
+# about 60 s of numba compiles; tests/codegen/test_conv_lowering.py compiles CNN training steps
+# in the default run, and test_cnn_command_line_eager runs this example's script
+@pytest.mark.slow
 def test_cnn_eager_and_traced_agree(traced_fns):
     kw = dict(steps=4, batch=4, batches=1)  # one batch: the loss goes down every step
     eager = cnn.train("eager", **kw)

@@ -69,7 +69,9 @@ def test_interpreted_schedule_is_eager_bit_for_bit(name, sched, monkeypatch, cap
     assert "['lr']" not in log  # never for the learning rate
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+# the default run compiles two optimizers' steps; -m slow every one (about 10 s each)
+@pytest.mark.parametrize("name", [n if n in ("sgd_momentum", "adam") else
+                                  pytest.param(n, marks=pytest.mark.slow) for n in OPTIMIZERS])
 def test_compiled_schedule_matches_eager(name):
     make_opt, traces = OPTIMIZERS[name]
     want, _ = _train(make_opt, SCHEDULERS["step"])
