@@ -75,6 +75,23 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+def _conv_repr(conv, **more_defaults) -> str:
+    """torch's repr of a convolution: sizes, then every option that differs from its default
+    (tuples of the kernel's rank)."""
+    rank = len(conv.kernel_size)
+    s = (f"{conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size}, "
+         f"stride={conv.stride}")
+    for name, default in dict(padding=0, dilation=1, **more_defaults).items():
+        value = getattr(conv, name)
+        if value != (default,) * rank:
+            s += f", {name}={value}"
+    if conv.groups != 1:
+        s += f", groups={conv.groups}"
+    if conv.bias is None:
+        s += ", bias=False"
+    return s
+
+
 class Conv2d(Module):
     """2-d convolution over (N, C, H, W) (or unbatched (C, H, W)) input, as ``torch.nn.Conv2d``.
 
@@ -129,17 +146,7 @@ class Conv2d(Module):
                         self.groups)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_repr(self)
 
 
 # ---------------------------------------------------------------------- pooling / reshaping
@@ -577,17 +584,7 @@ class Conv1d(Module):
                         self.groups)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0,):
-            s += f", padding={self.padding}"
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_repr(self)
 
 
 class ConvTranspose2d(Module):
@@ -653,19 +650,7 @@ class ConvTranspose2d(Module):
                                   output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.output_padding != (0, 0):
-            s += f", output_padding={self.output_padding}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
+        return _conv_repr(self, output_padding=0)
 
 
 class AdaptiveAvgPool2d(Module):
