@@ -478,3 +478,10 @@ def test_compiled_backward_of_the_new_ops():
     for _ in range(2):
         np.testing.assert_allclose(f(x, y).detach().numpy(), want, rtol=1e-10, atol=1e-12)
     assert f.cache_info().hits == 1
+
+
+def test_tracejit_trace_of_a_tensor_points_to_the_matrix_trace():
+    x = tj.eye(3) * 2
+    assert x.trace().item() == 6.0
+    with pytest.raises(TypeError, match=r"for torch.trace\(x\).*use x.trace\(\)"):
+        tj.trace(x)

@@ -466,6 +466,9 @@ def trace(fn=None, *, max_specializations: int = 8, check_trace: bool = False, p
         return lambda f: trace(f, **options)
     if isinstance(fn, TracedFunction):
         return fn
+    if isinstance(fn, Tensor):  # torch.trace(x): the sum of the diagonal
+        raise TypeError("tracejit.trace traces a function into a graph; for torch.trace(x), "
+                        "the sum of a matrix's diagonal, use x.trace()")
     target = fn
     if not isinstance(fn, (types.FunctionType, types.MethodType, functools.partial)) and \
             callable(fn):
