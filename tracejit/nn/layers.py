@@ -75,6 +75,39 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    if groups <= 0:
+        raise ValueError("groups must be a positive integer")
+    if in_channels % groups:
+        raise ValueError("in_channels must be divisible by groups")
+    if out_channels % groups:
+        raise ValueError("out_channels must be divisible by groups")
+
+
+def _check_padding_string(padding, strided: bool) -> None:
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"Invalid padding string {padding!r}, should be one of "
+                             f"{{'valid', 'same'}}")
+        if padding == "same" and strided:
+            raise ValueError("padding='same' is not supported for strided convolutions")
+
+
+def _conv_bias(conv, bias: bool, out_channels: int, dtype, device) -> None:
+    if bias:
+        conv.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+    else:
+        conv.register_parameter("bias", None)
+
+
+def _reset_conv(conv) -> None:
+    """torch's default initialisation of every convolution."""
+    init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
+    if conv.bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(conv.weight)
+        _uniform_bias(conv.bias, fan_in)
+
+
 def _conv_repr(conv, **more_defaults) -> str:
     """torch's repr of a convolution: sizes, then every option that differs from its default
     (tuples of the kernel's rank)."""
@@ -103,22 +136,12 @@ class Conv2d(Module):
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  device=None, dtype=None) -> None:
         super().__init__()
-        if groups <= 0:
-            raise ValueError("groups must be a positive integer")
-        if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+        _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise NotImplementedError(
                 f"Conv2d: padding_mode={padding_mode!r} is not supported; only 'zeros' is. Pad "
                 f"the input yourself (e.g. with tracejit.cat and flip) and use padding=0")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
-                                 f"{{'valid', 'same'}}")
-            if padding == "same" and _pair(stride) != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions")
+        _check_padding_string(padding, _pair(stride) != (1, 1))
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)
@@ -129,17 +152,11 @@ class Conv2d(Module):
         self.padding_mode = padding_mode
         self.weight = Parameter(empty(out_channels, in_channels // groups, *self.kernel_size,
                                       dtype=dtype, device=device))
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
+        _conv_bias(self, bias, out_channels, dtype, device)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            _uniform_bias(self.bias, fan_in)
+        _reset_conv(self)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
@@ -539,23 +556,13 @@ class Conv1d(Module):
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
                  device=None, dtype=None) -> None:
         super().__init__()
-        if groups <= 0:
-            raise ValueError("groups must be a positive integer")
-        if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+        _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise NotImplementedError(
                 f"Conv1d: padding_mode={padding_mode!r} is not supported; only 'zeros' is. Pad "
                 f"the input yourself (e.g. with tracejit.cat and flip) and use padding=0")
         one = F._single
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
-                                 f"{{'valid', 'same'}}")
-            if padding == "same" and one(stride, "stride") != 1:
-                raise ValueError("padding='same' is not supported for strided convolutions")
+        _check_padding_string(padding, one(stride, "stride") != 1)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = (one(kernel_size, "kernel_size"),)
@@ -566,17 +573,11 @@ class Conv1d(Module):
         self.padding_mode = padding_mode
         self.weight = Parameter(empty(out_channels, in_channels // groups, self.kernel_size[0],
                                       dtype=dtype, device=device))
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
+        _conv_bias(self, bias, out_channels, dtype, device)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            _uniform_bias(self.bias, fan_in)
+        _reset_conv(self)
 
     def forward(self, x):
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
@@ -599,12 +600,7 @@ class ConvTranspose2d(Module):
                  output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
                  padding_mode: str = "zeros", device=None, dtype=None) -> None:
         super().__init__()
-        if groups <= 0:
-            raise ValueError("groups must be a positive integer")
-        if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+        _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
         if isinstance(padding, str):
@@ -621,17 +617,11 @@ class ConvTranspose2d(Module):
         self.padding_mode = padding_mode
         self.weight = Parameter(empty(in_channels, out_channels // groups, *self.kernel_size,
                                       dtype=dtype, device=device))
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
+        _conv_bias(self, bias, out_channels, dtype, device)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            _uniform_bias(self.bias, fan_in)
+        _reset_conv(self)
 
     def forward(self, x, output_size=None):
         output_padding = self.output_padding
