@@ -435,7 +435,14 @@ class CpuTarget:
         # NOTE: numba's compile time grows faster than linearly with a function's length: an
         # unrolled LSTM step as one @njit entry took 74 s to compile against 19 s as a Python
         # entry calling the same compiled kernels (~1 us per call, next to a 130 ms step)
-        jit_entry = len(graph.nodes) <= MAX_JIT_ENTRY_NODES and not entry.fallbacks
+        # NOTE: nor when it calls a threaded (prange) kernel: numba links a callee's machine
+        # code into its caller's, and a cached entry built over threaded kernels that were
+        # themselves loaded from the cache (another process compiled them: two ranks, two
+        # compile workers) crashes the next process that loads it (numba issues 4807, 10128).
+        # A threaded kernel has >= PARALLEL_MIN elements of work, so the Python call into it
+        # (~1 us) is noise, and each kernel keeps its own cached code.
+        jit_entry = (len(graph.nodes) <= MAX_JIT_ENTRY_NODES and not entry.fallbacks and
+                     not any(self.kernel_variant(k) for k in entry.kernels))
         producer = {n.out.id: n for n in graph.nodes}
         kinds = {s.node.out.id: s.kind for s in entry.steps}
         lines: list = []
@@ -497,7 +504,7 @@ class CpuTarget:
         outs = [("None" if not isinstance(x, Var) else
                  f"{names[x.id]}.copy()" if names[x.id].startswith("c") else names[x.id])
                 for x in graph.outputs]
-        params = ["sz"] + ([] if jit_entry else ["_fallback"]) + \
+        params = ["sz"] + (["_fallback"] if entry.fallbacks else []) + \
             [f"in{i}" for i in range(len(graph.inputs))] + \
             [f"c{i}" for i in range(len(entry.consts))] + \
             [f"b{i}" for i in range(len(entry.buffers))]

@@ -65,8 +65,8 @@ class Runner:
     def __init__(self, lowered, module):
         self.entry_name = lowered.entry
         self.entry = getattr(module, lowered.entry)
-        self.prefix = (lowered.sizes,) if lowered.jit_entry else (lowered.sizes,
-                                                                   lowered.fallbacks)
+        self.prefix = (lowered.sizes, lowered.fallbacks) if lowered.fallbacks else \
+            (lowered.sizes,)
         self.consts = tuple(lowered.consts)
         self.source = lowered.source
         self.module = module

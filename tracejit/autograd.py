@@ -183,8 +183,9 @@ def register_post_accumulate_grad_hook(t, hook):
     key = id(t)
     entry = _post_hooks.get(key)
     if entry is None or entry[0]() is not t:
-        entry = _post_hooks[key] = (weakref.ref(t, lambda _, k=key: _post_hooks.pop(k, None)),
-                                    [])
+        # (the table is bound, not looked up: at interpreter exit the global may be None)
+        forget = lambda _, k=key, table=_post_hooks: table.pop(k, None)  # noqa: E731
+        entry = _post_hooks[key] = (weakref.ref(t, forget), [])
     entry[1].append(hook)
     return _HookHandle(entry[1], hook)
 
@@ -242,7 +243,12 @@ def _store_grad(t, g, create_graph):
             t.grad._assign(t.grad + g, "add", False)
         return
     if t.grad is None:
-        t.grad = g if create_graph else Tensor._make(np.array(g._data, dtype=t.dtype))
+        # a gradient has its leaf's layout (torch's AccumulateGrad): a weight's gradient is
+        # computed transposed (the vjp of x @ w.T), and a transposed .grad made the optimizer's
+        # and DDP's passes over it walk memory across rows; the copy is made anyway
+        order = "C" if t._data.flags.c_contiguous else "K"
+        t.grad = g if create_graph else Tensor._make(np.array(g._data, dtype=t.dtype,
+                                                              order=order))
     elif create_graph or not t.grad._data.flags.writeable:
         t.grad = t.grad + g
     else:

@@ -312,3 +312,16 @@ def test_a_call_generated_source_cannot_make_is_unsupported(monkeypatch):
     with pytest.raises(cpu.Unsupported):
         cpu.spelled("nosuch({0})")
     cpu.spelled.cache_clear()
+
+
+def test_an_entry_calling_threaded_kernels_is_python():
+    # see tests/runtime/test_cache_faults.py: numba's cache cannot link threaded kernels into a
+    # cached @njit entry safely; small graphs (serial kernels) keep their one-dispatch entry
+    from tracejit.codegen.cpu import PARALLEL_MIN
+    n = int(PARALLEL_MIN ** 0.5) + 1
+    f = check(lambda x: (x * 2 + 1).relu() @ x, tj.randn(n, n), rtol=1e-4, atol=1e-4)
+    src = f.source(tj.randn(n, n))
+    assert "numba.prange" in src and "\ndef entry(" in src and "@numba.njit(cache=True, " \
+        "error_model='numpy')\ndef entry" not in src
+    small = check(lambda x: (x * 2 + 1).relu() @ x, tj.randn(4, 4))
+    assert "@numba.njit(cache=True, error_model='numpy')\ndef entry" in small.source(tj.randn(4, 4))

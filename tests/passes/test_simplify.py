@@ -285,3 +285,53 @@ def test_traced_graph_simplifies_and_agrees():
     f(x, i)
     for got, want in zip(f(x, i), fn(x, i)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_transposed_product_is_the_product_of_transposes():
+    # a weight's gradient: (x.T @ g).T, the vjp of x @ w.T for w
+    b = GraphBuilder()
+    x = b.add_input("x", (5, 4), np.float32)
+    g = b.add_input("g", (5, 3), np.float32)
+    mm = node(b, "matmul", node(b, "permute", x, perm=(1, 0)), g)
+    graph = b.build([node(b, "permute", mm, perm=(1, 0))])
+    s = dce(simplify(graph))
+    assert ops_of(s) == ["permute", "matmul"]  # g.T @ x: x's own transpose folded away
+    assert s.nodes[1].inputs[1] == x and s.nodes[1].out.shape == (3, 4)
+    assert_agree(graph, s, exact=False)
+    # batched: the last two axes swap
+    b = GraphBuilder()
+    a = b.add_input("a", (2, 5, 4), np.float32)
+    c = b.add_input("c", (2, 4, 3), np.float32)
+    graph = b.build([node(b, "permute", node(b, "matmul", a, c), perm=(0, 2, 1))])
+    s = dce(simplify(graph))
+    assert ops_of(s) == ["permute", "permute", "matmul"]
+    assert_agree(graph, s, exact=False)
+
+
+def test_transposed_product_with_other_readers_stays():
+    b = GraphBuilder()
+    x = b.add_input("x", (5, 4), np.float32)
+    y = b.add_input("y", (4, 3), np.float32)
+    mm = node(b, "matmul", x, y)
+    graph = b.build([node(b, "permute", mm, perm=(1, 0)), node(b, "exp", mm)])
+    assert ops_of(dce(simplify(graph))) == ["matmul", "permute", "exp"]  # one product only
+    b = GraphBuilder()
+    x = b.add_input("x", (2, 5, 4), np.float32)
+    y = b.add_input("y", (2, 4, 3), np.float32)
+    graph = b.build([node(b, "permute", node(b, "matmul", x, y), perm=(1, 0, 2))])
+    assert ops_of(dce(simplify(graph))) == ["matmul", "permute"]  # not a transpose of the rows
+
+
+def test_weight_gradients_are_c_ordered():
+    # eager (torch's AccumulateGrad gives a gradient its leaf's layout) and compiled
+    net = tj.nn.Linear(6, 4)
+    x = tj.randn(8, 6)
+    net(x).sum().backward()
+    eager = net.weight.grad.numpy().copy()
+    assert net.weight.grad.numpy().flags.c_contiguous
+    f = tj.trace(lambda x: net(x).sum(), compile="sync")
+    for _ in range(2):
+        net.weight.grad = None
+        f(x).backward()
+        assert net.weight.grad.numpy().flags.c_contiguous
+        np.testing.assert_allclose(net.weight.grad.numpy(), eager, rtol=1e-5, atol=1e-6)

@@ -482,3 +482,40 @@ def test_big_tensor_through_a_compiled_function(fresh_cache, millions):
     ref += np.float32(1)
     assert np.array_equal(y, ref)  # x * 2 is exact: a fused multiply-add rounds the same
     assert f.specs()[0].runner.compiled
+
+
+# Three processes on one cache: the first compiles only a graph's threaded kernels (calling its
+# entry as plain Python), the second the rest, the third loads everything.
+THREADED = r"""
+import sys
+import numpy as np
+import tracejit as tj
+from tracejit.runtime import compile as rcompile
+if sys.argv[1] == "kernels-only":
+    def first_call(self, arrays, bufs):
+        entry = getattr(self.entry, "py_func", self.entry)
+        return entry(*self.prefix, *arrays, *self.consts, *bufs)
+    rcompile.Runner._first_call = first_call
+f = tj.trace(lambda x, w: ((x @ w + 1).relu() @ w) > 0.5, backend="cpu", compile="sync")
+rng = np.random.default_rng(0)
+x, w = (tj.tensor(rng.standard_normal((256, 256)).astype(np.float32)) for _ in range(2))
+f(x, w)
+y = f(x, w).numpy()
+want = ((np.maximum(x.numpy() @ w.numpy() + 1, 0) @ w.numpy()) > 0.5)
+assert (y == want).all()
+print("ok")
+"""
+
+
+def test_threaded_kernels_cached_by_another_process_never_crash_a_later_one(tmp_path):
+    # numba links a callee's machine code into its caller's: an @njit entry compiled over
+    # threaded kernels that came from the cache (two ranks or two compile workers on one
+    # cache) crashed the next process that loaded it (numba issues 4807, 10128). Entries that
+    # call threaded kernels are plain Python, so each kernel keeps its own cached code.
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TRACEJIT_")}
+    e["TRACEJIT_CACHE_DIR"] = str(tmp_path)
+    for step in ("kernels-only", "compile", "load"):
+        proc = subprocess.run([sys.executable, "-c", THREADED, step], env=e, cwd=ROOT,
+                              text=True, capture_output=True, timeout=180)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", \
+            f"{step}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
