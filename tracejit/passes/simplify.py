@@ -7,8 +7,8 @@ values, as torch's CPU kernel computes them; x*0 -> 0 for integers only (a float
 or nan); neg(neg x) -> x; permute of permute -> one permute (or none); reshape of reshape ->
 one reshape; the transpose of a product no one else reads is the product of the transposes
 (a C-ordered result, not a transposed view); no-op casts, reshapes, expands and permutes
-disappear; a sum/prod/amax/amin over no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast where the result type
-differs (the sum of ints or bools is int64).
+disappear; a sum/prod/amax/amin over no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x
+itself, or a cast where the result type differs (the sum of ints or bools is int64).
 A node is only replaced by a value of exactly its type, and never so that a graph output
 becomes an alias of a graph input.
 """
