@@ -222,3 +222,19 @@ def test_mlp_and_softmax_cross_entropy_gradients():
     target = tj.tensor([0, 2, 1, 2])
     gradcheck(lambda x, w1, b1, w2, b2: F.cross_entropy(
         F.linear(F.linear(x, w1, b1).relu(), w2, b2), target), (x, w1, b1, w2, b2))
+
+
+def test_weight_gradients_are_c_ordered():
+    # torch's AccumulateGrad gives a gradient its leaf's layout: a Linear weight's gradient is
+    # computed transposed (the vjp of x @ w.T), eagerly and by a compiled backward
+    net = tj.nn.Linear(6, 4)
+    x = tj.randn(8, 6)
+    net(x).sum().backward()
+    eager = net.weight.grad.numpy().copy()
+    assert net.weight.grad.numpy().flags.c_contiguous
+    f = tj.trace(lambda x: net(x).sum(), compile="sync")
+    for _ in range(2):
+        net.weight.grad = None
+        f(x).backward()
+        assert net.weight.grad.numpy().flags.c_contiguous
+        np.testing.assert_allclose(net.weight.grad.numpy(), eager, rtol=1e-5, atol=1e-6)

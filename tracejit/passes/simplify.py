@@ -5,10 +5,9 @@ x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x, x**3 -> x*x*x, x**4 -> (x*x)*(x*x), 
 x**-1 -> 1/x, x**-2 -> 1/(x*x), x**0.5 -> sqrt(x), x**-0.5 -> rsqrt(x) with pow's special
 values, as torch's CPU kernel computes them; x*0 -> 0 for integers only (a float x may be inf
 or nan); neg(neg x) -> x; permute of permute -> one permute (or none); reshape of reshape ->
-one reshape; the transpose of a product no one else reads is the product of the transposes
-(a C-ordered result, not a transposed view); no-op casts, reshapes, expands and permutes
-disappear; a sum/prod/amax/amin over no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x
-itself, or a cast where the result type differs (the sum of ints or bools is int64).
+one reshape; no-op casts, reshapes, expands and permutes disappear; a sum/prod/amax/amin over
+no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast where the result type
+differs (the sum of ints or bools is int64).
 A node is only replaced by a value of exactly its type, and never so that a graph output
 becomes an alias of a graph input.
 """
@@ -45,7 +44,6 @@ def _is(x, value, producers) -> bool:
 
 def simplify(graph: Graph) -> Graph:
     fresh = _Fresh(graph)
-    uses = _uses(graph)
     producers: dict = {}
     mapping: dict = {}  # var id -> replacement Var
     input_ids = {v.id for v in graph.inputs}
@@ -55,7 +53,7 @@ def simplify(graph: Graph) -> Graph:
     for node in graph.nodes:
         inputs = tuple(substitute(x, mapping) for x in node.inputs)
         node = Node(node.out, node.op, inputs, node.attrs, node.loc)
-        replacement = _rewrite(node, producers, fresh, uses)
+        replacement = _rewrite(node, producers, fresh)
         if isinstance(replacement, list):  # new nodes, the last one binding node.out
             for extra in replacement[:-1]:
                 producers[extra.out.id] = extra
@@ -76,50 +74,6 @@ def simplify(graph: Graph) -> Graph:
     if fresh.used:
         return _in_program_order(graph, nodes, outputs)
     return rebuild(graph, nodes, outputs)
-
-
-def _uses(graph: Graph) -> dict:
-    """Var id -> how many operands and outputs read it."""
-    uses: dict = {}
-    for x in [i for n in graph.nodes for i in n.inputs] + list(graph.outputs):
-        if isinstance(x, Var):
-            uses[x.id] = uses.get(x.id, 0) + 1
-    return uses
-
-
-def _transposed_matmul(node: Node, producers, fresh: _Fresh, uses: dict):
-    """``(a @ b).mT`` as ``b.mT @ a.mT`` where the product has no other use: the same numbers
-    (each element is the same dot product), but a C-ordered result instead of a transposed
-    view. A weight's gradient is exactly this (the vjp of ``x @ w.T`` for ``w``), and a
-    transposed gradient made every later pass over it (the optimizer's update, DDP's copy into
-    its bucket) walk memory across rows."""
-    x = node.inputs[0]
-    mm = producers.get(x.id)
-    perm = node.attr_dict["perm"]
-    n = len(perm)
-    if (mm is None or mm.op != "matmul" or uses.get(x.id) != 1 or n < 2 or
-            perm != tuple(range(n - 2)) + (n - 1, n - 2)):
-        return None
-    a, b = mm.inputs
-    if not (isinstance(a, Var) and isinstance(b, Var)) or len(a.shape) < 2 or len(b.shape) < 2:
-        return None
-    nodes = []
-    swapped = []
-    for v in (b, a):
-        k = len(v.shape)
-        t = fresh.like(Var(v.id, v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, v.device))
-        t_node = Node(t, "permute", (v,), (("perm", tuple(range(k - 2)) + (k - 1, k - 2)),),
-                      node.loc)
-        # the operand's own permute folds away (w.T.T is w)
-        folded = _rewrite(t_node, producers, fresh, uses)
-        if isinstance(folded, Var):
-            swapped.append(folded)
-            continue
-        t_node = folded if isinstance(folded, Node) else t_node
-        producers[t.id] = t_node
-        nodes.append(t_node)
-        swapped.append(t)
-    return nodes + [Node(node.out, "matmul", tuple(swapped), mm.attrs, node.loc)]
 
 
 def _in_program_order(graph: Graph, nodes: list, outputs: list) -> Graph:
@@ -202,7 +156,7 @@ def _power(node: Node, fresh: _Fresh):
     return None
 
 
-def _rewrite(node: Node, producers, fresh: _Fresh, uses: dict):
+def _rewrite(node: Node, producers, fresh: _Fresh):
     """A Var that already holds the node's value, a cheaper Node (or a list of Nodes, the last
     binding the node's value), or None."""
     op, ins, out = node.op, node.inputs, node.out
@@ -255,7 +209,6 @@ def _rewrite(node: Node, producers, fresh: _Fresh, uses: dict):
                 return Node(out, "permute", (x,), (("perm", perm),), node.loc)
             if perm == tuple(range(len(perm))):
                 return x
-            return _transposed_matmul(node, producers, fresh, uses)
         if op == "reshape":
             inner = producers.get(x.id)
             if inner is not None and inner.op == "reshape":
