@@ -164,6 +164,8 @@ class KernelPlan:
 
 def _canonical(x, ids: dict):
     """``x`` with value ids renumbered in order of appearance and Vars reduced to their type."""
+    if isinstance(x, Var):  # before the dataclass case: a Var is one, and its sizes go
+        return (x.dtype.name, tuple(1 if n == 1 else -1 for n in x.shape))
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return (type(x).__name__,) + tuple(
             _renumber(getattr(x, f.name), ids) if f.name in ("id", "stash") else
@@ -173,8 +175,6 @@ def _canonical(x, ids: dict):
         return tuple(_canonical(v, ids) for v in x)
     if isinstance(x, dict):
         return tuple((k, _canonical(v, ids)) for k, v in x.items())
-    if isinstance(x, Var):
-        return (x.dtype.name, tuple(1 if n == 1 else -1 for n in x.shape))
     if isinstance(x, np.dtype):
         return x.name
     return (type(x).__name__, repr(x))

@@ -149,6 +149,21 @@ def test_identical_groups_are_one_kernel():
     assert other[0].key() != other[1].key()  # tanh and sigmoid differ
 
 
+def _same_update_twice(w, b, gw, gb):
+    return w - 0.1 * gw.tanh(), b - 0.1 * gb.tanh()
+
+
+def test_identical_groups_of_different_sizes_are_one_kernel():
+    # an optimizer's update of a [8, 16] and a [4, 5] weight: the sizes are arguments of the
+    # kernel, not part of what it computes (a Var is a dataclass; its shape must not leak in)
+    graph = fused(_same_update_twice, tj.randn(8, 16), tj.randn(4, 5), tj.randn(8, 16),
+                   tj.randn(4, 5))
+    plans = list(plan_kernels(graph).values())
+    assert len(plans) == 2 and plans[0].key() == plans[1].key()
+    program = codegen.lower(graph, target="cpu")
+    assert len(program.kernels) == 1 and program.source.count("def k") == 1
+
+
 def test_kernels_the_target_renders_differently_are_not_shared():
     graph = fused(_two_layers, tj.randn(4, 8), tj.randn(8, 8))
 
