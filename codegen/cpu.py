@@ -39,7 +39,13 @@ from .program import Program
 cache.register_helpers(mathlib, prelude)
 
 MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see CpuTarget.render)
-PARALLEL_MIN = 1 << 15  # elements: below this a kernel runs serially (threads cost more)
+# ... and so do graphs whose values hold more elements than this in all: their kernels' work
+# hides the ~1 us Python call into each, and the @njit entry doubled the cold compile
+JIT_ENTRY_MAX_ELEMENTS = 1 << 18
+# elements: below this a kernel runs serially. Measured on the MLP training step (784-256-10,
+# batch 256, 2 cores; docs/compiler.md): threading kernels from 2**15 elements compiled in
+# 10.8 s and ran 2.72 ms a step, serial kernels up to 2**20 compiled in 6.3 s and ran 2.65 ms
+PARALLEL_MIN = 1 << 20
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
 __all__ = ["CpuTarget", "Unsupported", "SUM_BLOCK", "PARALLEL_MIN", "literal", "generic_type"]
 
@@ -442,7 +448,8 @@ class CpuTarget:
         # A threaded kernel has >= PARALLEL_MIN elements of work, so the Python call into it
         # (~1 us) is noise, and each kernel keeps its own cached code.
         jit_entry = (len(graph.nodes) <= MAX_JIT_ENTRY_NODES and not entry.fallbacks and
-                     not any(self.kernel_variant(k) for k in entry.kernels))
+                     sum(math.prod(n.out.shape) for n in graph.nodes) <= JIT_ENTRY_MAX_ELEMENTS
+                     and not any(self.kernel_variant(k) for k in entry.kernels))
         producer = {n.out.id: n for n in graph.nodes}
         kinds = {s.node.out.id: s.kind for s in entry.steps}
         lines: list = []

@@ -29,13 +29,14 @@ def _window(**attrs):
 
 
 @pytest.mark.parametrize("shape, attrs", [
-    # large enough for the parallel variant (N * C * OH * OW * kh * kw >= PARALLEL_MIN)
+    # large enough for the parallel variant (N * C * OH * OW * kh * kw >= PARALLEL_MIN = 2**15)
     ((4, 4, 16, 16), dict(kernel_size=3, padding=1)),
     ((2, 3, 9, 11), dict(kernel_size=3, dilation=2, padding=2, stride=2)),
     ((1, 2, 7, 8), dict(kernel_size=(2, 3), dilation=(1, 2), padding=(0, 1), stride=(2, 1))),
     ((2, 1, 5, 5), dict(kernel_size=2, stride=3)),  # windows skip the last row and column
 ], ids=["conv3x3_parallel", "dilated_strided", "asymmetric", "gaps"])
-def test_unfold_fold_kernels(shape, attrs):
+def test_unfold_fold_kernels(shape, attrs, monkeypatch):
+    monkeypatch.setattr(cpu, "PARALLEL_MIN", 1 << 15)
     x = tj.from_numpy(noncontig(_data(*shape)))  # kernels read through strides
     cols_shape = tuple(F.unfold(x, **attrs).shape)
     cols = tj.from_numpy(_data(*cols_shape, seed=1))
@@ -183,7 +184,10 @@ def _check_cnn_step():
 
 @pytest.mark.skipif(not cpu._HAVE_SCIPY, reason="numba's np.dot needs scipy: without it matmul "
                                                 "runs through numpy and the entry is Python")
-def test_cnn_training_step_is_one_njit_entry():
+def test_cnn_training_step_can_be_one_njit_entry(monkeypatch):
+    # by default a graph this large gets a Python entry (JIT_ENTRY_MAX_ELEMENTS: its kernels' work
+    # hides the calls); everything in it can still be compiled into one @njit entry
+    monkeypatch.setattr(cpu, "JIT_ENTRY_MAX_ELEMENTS", 1 << 40)
     src = _check_cnn_step()
     assert JIT_ENTRY in src and "_fallback" not in src
 

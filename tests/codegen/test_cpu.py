@@ -197,9 +197,10 @@ def test_cat_and_basic_index_put_run_in_the_njit_entry():
     assert "@numba.njit(cache=True, error_model='numpy')\ndef entry" in src
 
 
-def test_very_large_graphs_get_a_python_entry(monkeypatch):
+@pytest.mark.parametrize("limit", ["MAX_JIT_ENTRY_NODES", "JIT_ENTRY_MAX_ELEMENTS"])
+def test_very_large_graphs_get_a_python_entry(monkeypatch, limit):
     import tracejit.codegen.cpu as cpu
-    monkeypatch.setattr(cpu, "MAX_JIT_ENTRY_NODES", 2)
+    monkeypatch.setattr(cpu, limit, 2)  # two nodes, two elements
     x = tj.randn(8, 8)
     f = check(lambda x: (x @ x).relu() @ x + 1, x)
     src = f.source(x)
@@ -314,11 +315,11 @@ def test_a_call_generated_source_cannot_make_is_unsupported(monkeypatch):
     cpu.spelled.cache_clear()
 
 
-def test_an_entry_calling_threaded_kernels_is_python():
+def test_an_entry_calling_threaded_kernels_is_python(monkeypatch):
     # see tests/runtime/test_cache_faults.py: numba's cache cannot link threaded kernels into a
     # cached @njit entry safely; small graphs (serial kernels) keep their one-dispatch entry
-    from tracejit.codegen.cpu import PARALLEL_MIN
-    n = int(PARALLEL_MIN ** 0.5) + 1
+    monkeypatch.setattr(cpu, "PARALLEL_MIN", 1 << 12)  # threads for a graph small in elements
+    n = int(cpu.PARALLEL_MIN ** 0.5) + 1
     f = check(lambda x: (x * 2 + 1).relu() @ x, tj.randn(n, n), rtol=1e-4, atol=1e-4)
     src = f.source(tj.randn(n, n))
     assert "numba.prange" in src and "\ndef entry(" in src and "@numba.njit(cache=True, " \
