@@ -264,6 +264,26 @@ def test_optimizer_style_update_under_no_grad():
     assert_close(p.grad, np.zeros(3))
 
 
+def test_traced_updates_of_distinct_tensors_are_written_back_without_a_copy():
+    # an elementwise result is always a new array: only values that may view another mutated
+    # input are copied before the write-back (each parameter's update, computed from the
+    # others through the loss, was copied every call before)
+    a, b = tj.tensor(np.ones(3)), tj.tensor(np.ones(3))
+
+    @tj.trace(compile="sync")
+    def step(x):
+        a.sub_(0.5 * x * b)
+        b.mul_(a.exp())
+        return a.sum()
+
+    for _ in range(2):
+        step(tj.tensor(np.full(3, 2.0)))
+    assert_close(a, np.full(3, -1.0))
+    assert_close(b, np.full(3, np.exp(-1.0)))
+    cg = step.specs()[-1].compiled
+    assert len(cg.mutated) == 2 and cg.aliased_mutations == frozenset()
+
+
 def _chain(x):
     y = x * 2
     y.mul_(x)

@@ -333,8 +333,11 @@ def _ew_infer(name, rule):
 
 def elementwise(name, impl, expr, vjp=None, rule="promote", noisy=False,
                 int_zero_division=False):
+    # fresh: numpy's ufuncs (and ``compute``'s asarray of a scalar) always return a new array,
+    # as a fused kernel writes a new buffer
     return register(OpDef(name, ELEMENTWISE, impl, _ew_infer(name, rule), vjp, expr,
-                          dtype_rule=rule, noisy=noisy, int_zero_division=int_zero_division))
+                          dtype_rule=rule, noisy=noisy, int_zero_division=int_zero_division,
+                          fresh=True))
 
 
 def _apply(op: OpDef, *inputs, **attrs):
@@ -576,7 +579,7 @@ def _clamp_vjp(g, out, x, min=None, max=None):
 
 
 CLAMP = register(OpDef("clamp", ELEMENTWISE, _clamp_impl, _clamp_infer, _clamp_vjp,
-                       expr="clamp({0}, {min}, {max})"))
+                       expr="clamp({0}, {min}, {max})", fresh=True))
 
 
 def _cast_infer(avals, dtype):
@@ -586,7 +589,8 @@ def _cast_infer(avals, dtype):
 CAST = register(OpDef(
     "cast", ELEMENTWISE, lambda x, dtype: x.astype(dtype), _cast_infer,
     lambda g, out, x, dtype: (g.to(x.dtype) if x.dtype.kind == "f" else None,),
-    expr="cast({0}, {dtype})", noisy=True))  # 1e300 to float32 is inf, silently as in torch
+    # noisy: 1e300 to float32 is inf, silently as in torch
+    expr="cast({0}, {dtype})", noisy=True, fresh=True))
 
 
 # ----------------------------------------------------------------------------------------------
