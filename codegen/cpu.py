@@ -491,7 +491,8 @@ class CpuTarget:
                 lines += _index_put(node, arg, t)
             elif step.kind == "fallback":
                 operands = ", ".join(a for a in arg if a is not None)  # see entry.fallback
-                lines.append(note + " (numpy)")
+                lines.append(note + (" (numpy, into its donated input's array)" if step.donated
+                                     else " (numpy)"))
                 results = []
                 for v in step.results:
                     names[v.id] = f"t{v.id}"

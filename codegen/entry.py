@@ -53,6 +53,7 @@ class Step:
     plan: KernelPlan | None = None  # launch: this node's kernel plan (its sizes are the call's)
     call: str = ""  # launch: the kernel to call (the first identical one's name)
     index: int = -1  # const: position in consts; fallback: position in fallbacks
+    donated: bool = False  # fallback: input 0's array is handed over (memory_plan.donations)
 
 
 @dataclass
@@ -141,8 +142,9 @@ def fallback(node: Node):
 class _Fallback:
     """See ``fallback``."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: Node, donated: bool = False):
         self.node = node
+        self.donated = donated  # its op's impl may write into input 0's array
         self.arrays_at = [k for k, x in enumerate(node.inputs) if isinstance(x, Var)]
         self.group = len(defined_vars(node)) > 1  # a fused group with extra outputs
         self.op = ops.OPS[node.op]
@@ -159,10 +161,11 @@ class _Fallback:
         if self.group:  # all of the group's results
             from tracejit.runtime.interpret import interpret
             return tuple(interpret(self.attrs["body"], self._operands(arrays)))
-        return ops.compute(self.op, self._operands(arrays), self.attrs)
+        attrs = {**self.attrs, "donated": True} if self.donated else self.attrs
+        return ops.compute(self.op, self._operands(arrays), attrs)
 
     def __reduce__(self):  # the node is all it needs (op rows hold closures: not pickled)
-        return (_Fallback, (self.node,))
+        return (_Fallback, (self.node, self.donated))
 
     def __repr__(self):
         return f"<fallback {self.__name__}>"

@@ -41,7 +41,8 @@ def alias_roots(entry: EntryPlan) -> dict:
         node = step.node
         ins = [x for x in node.inputs if isinstance(x, Var)]
         op = ops.OPS[node.op]
-        if op.view and step.kind == "call":  # a view the target makes: of its first input
+        if op.view and step.kind == "call" or step.donated:
+            # a view the target makes, or a result written into a donated array: input 0's
             roots[node.out.id] = set().union(*(roots.get(x.id, {x.id}) for x in ins[:1]))
         elif not op.fresh:
             # numpy fallbacks may return views of any operand: assume they do
@@ -61,10 +62,40 @@ def stored(step: Step) -> tuple:
     return ()
 
 
+def donations(entry: EntryPlan) -> None:
+    """Mark the fallback steps whose op ``donates`` (its impl may write the result into input
+    0's array) and whose input 0 is a fresh array of this entry that no later step, result or
+    view reads: an all-reduce of a bucket's concatenated gradients then reduces in place."""
+    graph = entry.graph
+    roots = alias_roots(entry)
+    made = {v.id for s in entry.steps if s.kind != "const" for v in s.results}  # not inputs
+    # what each array root is still read through after each step: any value rooted in it
+    readers: dict = {}
+    for k, step in enumerate(entry.steps):
+        for x in step.node.inputs:
+            if isinstance(x, Var):
+                for r in roots.get(x.id, {x.id}):
+                    readers[r] = k
+    for x in graph.outputs:
+        if isinstance(x, Var):
+            for r in roots.get(x.id, {x.id}):
+                readers[r] = len(entry.steps)
+    for k, step in enumerate(entry.steps):
+        x = step.node.inputs[0] if step.node.inputs else None
+        if step.kind != "fallback" or not ops.OPS[step.node.op].donates or \
+                not isinstance(x, Var) or roots.get(x.id) != {x.id} or x.id not in made:
+            continue
+        if readers.get(x.id) == k and sum(isinstance(i, Var) and i.id == x.id
+                                          for i in step.node.inputs) == 1:
+            step.donated = True
+            entry.fallbacks[step.index].donated = True
+
+
 def plan_memory(entry: EntryPlan) -> EntryPlan:
     """Fill ``entry.buffers`` and ``entry.storage`` (value id -> buffer index); a stored result
-    without a buffer is a fresh array."""
+    without a buffer is a fresh array. Marks donated arrays first (``donations``)."""
     graph = entry.graph
+    donations(entry)
     roots = alias_roots(entry)
     outputs = {x.id for x in graph.outputs if isinstance(x, Var)}
     # which values may be held in reusable buffers: not outputs, nor anything an output views

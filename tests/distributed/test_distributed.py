@@ -141,8 +141,16 @@ def test_launcher_messages(monkeypatch, capsys):
 class _WorldOfTwo:
     """A stand-in process group for in-process graph tests: every rank holds the same values."""
 
-    def all_reduce_array(self, x, reduce):
+    def __init__(self):
+        self.in_place = 0  # calls whose input the compiled entry donated
+
+    def all_reduce_array(self, x, reduce, in_place=False):
         import numpy as np
+        if in_place:  # the result goes into x, as MPI's IN_PLACE would write it
+            self.in_place += 1
+            if reduce == "sum":
+                x *= 2
+            return x
         return np.array(x * 2 if reduce == "sum" else x, order="C")
 
 
@@ -156,7 +164,8 @@ def test_all_reduce_graphs_round_trip_and_stay_through_the_passes(monkeypatch):
     from tracejit.serialize import dumps, loads
 
     monkeypatch.setattr(dist, "_default_group", object())  # "initialized"
-    monkeypatch.setattr(ops, "collective_backend", _WorldOfTwo())
+    world = _WorldOfTwo()
+    monkeypatch.setattr(ops, "collective_backend", world)
 
     def f(x):
         y = x * 3
@@ -174,6 +183,9 @@ def test_all_reduce_graphs_round_trip_and_stay_through_the_passes(monkeypatch):
             np.testing.assert_array_equal(traced(x).numpy(), np.arange(4) * 12)
         graph = traced.graph(x)
         assert [n.op for n in graph.nodes].count("all_reduce") == 3, graph
+    # the one compiled call (the first traces): x * 3 is computed once (cse), so only its
+    # second all-reduce, after which nothing reads it, may reduce into it; so may x + 1's
+    assert world.in_place == 2, world.in_place
     loaded = loads(dumps(graph))
     np.testing.assert_array_equal(interpret(loaded, [np.arange(4.0, dtype=np.float32)])[0],
                                   np.arange(4) * 12)

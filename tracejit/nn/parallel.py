@@ -231,9 +231,14 @@ class DistributedDataParallel(Module):
             from ..dispatch import apply
 
             flat = _cat([bucket.traced[k].reshape(-1) for k in range(len(bucket.params))])
-            flat = apply(ops.ALL_REDUCE, flat, reduce="avg")
+            flat = apply(ops.ALL_REDUCE, flat, reduce="sum")
+            # the average's 1/world is a multiply on each gradient's slice, which fuses into
+            # the optimizer's update kernel that reads it: no pass over the bucket after the
+            # exchange (as the eager hooks fold it into their copy into the bucket)
+            scale = 1.0 / red.group.size
             for p, a, b in zip(bucket.params, bucket.offsets, bucket.offsets[1:]):
-                p.grad = flat[a:b].reshape(p.shape)
+                g = flat[a:b].reshape(p.shape)
+                p.grad = g * scale if red.group.size > 1 else g
             bucket.traced.clear()
             return
         bucket.work = red.group.iallreduce(bucket.flat, "sum")[0]
