@@ -42,10 +42,13 @@ MAX_JIT_ENTRY_NODES = 200  # larger graphs get a plain Python entry (see CpuTarg
 # ... and so do graphs whose values hold more elements than this in all: their kernels' work
 # hides the ~1 us Python call into each, and the @njit entry doubled the cold compile
 JIT_ENTRY_MAX_ELEMENTS = 1 << 18
-# elements: below this a kernel runs serially. Measured on the MLP training step (784-256-10,
-# batch 256, 2 cores; docs/compiler.md): threading kernels from 2**15 elements compiled in
-# 10.8 s and ran 2.72 ms a step, serial kernels up to 2**20 compiled in 6.3 s and ran 2.65 ms
-PARALLEL_MIN = 1 << 20
+# elements: below this a kernel runs serially (a threaded kernel costs numba ~1 s to compile
+# against ~0.15 s serial). Measured on 2 cores (docs/compiler.md): the MLP training step's
+# kernels threaded from 2**15 elements compiled in 10.8 s and ran 2.72 ms a step, serial up to
+# 2**20 in 6.3 s and 2.65 ms; the CNN step's eight kernels of 2**20-2.25*2**20 elements
+# threaded compiled in 12.4 s and ran 24.0 ms, serial in 6.2 s and 23.0 ms; a 2**22-element
+# elementwise kernel runs 1.6-1.9x faster threaded (0.74 vs 1.21 ms for (2x + 1).relu())
+PARALLEL_MIN = 1 << 22
 FASTMATH_DEFAULT = {"reassoc", "contract"}  # keeps NaN/Inf semantics; fastmath=True drops them
 __all__ = ["CpuTarget", "Unsupported", "SUM_BLOCK", "PARALLEL_MIN", "literal", "generic_type"]
 

@@ -149,7 +149,8 @@ def test_random_graphs_have_no_unrenderable_group(passes, monkeypatch):
 
 
 @pytest.mark.parametrize("n", [6, 1 << 15])  # serial, and numba.prange (exceptions are lost there)
-def test_integer_division_by_zero_raises(n):
+def test_integer_division_by_zero_raises(n, monkeypatch):
+    monkeypatch.setattr(cpu, "PARALLEL_MIN", 1 << 14)  # threads for the larger size
     a = tj.tensor(np.arange(n, dtype=np.int64) - 3)
     ones, zero = tj.ones(n, dtype=tj.int64), tj.ones(n, dtype=tj.int64)
     zero._data[n // 2] = 0
@@ -160,6 +161,7 @@ def test_integer_division_by_zero_raises(n):
     comp = tj.trace(fn, backend="cpu")
     comp(a, ones, ones)
     _same([r.numpy() for r in comp(a, ones, ones)], [r.numpy() for r in fn(a, ones, ones)])
+    assert ("numba.prange" in comp.specs()[-1].runner.source) == (n > 6)
     for name, args in (("floordiv", (a, zero, ones)), ("remainder", (a, ones, zero))):
         for call in (comp, fn):  # compiled and eager: the same error
             with pytest.raises(RuntimeError, match=f"{name}: ZeroDivisionError"):

@@ -490,7 +490,9 @@ THREADED = r"""
 import sys
 import numpy as np
 import tracejit as tj
+from tracejit.codegen import cpu
 from tracejit.runtime import compile as rcompile
+cpu.PARALLEL_MIN = 1 << 12  # threaded kernels at this size
 if sys.argv[1] == "kernels-only":
     def first_call(self, arrays, bufs):
         entry = getattr(self.entry, "py_func", self.entry)
@@ -503,6 +505,7 @@ f(x, w)
 y = f(x, w).numpy()
 want = ((np.maximum(x.numpy() @ w.numpy() + 1, 0) @ w.numpy()) > 0.5)
 assert (y == want).all()
+assert "numba.prange" in f.specs()[-1].runner.source
 print("ok")
 """
 
