@@ -38,6 +38,10 @@ import traceback
 WORKER_ENV = "TRACEJIT_COMPILE_WORKER"  # set in a worker: its own compiles are synchronous
 
 
+# the thread counts of the BLAS libraries numpy and scipy may be built with
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def worker_count() -> int:
     raw = os.environ.get("TRACEJIT_COMPILE_WORKERS", "").strip()
     if raw:
@@ -110,7 +114,9 @@ class _Slot:
                     self.pool.deaths += 1
                     self.pool.log(f"tracejit: compile worker pid {self.proc.pid} had died (exit "
                                   f"code {code}); starting another")
-                env = dict(os.environ, **{WORKER_ENV: "1"})
+                # one BLAS thread: a worker's run only types the kernels, and BLAS threads
+                # spinning beside the compile took the cores the user's process needs
+                env = dict(os.environ, **{WORKER_ENV: "1"}, **{v: "1" for v in _BLAS_THREADS})
                 self.proc = subprocess.Popen(
                     [sys.executable, "-c",
                      "from tracejit.runtime.compile_worker import main; main()"],

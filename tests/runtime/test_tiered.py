@@ -63,6 +63,37 @@ def test_forward_switches_tiers_with_the_same_results():
     _no_compile_here(runner)
 
 
+def test_interpreted_calls_leave_the_compiling_workers_their_cores(monkeypatch):
+    # BLAS threads spinning beside the workers made interpreted steps 8x slower on 2 cores
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # the dev and blas extras have it
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    @tj.trace(compile="tiered")
+    def f(x, w):
+        return (x @ w).relu()
+
+    x, w = tj.randn(64, 64), tj.randn(64, 64)
+    f(x, w)  # traced
+    runner = _runner(f)
+    interpret, seen = tiered.interpret_runner(runner.graph), []
+
+    def recording(*arrays):
+        seen.append(blas_threads())
+        return interpret(*arrays)
+
+    monkeypatch.setattr(runner, "_interpret", recording)
+    before = blas_threads()
+    got = f(x, w).numpy()  # a worker compiles it meanwhile
+    assert blas_threads() == before  # as it was, once the call returned
+    assert tj.wait_compiles(WAIT_S)
+    np.testing.assert_allclose(got, f(x, w).numpy(), rtol=1e-5, atol=1e-6)
+    want = max(1, os.cpu_count() - len(compile_worker.running().slots))
+    assert seen and all(n == want for n in seen[0]), (seen, before)
+
+
 def test_compiled_backward_switches_tiers():
     @tj.trace(compile="tiered")
     def f(x, w):
