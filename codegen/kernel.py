@@ -389,14 +389,16 @@ def plan_kernel(node: Node) -> KernelPlan:
 # ---------------------------------------------------------------------------- node kernels
 
 
-def _window(node: Node, image_shape) -> dict:
-    """An unfold/fold node's geometry: output position (oh, ow) and kernel tap (i, j) read
-    input pixel (h, w) = (oh * sh + i * dh - ph, ow * sw + j * dw - pw)."""
+def _window(node: Node, image_shape) -> tuple:
+    """An unfold/fold node's geometry (the facts: output position (oh, ow) and kernel tap (i, j)
+    read input pixel (h, w) = (oh * sh + i * dh - ph, ow * sw + j * dw - pw)) and its output
+    positions (OH, OW): sizes, which stay out of the facts (and so out of the kernel's key: the
+    same layer on a smaller image is the same kernel)."""
     a = node.attr_dict
     oh, ow = ops._window_out(node.op, image_shape[2:], a["kernel"], a["dilation"],
                              a["padding"], a["stride"])
     return {"kernel": a["kernel"], "dilation": a["dilation"], "padding": a["padding"],
-            "stride": a["stride"], "oh": oh, "ow": ow}
+            "stride": a["stride"]}, [oh, ow]
 
 
 def _elements(shape) -> int:
@@ -416,12 +418,12 @@ def plan_node_kernel(node: Node) -> KernelPlan | None:
 
     if op == "unfold":
         x = arrays[0]
-        win = _window(node, x.shape)
-        return plan(list(x.shape) + [win["oh"], win["ow"]], _elements(out.shape), **win,
+        win, positions = _window(node, x.shape)
+        return plan(list(x.shape) + positions, _elements(out.shape), **win,
                     pad_value=a.get("pad_value", 0.0))
     if op == "fold":
-        win = _window(node, out.shape)
-        return plan(list(out.shape) + [win["oh"], win["ow"]], _elements(arrays[0].shape), **win)
+        win, positions = _window(node, out.shape)
+        return plan(list(out.shape) + positions, _elements(arrays[0].shape), **win)
     if op in ("argmax", "argmin"):
         x = arrays[0]
         if a["dim"] is None or len(x.shape) < 2:  # whole-array arg-reductions stay on numpy

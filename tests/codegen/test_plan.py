@@ -164,6 +164,24 @@ def test_identical_groups_of_different_sizes_are_one_kernel():
     assert len(program.kernels) == 1 and program.source.count("def k") == 1
 
 
+def _conv_then_pool_twice(x, w1, w2):
+    import tracejit.nn.functional as F
+    h = F.max_pool2d(F.conv2d(x, w1, padding=1), 2)
+    return F.max_pool2d(F.conv2d(h, w2, padding=1), 2)
+
+
+def test_the_same_window_on_a_smaller_image_is_one_kernel():
+    # a CNN's second conv and pool on the first's pooled output: unfold's output positions
+    # (OH, OW) are sizes, not facts of what it computes (they made the key, and the same
+    # unfold kernel was generated and compiled twice)
+    graph = fused(_conv_then_pool_twice, tj.randn(2, 4, 16, 16), tj.randn(4, 4, 3, 3),
+                  tj.randn(4, 4, 3, 3))
+    unfolds = [p for p in plan_kernels(graph).values() if p.kind == "unfold"]
+    assert len(unfolds) == 4 and len({p.key() for p in unfolds}) == 2  # 3x3 pad 1; 2x2 pools
+    program = codegen.lower(graph, target="cpu")
+    assert program.source.count("def unfold") == 2
+
+
 def test_kernels_the_target_renders_differently_are_not_shared():
     graph = fused(_two_layers, tj.randn(4, 8), tj.randn(8, 8))
 
