@@ -32,7 +32,7 @@ from tracejit.runtime import cache
 
 from . import cpu_node_kernels, mathlib, prelude
 from .entry import EntryPlan, Sizes
-from .kernel import SUM_BLOCK, Arg, Const, KernelPlan, Reduction, Scalar, Unsupported
+from .kernel import SUM_BLOCK, Arg, Const, KernelPlan, Reduction, Scalar, Unsupported, Write
 from .program import Program
 
 # the source this renderer emits calls these modules' numba functions (see HEADER)
@@ -201,6 +201,8 @@ class _Kernel:
             if isinstance(step, Reduction):
                 lines += self._reduction(step, pad, parallel_reduce and step.op in ("sum",
                                                                                     "prod"))
+            elif isinstance(step, Write):  # a row-scalar extra output, once per row
+                lines += self._writes([step], pad)
             else:
                 lines += self._stmt(step, pad)
         root = plan.outputs[0]
@@ -211,15 +213,22 @@ class _Kernel:
                 lines.append(" " * ipad + f"v{plan.stash} = out[{_index(plan.out_index)}]")
             lines += self._stmts(plan.tail, ipad)
             lines.append(" " * ipad + f"out[{_index(plan.out_index)}] = v{root.id}")
+            lines += self._writes(plan.tail_writes, ipad)
         else:
             lines.append(" " * pad + f"out[{_index(plan.row_out_index)}] = r{root.id}")
         return lines
 
+    def _writes(self, writes, pad: int) -> list:
+        return [" " * pad + f"{self.outs[w.k]}[{_index(w.index)}] = "
+                            f"{'v' if w.vector else 'r'}{w.id}" for w in writes]
+
     def _keep(self, red: Reduction, pad: int) -> list:
+        """What a reduction's row loop writes besides its total: the stash and its exports."""
+        lines = self._writes(red.writes, pad)
         if red.stash is None:
-            return []
-        return [" " * pad + f"out[{_index(self.plan.out_index)}] = v{red.stash}  # kept for "
-                            f"the output loop"]
+            return lines
+        return lines + [" " * pad + f"out[{_index(self.plan.out_index)}] = v{red.stash}  "
+                                    f"# kept for the output loop"]
 
     def _reduction(self, red: Reduction, pad: int, parallel: bool, short: bool = False) -> list:
         acc = f"r{red.id}"

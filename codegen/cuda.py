@@ -39,7 +39,7 @@ from tracejit.ir import Node, Var
 
 from . import cuda_node_kernels
 from .entry import EntryPlan, Sizes
-from .kernel import Arg, Const, KernelPlan, Reduction, Scalar, Unsupported
+from .kernel import Arg, Const, KernelPlan, Reduction, Scalar, Unsupported, Write
 from .program import Program
 
 SUFFIX = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b"}
@@ -58,11 +58,12 @@ def two_stage(plan: KernelPlan) -> bool:
     its only reduction and whose result is per row (``x.sum()``, a mean, a loss): one block
     would use one SM, so stage 1 runs PARTIALS blocks that each reduce a grid-stride share of
     the row to one partial, and stage 2 (the kernel itself, one block) reduces the partials in
-    a fixed order and computes the rest. Deterministic, unlike atomics."""
+    a fixed order and computes the rest. Deterministic, unlike atomics. Not when that loop
+    also writes an extra output (stage 1 has no outputs): one block walks the row instead."""
     reductions = [s for s in plan.steps if isinstance(s, Reduction)]
     return (plan.kind == "fused" and bool(plan.row_dims) and not plan.outer and
             not plan.root_vector and len(reductions) == 1 and plan.steps[0] is reductions[0]
-            and plan.work >= TWO_STAGE_MIN)
+            and not reductions[0].writes and plan.work >= TWO_STAGE_MIN)
 
 # error slots: the message of each, raised after the launches (as the CPU kernels raise them)
 ZERO_ERRORS = {name: ("RuntimeError", f"{name}: ZeroDivisionError: integer division by zero")
@@ -255,6 +256,8 @@ class _Kernel:
         for step in plan.steps:
             if isinstance(step, Reduction):
                 lines += self._reduction(step, length)
+            elif isinstance(step, Write):  # a row-scalar extra output: every thread has it
+                lines += [pad + "if t == 0:"] + self._writes([step], pad + "    ")
             else:
                 lines += self._stmt(step, pad)
         root = plan.outputs[0]
@@ -265,10 +268,15 @@ class _Kernel:
                 lines.append(pad + f"    v{plan.stash} = out[{_index(plan.out_index)}]")
             lines += self._stmts(plan.tail, pad + "    ")
             lines.append(pad + f"    out[{_index(plan.out_index)}] = v{root.id}")
+            lines += self._writes(plan.tail_writes, pad + "    ")
         else:
             lines += [pad + "if t == 0:",
                       pad + f"    out[{_index(plan.row_out_index)}] = r{root.id}"]
         return lines
+
+    def _writes(self, writes, pad: str) -> list:
+        return [pad + f"{self.outs[w.k]}[{_index(w.index)}] = {'v' if w.vector else 'r'}{w.id}"
+                for w in writes]
 
     def _reduction(self, red: Reduction, length: str) -> list:
         pad = " " * 8
@@ -283,6 +291,7 @@ class _Kernel:
         inner = pad + "    "
         lines += _split("e", self.plan.row_dims, inner)
         lines += self._stmts(red.stmts, inner)
+        lines += self._writes(red.writes, inner)  # each element by the one thread that visits it
         if red.stash is not None:
             lines.append(inner + f"out[{_index(self.plan.out_index)}] = v{red.stash}  "
                                  f"# kept for the output loop")

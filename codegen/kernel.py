@@ -5,9 +5,10 @@ which of them a row reduction walks, the sizes the call passes), how each operan
 0-d scalar read once, an array read at the loop indices with broadcast dims pinned to 0), one
 statement per IR node as a neutral expression (the op table's ``expr`` template, its operands
 and the casts the dtype rules ask for), the reductions with their init values, the softmax
-stash and the integer ``//`` / ``%`` divisors to count. The single nodes that have a kernel but
-never fuse (unfold, fold, argmax/argmin, gather, scatter_add) become a ``KernelPlan`` too, with
-their structural facts (window geometry, the dim) in ``facts``.
+stash, where each extra output is written (``Write``) and the integer ``//`` / ``%`` divisors
+to count. The single nodes that have a kernel but never fuse (unfold, fold, argmax/argmin,
+gather, scatter_add) become a ``KernelPlan`` too, with their structural facts (window geometry,
+the dim) in ``facts``.
 
 No target text lives here except the op ``expr`` templates, which every target shares (each
 spells the calls in them its own way: ``codegen/cpu.py`` CALLS). A renderer turns a plan into
@@ -100,11 +101,24 @@ class Stmt:
 
 
 @dataclass(frozen=True)
+class Write:
+    """A row kernel's extra output ``k`` (1 for the first) gets value ``id`` at ``index``: a
+    vector value in the one loop of the kernel that writes it (the output loop or a reduction's),
+    a row scalar (a step of its own) once per row, after the step that computes it."""
+
+    k: int
+    id: int
+    vector: bool
+    index: tuple
+
+
+@dataclass(frozen=True)
 class Reduction:
     """``id = op(source over the row dims)``, starting from ``init``; ``stmts`` are the vector
     statements its row loop computes first. ``stash``: the loop also writes that value into
     ``out`` for the output loop to read back (softmax's exp). ``blocked``: a float32 sum that
-    adds blocks of SUM_BLOCK in float32 and the block totals in float64."""
+    adds blocks of SUM_BLOCK in float32 and the block totals in float64. ``writes``: the
+    vector ``Write``s of extra outputs its loop makes."""
 
     id: int
     op: str
@@ -115,6 +129,7 @@ class Reduction:
     stmts: tuple
     stash: int | None
     blocked: bool
+    writes: tuple = ()
 
 
 @dataclass
@@ -132,8 +147,10 @@ class KernelPlan:
     row_dims: tuple = ()
     reassociates: bool = False  # may float math be reassociated (only reductions gain)
     stmts: tuple = ()  # elementwise kernels: the vector statements, in order
-    steps: tuple = ()  # row kernels: row statements and reductions, in order
+    steps: tuple = ()  # row kernels: row statements, reductions and row-scalar Writes, in order
     tail: tuple = ()  # row kernels: vector statements of the output loop
+    tail_writes: tuple = ()  # row kernels: the vector Writes of extra outputs the output loop
+    #                          makes
     stash: int | None = None
     root_vector: bool = True  # the root is written per element (else once per row)
     out_index: tuple = ()  # index of every output in the innermost loop
@@ -200,7 +217,7 @@ class _Planner:
         self.row_scalar = tuple(1 if i in self.row_dims else n for i, n in enumerate(self.full))
         self.arg_of = {v.id: k for k, v in enumerate(body.inputs)}
         self.producer = {n.out.id: n for n in body.nodes}
-        # a multi-output kernel (plain elementwise only) also writes these members
+        # a multi-output kernel also writes these members (outputs out1, out2, ...)
         self.extras = tuple(body.outputs[1:])
 
     # -- operands
@@ -332,14 +349,34 @@ class _Planner:
                          x.id if stash is not None and x is stash else None,
                          node.op == "sum" and dt == np.float32)
 
-    def out_index(self, vector: bool) -> tuple:
-        out = self.root.out
+    def out_index(self, vector: bool, out: Var | None = None) -> tuple:
+        """The index ``out`` (default: the root) is written at, per element or once per row."""
+        out = self.root.out if out is None else out
         if len(out.shape) == 0:
             return ()
         if vector or len(out.shape) == self.rank:
             return tuple(None if (not vector and k in self.row_dims) else k
                          for k in range(self.rank))
         return tuple(k for k in range(self.rank) if k not in self.row_dims)  # no keepdim
+
+    def vector_writes(self, plan: KernelPlan, steps: list, slot: dict) -> tuple:
+        """``steps`` with each vector export written by exactly one loop that computes it (a
+        value can be computed again by several: layer_norm's x - mean by the variance's loop and
+        the output loop): the output loop if it does (the stash it reads back included), else
+        the last reduction's loop that does (plan.tail_writes, Reduction.writes)."""
+        tail = {s.id for s in plan.tail} | ({plan.stash} if plan.stash is not None else set())
+        writes: dict = {}  # step position (len(steps): the output loop) -> Writes
+        for v in self.extras:
+            if not self.is_vector(self.producer[v.id]):
+                continue
+            loops = [k for k, s in enumerate(steps) if isinstance(s, Reduction) and
+                     any(t.id == v.id for t in s.stmts)]
+            at = len(steps) if v.id in tail else loops[-1]  # every vector member is in a loop
+            write = Write(slot[v.id], v.id, True, self.out_index(True, v))
+            writes.setdefault(at, []).append(write)
+        plan.tail_writes = tuple(writes.get(len(steps), ()))
+        return tuple(dataclasses.replace(s, writes=tuple(writes[k])) if k in writes else s
+                     for k, s in enumerate(steps))
 
     def plan(self) -> KernelPlan:
         nodes = tuple((n.out.id, n.op) for n in self.body.nodes)
@@ -353,18 +390,22 @@ class _Planner:
             plan.stmts = tuple(s for v in plan.outputs for s in self.vector_stmts(v, done))
         else:
             stash = self.stash()
+            slot = {v.id: k for k, v in enumerate(self.extras, 1)}
             steps = []
             for node in self.body.nodes:
                 if self.is_vector(node):
                     continue
                 steps.append(self.reduction(node, stash) if ops.reduces(node) else
                              Stmt(node.out.id, node.op, False, self.expr(node, False)))
-            plan.steps = tuple(steps)
+                if node.out.id in slot:  # a row-scalar export: written once per row
+                    steps.append(Write(slot[node.out.id], node.out.id, False,
+                                       self.out_index(False, node.out)))
             plan.root_vector = self.is_vector(self.root)
             if plan.root_vector:
                 done = set() if stash is None else {stash.id}
                 plan.stash = None if stash is None else stash.id
                 plan.tail = tuple(self.vector_stmts(self.root.out, done))
+            plan.steps = self.vector_writes(plan, steps, slot)
         plan.zero_ops = tuple(dict.fromkeys(s.expr.zero_check for s in statements(plan)
                                             if s.expr.zero_check))
         return plan
@@ -376,7 +417,7 @@ def statements(plan: KernelPlan):
     for step in plan.steps:
         if isinstance(step, Reduction):
             yield from step.stmts
-        else:
+        elif isinstance(step, Stmt):
             yield step
     yield from plan.tail
 
@@ -489,6 +530,10 @@ def describe(plan: KernelPlan) -> str:
 
     def stmt(s, pad="  "):
         lines.append(f"{pad}{'v' if s.vector else 'r'}{s.id} = {describe_expr(s.expr)}")
+
+    def write(w, pad="  "):
+        index = ", ".join("0" if d is None else f"i{d}" for d in w.index)
+        lines.append(f"{pad}out{w.k}[{index}] = {'v' if w.vector else 'r'}{w.id}")
     for s in plan.stmts:
         stmt(s)
     for step in plan.steps:
@@ -500,6 +545,10 @@ def describe(plan: KernelPlan) -> str:
                          (":" if step.stmts else ""))
             for s in step.stmts:
                 stmt(s, "    ")
+            for w in step.writes:
+                write(w, "    ")
+        elif isinstance(step, Write):
+            write(step)
         else:
             stmt(step)
     if plan.steps and plan.root_vector:
@@ -507,5 +556,7 @@ def describe(plan: KernelPlan) -> str:
                                         if plan.stash is not None else "") + ":")
     for s in plan.tail:
         stmt(s, "    ")
+    for w in plan.tail_writes:
+        write(w, "    ")
     lines.append(f"  outputs {', '.join(f'%{v.id}' for v in plan.outputs)}")
     return "\n".join(lines)

@@ -96,12 +96,15 @@ def test_values_needed_outside_are_extra_outputs_of_one_kernel():
 def test_a_value_used_before_the_kernel_runs_is_not_exported():
     def fn(x):
         a = x.exp()
-        b = a.sum()  # uses a before the elementwise tail below runs: a stays its own kernel
+        b = a.sum()  # uses a before the elementwise tail below runs: the tail cannot write a
         return (a * 2 + b).tanh()
 
     x = tj.randn(6, 7)
     f = check(fn, x, rtol=1e-5)
-    assert not any("outputs" in k.attr_dict for k in kernels(f, x))
+    total, tail = kernels(f, x)
+    assert "outputs" not in tail.attr_dict
+    # the sum's row kernel, which runs first, writes a as it sums it
+    assert [v.shape for v in total.attr_dict["outputs"]] == [(6, 7)]
 
 
 @pytest.mark.parametrize("fn, max_kernels", [
@@ -118,6 +121,45 @@ def test_row_reductions_fuse(fn, max_kernels):
     assert len(kernels(f, x)) <= max_kernels
     # one pass over the data per kernel: no intermediate is materialised between them
     assert all(n.op in ("fused", "reshape") for n in f.graph(x).nodes)
+
+
+def _log_softmax_parts(x):
+    m = x.amax(-1, keepdim=True)
+    xm = x - m
+    e = xm.exp()
+    s = e.sum(-1, keepdim=True)
+    ls = s.log()
+    return xm - ls, e, s, ls, xm  # the root, then what a backward pass could read
+
+
+@pytest.mark.parametrize("dtype, threads", [(np.float32, False), (np.float64, False),
+                                           (np.float32, True)])
+@pytest.mark.parametrize("fn, shapes, extras", [
+    # vectors written by a reduction's loop (e) and by the output loop (xm); row scalars by a
+    # reduction (s) and by a row statement (ls); 3-D: rows over the last dim; rows of 1500: the
+    # float32 sum's block loop writes e
+    (_log_softmax_parts, [(5, 7)], 4), (_log_softmax_parts, [(2, 3, 7)], 4),
+    (_log_softmax_parts, [(3, 1500)], 4),
+    # a column sum (rows over dim 0) that also writes the vector it sums
+    (lambda x, y: ((x * y + 1).sum(0, keepdim=True), x * y + 1), [(6, 5), (6, 5)], 1),
+    # a full reduction to a 0-d value, kept: written once, at ()
+    (lambda x: ((x * x).sum() / 3, (x * x).sum(), x * x), [(4, 6)], 2),
+])
+def test_row_kernels_write_extra_outputs(fn, shapes, extras, dtype, threads, monkeypatch):
+    if threads:  # numba.prange over the outer loop, or over the row of a full reduction
+        monkeypatch.setattr(cpu, "PARALLEL_MIN", 16)
+    rng = np.random.default_rng(0)
+    args = [tj.from_numpy(rng.standard_normal(s).astype(dtype)) for s in shapes]
+    comp, interp = compiled(fn), tj.trace(fn, backend="interpret")
+    for _ in range(2):  # the second call runs the compiled code
+        got = comp(*args)
+    (k,) = kernels(comp, *args)
+    assert k.attr_dict["row_dims"] and len(k.attr_dict["outputs"]) == extras
+    assert ("numba.prange" in comp.source(*args)) == threads
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for g, w in zip(got, interp(*args)):
+        assert g.dtype == w.dtype == dtype and g.shape == w.shape
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [

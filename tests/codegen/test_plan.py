@@ -11,7 +11,7 @@ import pytest
 import tracejit as tj
 from tracejit import codegen
 from tracejit.codegen.entry import plan_entry
-from tracejit.codegen.kernel import Arg, Reduction, Scalar, Stmt, Value, plan_kernels
+from tracejit.codegen.kernel import Arg, Reduction, Scalar, Stmt, Value, Write, plan_kernels
 from tracejit.codegen.memory_plan import plan_memory
 from tracejit.passes.fuse import fuse
 
@@ -88,6 +88,29 @@ def test_softmax_plan_is_two_reductions_and_a_stashed_output_loop():
     assert all(isinstance(s, Stmt) and not s.vector for s in plan.steps
                if not isinstance(s, Reduction))
     assert plan.reassociates  # a reduction, and no exp/log pair to fold
+
+
+def test_a_row_kernel_writes_each_extra_output_once():
+    from tests.codegen.test_cpu import _log_softmax_parts
+
+    graph = fused(_log_softmax_parts, tj.randn(4, 8))
+    plan = only_plan(graph)
+    root, e, s, ls, xm = graph.outputs  # the kernel's outputs: the root, then in any order
+    slot = {v.id: k for k, v in enumerate(plan.outputs)}
+    assert slot[root.id] == 0 and sorted(slot.values()) == [0, 1, 2, 3, 4]
+    amax, total = [st for st in plan.steps if isinstance(st, Reduction)]
+    # e: by the sum's loop, which computes it; xm: by the output loop (the sum's loop computes
+    # it too, but only one loop writes it); s and ls: once per row, right after their step
+    assert total.writes == (Write(slot[e.id], e.id, True, (0, 1)),) and amax.writes == ()
+    assert plan.tail_writes == (Write(slot[xm.id], xm.id, True, (0, 1)),)
+    rows = [st for st in plan.steps if isinstance(st, Write)]
+    assert rows == [Write(slot[s.id], s.id, False, (0, None)),
+                    Write(slot[ls.id], ls.id, False, (0, None))]
+    assert plan.steps.index(rows[0]) == plan.steps.index(total) + 1
+    assert f"out{slot[e.id]}[i0, i1] = v" in str(plan)
+    assert f"out{slot[s.id]}[i0, 0] = r" in str(plan)
+    # the key stays free of sizes and IR numbers: the same group on other rows is one kernel
+    assert only_plan(fused(_log_softmax_parts, tj.randn(6, 3))).key() == plan.key()
 
 
 def test_a_foldable_pair_keeps_reassociation_off():

@@ -37,6 +37,21 @@ def full_sum(x):
     return x.sum(), (x * x).mean()
 
 
+def row_exports(x):
+    """A row kernel that also writes a vector computed in a reduction's loop (e) and in the
+    output loop (xm), and row scalars (s, ls): one thread per element, thread 0 per row."""
+    m = x.amax(-1, keepdim=True)
+    xm = x - m
+    e = xm.exp()
+    s = e.sum(-1, keepdim=True)
+    ls = s.log()
+    return xm - ls, e, s, ls, xm
+
+
+def full_sum_export(x):  # a full reduction that writes its summand and 0-d total too
+    return (x * x).sum() / 3, (x * x).sum(), x * x
+
+
 def big_sums(x):  # past codegen.cuda.TWO_STAGE_MIN: two-stage reductions
     return (x * x).sum() / 3, x.amax(), x.long().sum()
 
@@ -75,6 +90,8 @@ def CASES() -> dict:
         "softmax": (softmax, (_f32(3, 10),)),
         "layer_norm": (layer_norm, (_f32(2, 12), _f32(12, seed=1), _f32(12, seed=2))),
         "full_sum": (full_sum, (_f32(4, 6),)),
+        "row_exports": (row_exports, (_f32(2, 3, 7),)),
+        "full_sum_export": (full_sum_export, (_f32(4, 6),)),
         "big_sums": (big_sums, (_f32(300, 230) * 4,)),
         "matmul": (matmul, (_f32(5, 6), _f32(6, 7, seed=1))),
         "conv_step": (conv_step, (_f32(1, 2, 4, 4), _f32(3, 2, 3, 3, seed=1))),

@@ -186,3 +186,22 @@ def test_two_stage_full_reductions_compile_to_ptx():
     assert {"k0_mul_sum_div_part", "k0_mul_sum_div"} <= set(program.signatures)
     assert "L0a = k0_mul_sum_div_part[PARTIALS, ROW_THREADS]" in program.source
     check_ptx(program)
+
+
+def test_row_kernels_writing_extra_outputs_compile_to_ptx():
+    # the vector exports are written by the thread that visits the element, the row scalars by
+    # thread 0; a full reduction that writes its summand is not two-stage (stage 1 has no
+    # outputs) but one block
+    from .programs import fused_graph
+    from .sim_cases import full_sum_export, row_exports
+
+    program = lower_cuda(fused_graph(row_exports, tj.randn(2, 3, 7)))
+    (name,) = program.signatures
+    src = program.source
+    assert "out3[i0, i1, i2] = v" in src and "out4[i0, i1, i2] = v" in src
+    assert "        if t == 0:\n            out2[i0, i1, 0] = r" in src
+    check_ptx(program)
+    program = lower_cuda(fused_graph(full_sum_export, tj.randn(300, 300)))
+    assert not any(k.endswith("_part") for k in program.signatures)
+    assert "out2[i0, i1] = v" in program.source
+    check_ptx(program)

@@ -9,10 +9,14 @@ few times but never materialises an intermediate array.
 
 A producer joins its consumer's group when every use of its value is inside that group, it is
 not a graph output, and it fits the group's domain. A value also needed outside (an activation
-a training graph's backward pass reads, or a result) still joins a plain elementwise group as
-one more output of the kernel, when every outside use comes after the group: an LSTM cell's four
-gates, its new state and output are then one loop that writes each of them once. Views and
-library ops (matmul, indexing, windows) stay outside groups.
+a training graph's backward pass reads, or a result) still joins as one more output of the
+kernel ("export"), when every outside use comes after the group (the group runs where its root
+was): an LSTM cell's four gates, its new state and output are then one loop that writes each of
+them once. Row groups export too: a vector value is written by one of the row loops that compute
+it, a row scalar once per row. So a training step's log_softmax (amax, sub, exp, sum, log, sub)
+is one row kernel that also writes the ``exp(x - max)`` and ``sum`` the backward reads, not four
+kernels split at those values. Views and library ops (matmul, indexing, windows) stay outside
+groups.
 
 >>> print(fuse(graph))                                                 # doctest: +SKIP
 graph(x: f32[4,8]):
@@ -64,8 +68,6 @@ class _Group:
     def fits(self, node: Node) -> bool:
         """Can ``node`` (a producer of some member) be computed inside this group?"""
         shape = node.out.shape
-        if self.extras and (reduces(node) or shape != self.full):
-            return False  # a kernel with several outputs stays a plain elementwise loop nest
         if reduces(node):
             d = node.attr_dict
             x = node.inputs[0]
@@ -86,9 +88,11 @@ class _Group:
         return shape == self.full or self.is_row_scalar(shape)
 
     def can_export(self, node: Node) -> bool:
-        """Can ``node`` join as one more output (it is used outside the group too)?"""
-        return (not self.row_dims and not reduces(node) and
-                node.out.shape == self.full and len(self.extras) < MAX_EXTRA_OUTPUTS)
+        """Can ``node`` (which fits) join as one more output (it is used outside the group too)?
+        Any member can: a vector is written where a loop computes it, a row scalar once per row
+        (codegen/kernel.py), and a vector of an elementwise group that later turns out to be a
+        row scalar (a reduction of it joins) stays one."""
+        return len(self.extras) < MAX_EXTRA_OUTPUTS
 
     def add(self, node: Node):
         if reduces(node) and not self.row_dims:
