@@ -1,8 +1,8 @@
 """The CPU rendering of the kernels for single graph nodes that are not elementwise and so are
-never fused: ``unfold`` / ``fold`` (im2col / col2im, behind conv2d and the poolings),
-``argmax`` / ``argmin`` along a dim, ``gather`` and ``scatter_add`` (max pooling,
-cross-entropy and their gradients). Their plans (``codegen/kernel.py`` ``plan_node_kernel``)
-hold the geometry; this module spells it as numba source.
+never fused: ``unfold`` / ``fold`` (im2col / col2im, behind conv2d and avg pooling),
+``max_pool2d`` and its gradient, ``argmax`` / ``argmin`` along a dim, ``gather`` and
+``scatter_add`` (cross-entropy and its gradient). Their plans (``codegen/kernel.py``
+``plan_node_kernel``) hold the geometry; this module spells it as numba source.
 
 Each node becomes one kernel, named after the op and the node (``unfold3``), that writes a result
 array the entry function allocates. Structural attributes (kernel size, stride, padding, the dim)
@@ -12,6 +12,10 @@ threads is emitted serial only, and a parallel one checks the size again at run 
 """
 
 from __future__ import annotations
+
+import numpy as np
+
+from tracejit import ops
 
 from . import cpu  # NOTE: cpu imports this module too; only its attributes are used, at call time
 from .kernel import KernelPlan
@@ -142,6 +146,79 @@ def _fold(plan: KernelPlan, parallel: bool, describe) -> str:
                 f"cols: {describe(cols)} (N, C*{win.kk}, OH*OW) -> out: {describe(out)} "
                 f"(N, C, H, W)"]
     return _source(plan.name, ["cols", "out", "N", "C", "H", "W", "OH", "OW"], comments, body,
+                   "N * C", f"N * C * OH * OW * {win.kk}", parallel)
+
+
+# ---------------------------------------------------------------------------- max pooling
+
+
+def _window_max(win: _Window, dtype, pad: int, track: bool) -> list:
+    """Loops over the output positions of plane (n, c) down to the first maximum or NaN of
+    each window (``best``; its tap ``at`` when ``track``): the order and ties of argmax over
+    unfold's rows, whose padding taps hold the dtype's lowest value and so never win."""
+    s = " " * pad
+    low = cpu.literal(ops.pool_low(dtype), dtype)
+    lines = [s + "n = p // C", s + "c = p % C"]
+    if track:
+        lines += [s + "for h in range(H):",
+                  s + "    for w in range(W):",
+                  s + "        out[n, c, h, w] = 0"]
+    lines += [s + "for oh in range(OH):",
+              s + "    for ow in range(OW):",
+              s + f"        best = {low}"]
+    t = s + " " * 8
+    if track:
+        lines.append(t + "at = 0")
+    lines += [t + f"for k in range({win.kk}):",
+              t + f"    h = {_affine([('oh', win.sh), (f'(k // {win.kw})', win.dh)], -win.ph)}",
+              t + f"    w = {_affine([('ow', win.sw), (f'(k % {win.kw})', win.dw)], -win.pw)}"]
+    if win.ph or win.pw:
+        lines += [t + "    if h < 0 or h >= H or w < 0 or w >= W:  # a padding tap",
+                  t + "        continue"]
+    lines.append(t + "    v = x[n, c, h, w]")
+    if np.dtype(dtype).kind == "f":  # the first NaN wins, as in torch
+        lines += [t + "    if v != v:", t + "        best = v"]
+        lines += [t + "        at = k"] if track else []
+        lines.append(t + "        break")
+    lines += [t + "    if v > best:", t + "        best = v"]
+    lines += [t + "        at = k"] if track else []
+    return lines
+
+
+def _max_pool2d(plan: KernelPlan, parallel: bool, describe) -> str:
+    (x,), (out,) = plan.inputs, plan.outputs
+    win = _Window(plan.facts)
+
+    def body(pad):
+        return _window_max(win, x.dtype, pad, track=False) + [
+            " " * (pad + 8) + "out[n, c, oh, ow] = best"]
+
+    comments = [f"%{out.id} max_pool2d: {win.attrs}",
+                f"x: {describe(x)} (N, C, H, W) -> out: {describe(out)} (N, C, OH, OW); the "
+                f"first maximum (or NaN) of each window"]
+    return _source(plan.name, ["x", "out", "N", "C", "H", "W", "OH", "OW"], comments, body,
+                   "N * C", f"N * C * OH * OW * {win.kk}", parallel)
+
+
+def _max_pool2d_grad(plan: KernelPlan, parallel: bool, describe) -> str:
+    (g, x), (out,) = plan.inputs, plan.outputs
+    win = _Window(plan.facts)
+
+    def body(pad):
+        t = " " * (pad + 8)
+        h = _affine([("oh", win.sh), (f"(at // {win.kw})", win.dh)], -win.ph)
+        w = _affine([("ow", win.sw), (f"(at % {win.kw})", win.dw)], -win.pw)
+        lines = _window_max(win, x.dtype, pad, track=True) + [t + f"h = {h}", t + f"w = {w}"]
+        if win.ph or win.pw:  # every tap of the window may be padding: then nothing lands
+            return lines + [t + "if 0 <= h < H and 0 <= w < W:",
+                            t + "    out[n, c, h, w] += g[n, c, oh, ow]"]
+        return lines + [t + "out[n, c, h, w] += g[n, c, oh, ow]"]
+
+    # NOTE: each (n, c) plane belongs to one iteration, so the += never races
+    comments = [f"%{out.id} max_pool2d_grad: {win.attrs}",
+                f"g: {describe(g)} (N, C, OH, OW), x: {describe(x)} (N, C, H, W) -> out: "
+                f"{describe(out)}; each window's gradient goes to its first maximum (or NaN)"]
+    return _source(plan.name, ["g", "x", "out", "N", "C", "H", "W", "OH", "OW"], comments, body,
                    "N * C", f"N * C * OH * OW * {win.kk}", parallel)
 
 
@@ -278,5 +355,6 @@ def _copy_loops(rank: int) -> list:
     return lines + [" " * 4 * rank + f"out[{at}] = x[{at}]"]
 
 
-_RENDER = {"unfold": _unfold, "fold": _fold, "argmax": _argmax, "argmin": _argmax,
+_RENDER = {"unfold": _unfold, "fold": _fold, "max_pool2d": _max_pool2d,
+           "max_pool2d_grad": _max_pool2d_grad, "argmax": _argmax, "argmin": _argmax,
            "gather": _gather, "scatter_add": _scatter_add}

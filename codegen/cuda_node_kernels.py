@@ -1,10 +1,14 @@
-"""The CUDA rendering of the node kernels (``unfold``/``fold``, ``argmax``/``argmin`` along a
-dim, ``gather``, ``scatter_add``): the counterpart of ``cpu_node_kernels``, from the same
-plans. Each kernel is a grid-stride loop with one thread per element it writes:
+"""The CUDA rendering of the node kernels (``unfold``/``fold``, ``max_pool2d`` and its
+gradient, ``argmax``/``argmin`` along a dim, ``gather``, ``scatter_add``): the counterpart of
+``cpu_node_kernels``, from the same plans. Each kernel is a grid-stride loop with one thread
+per element it writes:
 
 - unfold: per column element, the input pixel it copies (or the pad value);
 - fold: per image pixel, the sum over the taps that land on it (a gather, so no atomics and
   the sum is deterministic, in the CPU's tap order);
+- max_pool2d: per output element, its window's first maximum (or NaN); its gradient: per
+  pixel, the gradients of the windows whose argmax it is (recomputed: no atomics, and the sum
+  in the CPU's order);
 - argmax: per output element, a serial walk along the dim (the first extreme wins, NaN first);
 - gather: per index element; scatter_add: per index element, ``cuda.atomic.add`` into out
   (which the entry first fills with x), so float sums land in no fixed order.
@@ -31,6 +35,10 @@ def threads(plan: KernelPlan) -> list:
         n, c, _, _, oh, ow = plan.sizes
         return [n, c, oh, ow, plan.facts["kernel"][0] * plan.facts["kernel"][1]]
     if plan.kind == "fold":
+        return list(plan.sizes[:4])
+    if plan.kind == "max_pool2d":
+        return list(plan.sizes[:2]) + list(plan.sizes[4:])
+    if plan.kind == "max_pool2d_grad":
         return list(plan.sizes[:4])
     if plan.kind in ("argmax", "argmin"):
         return [n for d, n in enumerate(plan.sizes) if d != plan.facts["dim"]]
@@ -111,6 +119,70 @@ def _fold(plan: KernelPlan, helpers) -> tuple:
                 f"cols: {_type(cols)} (N, C*{kh * kw}, OH*OW) -> out: {_type(out)} "
                 f"(N, C, H, W); one thread per pixel sums the taps landing on it"]
     params = ["cols", "out", "N", "C", "H", "W", "OH", "OW"]
+    return _kernel(plan.name, params, comments, "N * C * H * W", body), ()
+
+
+def _window_max(f: dict, dtype, p: str, track: bool) -> list:
+    """The first maximum or NaN of window (oh, ow) of plane (n, c) (``best``; its tap ``at``
+    when ``track``), as the CPU kernel finds it: padding taps never win."""
+    kh, kw, dh, dw, ph, pw, sh, sw = _geometry(f)
+    from tracejit import ops
+    lines = [p + f"best = {_lit(ops.pool_low(dtype), dtype)}"]
+    lines += [p + "at = 0"] if track else []
+    lines += [p + f"for k in range({kh * kw}):",
+              p + f"    h = oh * {sh} + (k // {kw}) * {dh} - {ph}",
+              p + f"    w = ow * {sw} + (k % {kw}) * {dw} - {pw}"]
+    if ph or pw:
+        lines += [p + "    if h < 0 or h >= H or w < 0 or w >= W:  # a padding tap",
+                  p + "        continue"]
+    lines.append(p + "    v = x[n, c, h, w]")
+    if dtype.kind == "f":
+        lines += [p + "    if v != v:", p + "        best = v"]
+        lines += [p + "        at = k"] if track else []
+        lines.append(p + "        break")
+    lines += [p + "    if v > best:", p + "        best = v"]
+    return lines + ([p + "        at = k"] if track else [])
+
+
+def _max_pool2d(plan: KernelPlan, helpers) -> tuple:
+    (x,), (out,) = plan.inputs, plan.outputs
+    p = " " * 8
+    body = _split("e", ["n", "c", "oh", "ow"], ["N", "C", "OH", "OW"], p) + \
+        _window_max(plan.facts, x.dtype, p, track=False) + [p + "out[n, c, oh, ow] = best"]
+    comments = [f"%{out.id} max_pool2d: {_attrs(plan.facts)}",
+                f"x: {_type(x)} (N, C, H, W) -> out: {_type(out)} (N, C, OH, OW); one thread "
+                f"per output element"]
+    params = ["x", "out", "N", "C", "H", "W", "OH", "OW"]
+    return _kernel(plan.name, params, comments, "N * C * OH * OW", body), ()
+
+
+def _max_pool2d_grad(plan: KernelPlan, helpers) -> tuple:
+    (g, x), (out,) = plan.inputs, plan.outputs
+    kh, kw, dh, dw, ph, pw, sh, sw = _geometry(plan.facts)
+    p = " " * 8
+    q = p + " " * 8
+    # pixel (y, z) takes the gradient of each window (oh, ow) covering it whose argmax it is;
+    # the windows in (oh, ow) order, as the CPU kernel adds them (taps in reverse)
+    body = _split("e", ["n", "c", "y", "z"], ["N", "C", "H", "W"], p) + [
+        p + f"acc = {_lit(0, out.dtype)}",
+        p + f"for i in range({kh - 1}, -1, -1):",
+        p + f"    oh = y + {ph} - i * {dh}",
+        p + f"    if oh < 0 or oh % {sh} != 0 or oh // {sh} >= OH:",
+        p + "        continue",
+        p + f"    oh //= {sh}",
+        p + f"    for j in range({kw - 1}, -1, -1):",
+        p + f"        ow = z + {pw} - j * {dw}",
+        p + f"        if ow < 0 or ow % {sw} != 0 or ow // {sw} >= OW:",
+        p + "            continue",
+        p + f"        ow //= {sw}"]
+    body += _window_max(plan.facts, x.dtype, q, track=True) + [
+        q + f"if at == i * {kw} + j:",
+        q + "    acc += g[n, c, oh, ow]",
+        p + "out[n, c, y, z] = acc"]
+    comments = [f"%{out.id} max_pool2d_grad: {_attrs(plan.facts)}",
+                f"g: {_type(g)} (N, C, OH, OW), x: {_type(x)} (N, C, H, W) -> out: "
+                f"{_type(out)}; one thread per pixel adds the windows whose argmax it is"]
+    params = ["g", "x", "out", "N", "C", "H", "W", "OH", "OW"]
     return _kernel(plan.name, params, comments, "N * C * H * W", body), ()
 
 
@@ -195,7 +267,8 @@ def _scatter_add(plan: KernelPlan, helpers) -> tuple:
     return _kernel(plan.name, params, comments, total, body), (_bounds("scatter_add", dim),)
 
 
-_RENDER = {"unfold": _unfold, "fold": _fold, "argmax": _argmax, "argmin": _argmax,
+_RENDER = {"unfold": _unfold, "fold": _fold, "max_pool2d": _max_pool2d,
+           "max_pool2d_grad": _max_pool2d_grad, "argmax": _argmax, "argmin": _argmax,
            "gather": _gather, "scatter_add": _scatter_add}
 
 

@@ -35,7 +35,6 @@ from tracejit.ir import Graph, Node, Var
 SUM_BLOCK = 1024  # float32 sums add blocks this long in float32, then the blocks in float64
 # ops LLVM-like optimisers fold in pairs when float math may be reassociated (see _reassociates)
 _FOLDABLE = frozenset({"exp", "log", "log1p", "expm1", "pow", "sqrt", "rsqrt"})
-NODE_KERNEL_OPS = ("unfold", "fold", "argmax", "argmin", "gather", "scatter_add")
 
 
 class Unsupported(Exception):
@@ -447,8 +446,8 @@ def _elements(shape) -> int:
 
 
 def plan_node_kernel(node: Node) -> KernelPlan | None:
-    """The plan of an unfold/fold/argmax/argmin/gather/scatter_add node's kernel, or None when
-    it has none (it then runs through numpy)."""
+    """The plan of an unfold/fold/max_pool2d(_grad)/argmax/argmin/gather/scatter_add node's
+    kernel, or None when it has none (it then runs through numpy)."""
     op, a, out = node.op, node.attr_dict, node.out
     name = f"{op}{out.id}"
     arrays = tuple(x for x in node.inputs if isinstance(x, Var))
@@ -465,6 +464,12 @@ def plan_node_kernel(node: Node) -> KernelPlan | None:
     if op == "fold":
         win, positions = _window(node, out.shape)
         return plan(list(out.shape) + positions, _elements(arrays[0].shape), **win)
+    if op in ("max_pool2d", "max_pool2d_grad"):
+        x = arrays[-1]  # the image (max_pool2d_grad: after the gradient)
+        win, positions = _window(node, x.shape)
+        kk = a["kernel"][0] * a["kernel"][1]
+        return plan(list(x.shape) + positions, _elements(positions) * x.shape[0] * x.shape[1]
+                    * kk, **win)
     if op in ("argmax", "argmin"):
         x = arrays[0]
         if a["dim"] is None or len(x.shape) < 2:  # whole-array arg-reductions stay on numpy

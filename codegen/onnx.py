@@ -516,53 +516,57 @@ def reduce(onnx_op: str):
 
 
 def extreme_reduce(onnx_op: str):
-    """ReduceMax/ReduceMin, with NaN propagated as numpy does (onnxruntime keeps or drops a NaN
-    depending on its position)."""
     def rule(em, node):
         (x,) = node.inputs
         d = node.attr_dict
-        name = em.value(x)
         if not d["dims"]:
-            return em.op("Identity", [name])
-        axes, keep = _axes_input(em, d["dims"]), int(d["keepdim"])
-        if x.dtype == np.bool_:  # no bool kernel: through int32
-            r = em.op(onnx_op, [em.cast(name, np.int32), axes], keepdims=keep)
-            return em.cast(r, np.bool_)
-        r = em.op(onnx_op, [name, axes], keepdims=keep)
-        if not _is_float(x.dtype):
-            return r
-        any_nan = em.op("ReduceMax", [em.cast(em.op("IsNaN", [name]), np.int32), axes],
-                        keepdims=keep)
-        nan = em.op("Greater", [any_nan, em.const(0, np.int32)])
-        return em.op("Where", [nan, em.const(np.nan, x.dtype), r])
+            return em.op("Identity", [em.value(x)])
+        return _extreme(em, onnx_op, em.value(x), x.dtype, d["dims"], int(d["keepdim"]))
     return rule
 
 
+def _extreme(em, onnx_op: str, name: str, dtype, dims, keep: int) -> str:
+    """ReduceMax/ReduceMin, with NaN propagated as numpy does (onnxruntime keeps or drops a NaN
+    depending on its position)."""
+    axes = _axes_input(em, dims)
+    if dtype == np.bool_:  # no bool kernel: through int32
+        r = em.op(onnx_op, [em.cast(name, np.int32), axes], keepdims=keep)
+        return em.cast(r, np.bool_)
+    r = em.op(onnx_op, [name, axes], keepdims=keep)
+    if not _is_float(dtype):
+        return r
+    any_nan = em.op("ReduceMax", [em.cast(em.op("IsNaN", [name]), np.int32), axes],
+                    keepdims=keep)
+    nan = em.op("Greater", [any_nan, em.const(0, np.int32)])
+    return em.op("Where", [nan, em.const(np.nan, dtype), r])
+
+
 def arg_reduce(onnx_op: str):
-    """ArgMax/ArgMin, first occurrence; a NaN is the extreme (numpy), so where a row holds one,
-    the answer is the first NaN's position."""
     def rule(em, node):
         (x,) = node.inputs
         d = node.attr_dict
         name, dim, keep = em.value(x), d["dim"], int(d["keepdim"])
         if dim is None:
             name = em.op("Reshape", [name, em.ints([-1])])
-            axis = 0
-        else:
-            axis = ops.norm_dim(node.op, dim, len(x.shape))
-        if x.dtype == np.bool_ or not _is_float(x.dtype) and x.dtype != np.int32:
-            name = em.cast(name, np.float64 if x.dtype.itemsize == 8 else np.float32)
-        r = em.op(onnx_op, [name], axis=axis, keepdims=1 if dim is None else keep)
-        if _is_float(x.dtype):
-            isnan = em.cast(em.op("IsNaN", [name]), np.int32)
-            first_nan = em.op("ArgMax", [isnan], axis=axis, keepdims=1 if dim is None else keep)
-            any_nan = em.op("ReduceMax", [isnan, em.ints([axis])],
-                            keepdims=1 if dim is None else keep)
-            r = em.op("Where", [em.op("Greater", [any_nan, em.const(0, np.int32)]), first_nan, r])
-        if dim is None:
-            r = em.op("Reshape", [r, em.ints((1,) * len(x.shape) if keep else ())])
-        return r
+            r = _arg_extreme(em, onnx_op, name, x.dtype, 0, 1)
+            return em.op("Reshape", [r, em.ints((1,) * len(x.shape) if keep else ())])
+        return _arg_extreme(em, onnx_op, name, x.dtype, ops.norm_dim(node.op, dim, len(x.shape)),
+                            keep)
     return rule
+
+
+def _arg_extreme(em, onnx_op: str, name: str, dtype, axis: int, keep: int) -> str:
+    """ArgMax/ArgMin, first occurrence; a NaN is the extreme (numpy), so where a row holds one,
+    the answer is the first NaN's position."""
+    if dtype == np.bool_ or not _is_float(dtype) and dtype != np.int32:
+        name = em.cast(name, np.float64 if dtype.itemsize == 8 else np.float32)
+    r = em.op(onnx_op, [name], axis=axis, keepdims=keep)
+    if _is_float(dtype):
+        isnan = em.cast(em.op("IsNaN", [name]), np.int32)
+        first_nan = em.op("ArgMax", [isnan], axis=axis, keepdims=keep)
+        any_nan = em.op("ReduceMax", [isnan, em.ints([axis])], keepdims=keep)
+        r = em.op("Where", [em.op("Greater", [any_nan, em.const(0, np.int32)]), first_nan, r])
+    return r
 
 
 def _cumsum(em, node):
@@ -777,23 +781,66 @@ def _matmul(em, node):
     return em.op("MatMul", [em.value(a, t), em.value(b, t)])
 
 
-def _unfold(em, node):
-    # im2col as a Gather of the padded, flattened image with a fixed index grid: exact for every
-    # value (an identity-kernel Conv would turn a NaN or the -inf pad of max_pool into NaN)
-    (x,) = node.inputs
-    d = node.attr_dict
+def _windows(em, x, d: dict, fill) -> str:
+    """x's windows as (N, C, kh*kw, L): a Gather of the padded, flattened image with a fixed
+    index grid, exact for every value (an identity-kernel Conv would turn a NaN or the -inf
+    pad of max_pool into NaN); padding taps hold ``fill``."""
     n, c, h, w = em.shape_of(x)
-    (kh, kw), (ph, pw) = d["kernel"], d["padding"]
+    ph, pw = d["padding"]
     name = em.value(x)
     if ph or pw:
         with np.errstate(over="ignore", invalid="ignore"):
-            fill = em.const(np.asarray(d.get("pad_value", 0.0)).astype(x.dtype))
-        name = em.op("Pad", [name, em.ints([0, 0, ph, pw, 0, 0, ph, pw]), fill], mode="constant")
+            pad = em.const(np.asarray(fill).astype(x.dtype))
+        name = em.op("Pad", [name, em.ints([0, 0, ph, pw, 0, 0, ph, pw]), pad], mode="constant")
     grid, (hp, wp) = _window_grid(d, (h, w))
     flat = em.op("Reshape", [name, em.shape_value([n, c, hp * wp])], allowzero=1)
-    got = em.op("Gather", [flat, em.const(grid)], axis=2)  # (N, C, kk, L)
-    return em.op("Reshape", [got, em.shape_value([n, c * kh * kw, grid.shape[1]])],
-                 allowzero=1)
+    return em.op("Gather", [flat, em.const(grid)], axis=2)
+
+
+def _unfold(em, node):
+    (x,) = node.inputs
+    d = node.attr_dict
+    n, c = em.shape_of(x)[:2]
+    kk = d["kernel"][0] * d["kernel"][1]
+    got = _windows(em, x, d, d.get("pad_value", 0.0))
+    length = _window_grid(d, x.shape[2:])[0].shape[1]
+    return em.op("Reshape", [got, em.shape_value([n, c * kk, length])], allowzero=1)
+
+
+def _max_pool2d(em, node):
+    # ReduceMax over the windows (onnxruntime's MaxPool and ReduceMax drop or keep a NaN by
+    # its position: extreme_reduce's fix makes a window holding one NaN, as in torch)
+    (x,) = node.inputs
+    d = node.attr_dict
+    n, c = em.shape_of(x)[:2]
+    r = _extreme(em, "ReduceMax", _windows(em, x, d, ops.pool_low(x.dtype)), x.dtype, (2,), 0)
+    oh, ow = ops._window_out("max_pool2d", x.shape[2:], d["kernel"], d["dilation"],
+                             d["padding"], d["stride"])
+    return em.op("Reshape", [r, em.shape_value([n, c, oh, ow])], allowzero=1)
+
+
+def _max_pool2d_grad(em, node):
+    # each window's gradient scattered (ScatterElements, adding) to its argmax's position in
+    # the padded image, whose padding is then cut off
+    g, x = node.inputs
+    d = node.attr_dict
+    n, c, h, w = em.shape_of(x)
+    (ph, pw) = d["padding"]
+    grid, (hp, wp) = _window_grid(d, x.shape[2:])
+    kk, length = grid.shape
+    windows = _windows(em, x, d, ops.pool_low(x.dtype))
+    at = _arg_extreme(em, "ArgMax", windows, x.dtype, 2, 1)  # (N, C, 1, L)
+    where = em.op("GatherElements", [em.expand(em.const(grid[None, None]), np.int64,
+                                               [n, c, kk, length]), at], axis=2)
+    where = em.op("Reshape", [where, em.shape_value([n, c, length])], allowzero=1)
+    src = em.op("Reshape", [em.value(g), em.shape_value([n, c, length])], allowzero=1)
+    zeros = em.expand(em.const(0, g.dtype), g.dtype, [n, c, hp * wp])
+    image = em.op("ScatterElements", [zeros, where, src], axis=2, reduction="add")
+    image = em.op("Reshape", [image, em.shape_value([n, c, hp, wp])], allowzero=1)
+    if ph or pw:
+        image = em.op("Slice", [image, em.ints([ph, pw]), em.ints([ph + h, pw + w]),
+                                em.ints([2, 3])])
+    return image
 
 
 def _window_grid(d: dict, hw: tuple) -> tuple:
@@ -866,6 +913,7 @@ RULES = {
     "reshape": _reshape, "permute": _permute, "expand": _expand, "cat": _cat, "pad": _pad,
     "getitem": _getitem, "index_put": _index_put, "gather": _gather,
     "scatter_add": _scatter_add, "matmul": _matmul, "unfold": _unfold, "fold": _fold,
+    "max_pool2d": _max_pool2d, "max_pool2d_grad": _max_pool2d_grad,
     "const": _const, "detach": _identity,
     "asin": _f64("Asin", None), "acos": _f64("Acos", None), "atan": _f64("Atan", None),
     "asinh": _f64("Asinh", None), "acosh": _f64("Acosh", None), "atanh": _f64("Atanh", None),

@@ -657,6 +657,8 @@ WINDOW = {
     "max_pool-all": (lambda x: F.max_pool2d(x, 3, stride=2, padding=1, dilation=2),
                      (1, 2, 7, 6)),
     "max_pool-unbatched": (lambda x: F.max_pool2d(x, (2, 1)), (2, 4, 3)),
+    "max_pool-grad": (lambda x: tj.grad(lambda x: (F.max_pool2d(x, 3, 2, 1) ** 2).sum())(x),
+                      (1, 2, 5, 6)),
     "avg_pool": (lambda x: F.avg_pool2d(x, 2), (2, 3, 4, 5)),
     "avg_pool-pad": (lambda x: F.avg_pool2d(x, 3, stride=2, padding=1), (1, 2, 5, 6)),
     "avg_pool-nopad-count": (lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),

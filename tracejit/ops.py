@@ -1074,9 +1074,24 @@ def _scatter_add_vjp(g, out, x, index, src, dim):
     return g, None, gsrc
 
 
-GATHER = register(OpDef("gather", INDEX, _gather_impl, _gather_infer,
-                        lambda g, out, x, index, dim: (
-                            _scatter_add_zeros(g, x.shape, index, dim), None), fresh=True))
+def _gather_vjp(g, out, x, index, dim):
+    dim = norm_dim("gather", dim, len(x.shape)) if x.shape else 0
+    picks_one = len(index.shape) > 0 and index.shape[dim] == 1 and all(
+        n == m for d, (n, m) in enumerate(zip(index.shape, x.shape)) if d != dim)
+    if not picks_one:
+        return _scatter_add_zeros(g, x.shape, index, dim), None
+    # one pick per row (nll_loss): no two picks add up, so the scatter is a select, which fuses
+    # with its neighbours where a scatter_add is a kernel of its own (the forward gather has
+    # checked the indices already)
+    from .creation import arange
+    from .tensor import where
+    along = [1] * len(x.shape)
+    along[dim] = x.shape[dim]
+    iota = arange(x.shape[dim], dtype=index.dtype, device=g.device).reshape(along)
+    return where(iota == index, g, 0), None
+
+
+GATHER = register(OpDef("gather", INDEX, _gather_impl, _gather_infer, _gather_vjp, fresh=True))
 SCATTER_ADD = register(OpDef("scatter_add", INDEX, _scatter_add_impl, _scatter_add_infer,
                              _scatter_add_vjp, fresh=True))
 
@@ -1193,6 +1208,87 @@ def _fold_vjp(g, out, cols, output_size, kernel, dilation, padding, stride):
 
 UNFOLD = register(OpDef("unfold", WINDOW, _unfold_impl, _unfold_infer, _unfold_vjp, fresh=True))
 FOLD = register(OpDef("fold", WINDOW, _fold_impl, _fold_infer, _fold_vjp, fresh=True))
+
+
+# max pooling: one kernel each way instead of unfold + argmax + gather (and scatter_add + fold
+# for the gradient), which cost the small CNN five numba compiles. The gradient recomputes each
+# window's argmax from x (no index array to keep); ties and NaN as torch: the first maximal
+# element (in (i, j) tap order, padding taps holding the dtype's lowest value), or the first NaN.
+
+
+def pool_low(dtype):
+    """The value of max_pool's padding taps: -inf, or an integer type's minimum."""
+    dtype = np.dtype(dtype)
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _pool_windows(x, kernel, dilation, padding, stride):
+    """x's windows as (N, C, kh*kw, OH, OW), padding taps holding ``pool_low``."""
+    n, c, h, w = x.shape
+    oh, ow = _window_out("max_pool2d", (h, w), kernel, dilation, padding, stride)
+    cols = _unfold_impl(x.reshape(n * c, 1, h, w), kernel, dilation, padding, stride,
+                        pad_value=pool_low(x.dtype))
+    return cols.reshape(n, c, kernel[0] * kernel[1], oh, ow)
+
+
+def _max_pool2d_infer(avals, kernel, dilation, padding, stride):
+    (shape, dtype), = avals
+    if len(shape) != 4:
+        raise ShapeError(f"max_pool2d: expected a 4-d (N, C, H, W) input, got shape "
+                         f"{tuple(shape)}")
+    if np.dtype(dtype) == np.bool_:
+        raise DTypeError("max_pool2d: bool input is not supported; cast it to a number type")
+    oh, ow = _window_out("max_pool2d", shape[2:], kernel, dilation, padding, stride)
+    return (shape[0], shape[1], oh, ow), dtype
+
+
+def _max_pool2d_impl(x, kernel, dilation, padding, stride):
+    return _pool_windows(x, kernel, dilation, padding, stride).max(axis=2)
+
+
+def _max_pool2d_vjp(g, out, x, kernel, dilation, padding, stride):
+    return (_apply(MAX_POOL2D_GRAD, g, x, kernel=kernel, dilation=dilation, padding=padding,
+                   stride=stride),)
+
+
+def _max_pool2d_grad_infer(avals, kernel, dilation, padding, stride):
+    (gshape, gdtype), (shape, _) = avals
+    want, _ = _max_pool2d_infer(avals[1:], kernel, dilation, padding, stride)
+    if tuple(gshape) != tuple(want):
+        raise ShapeError(f"max_pool2d_grad: gradient of shape {tuple(gshape)} does not match "
+                         f"the pooled shape {tuple(want)} of input {tuple(shape)}")
+    return tuple(shape), gdtype
+
+
+def _max_pool2d_grad_impl(g, x, kernel, dilation, padding, stride):
+    """Each window's gradient lands on its argmax (numpy's: the first maximum or NaN)."""
+    win = _pool_windows(x, kernel, dilation, padding, stride)
+    n, c, kk, oh, ow = win.shape
+    at = win.reshape(n * c, kk, oh * ow).argmax(axis=1)[:, None]
+    cols = np.zeros((n * c, kk, oh * ow), dtype=g.dtype)
+    np.put_along_axis(cols, at, g.reshape(n * c, 1, oh * ow), axis=1)
+    return _fold_impl(cols, x.shape[2:], kernel, dilation, padding, stride).reshape(x.shape)
+
+
+def _max_pool2d_grad_vjp(gg, out, g, x, kernel, dilation, padding, stride):
+    """Only g's (a double backward): the gradient was g scattered to each window's argmax, so
+    its transpose reads gg there (composed from unfold, argmax and gather)."""
+    if not _req(g):
+        return None, None
+    n, c, h, w = x.shape
+    win = {"kernel": kernel, "dilation": dilation, "padding": padding, "stride": stride}
+
+    def windows(t, fill):
+        return _apply(UNFOLD, _apply(RESHAPE, t, shape=(n * c, 1, h, w)), pad_value=fill, **win)
+    at = _apply(ARGMAX, windows(x, pool_low(x.dtype)), dim=1, keepdim=True)
+    picked = _apply(GATHER, windows(gg, 0.0), at, dim=1)
+    return _apply(RESHAPE, picked, shape=tuple(g.shape)), None
+
+
+MAX_POOL2D = register(OpDef("max_pool2d", WINDOW, _max_pool2d_impl, _max_pool2d_infer,
+                            _max_pool2d_vjp, fresh=True))
+MAX_POOL2D_GRAD = register(OpDef("max_pool2d_grad", WINDOW, _max_pool2d_grad_impl,
+                                 _max_pool2d_grad_infer, _max_pool2d_grad_vjp, fresh=True))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -125,6 +125,28 @@ def test_views_indexing_and_library_ops():
     _compare(f, (x, idx, imgs, k), rtol=1e-5, atol=1e-5)
 
 
+def test_max_pool2d_and_max_pool2d_grad_kernels():
+    """Overlapping windows with padding and dilation, ties, a NaN, an integer image; the
+    gradient (max_pool2d_grad) goes to each window's first maximum."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    x[0, 0, 2:4, 2:4] = 1.5  # ties
+    x[1, 2, 0, 5] = np.nan
+    xi = tj.tensor(rng.integers(-5, 5, (1, 2, 5, 5)))
+    pools = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+             dict(kernel_size=3, stride=1, padding=1, dilation=2)]
+
+    def f(x, xi):
+        outs = []
+        for kw in pools:
+            outs += [F.max_pool2d(x, **kw),
+                     tj.grad(lambda x, kw=kw: (F.max_pool2d(x, **kw) ** 2).sum())(x).detach()]
+        return (*outs, F.max_pool2d(xi, 3, stride=1, padding=1))
+    comp = _compare(f, (tj.tensor(x), xi), rtol=1e-6, atol=1e-6)
+    src = comp.source(tj.tensor(x), xi)
+    assert "def max_pool2d_grad" in src and "unfold" not in src and "scatter_add" not in src
+
+
 def test_edge_shapes_and_layouts():
     zero_d, empty = tj.tensor(2.5), tj.zeros(0, 3)
     strided = tj.from_numpy(noncontig(np.arange(12, dtype=np.float32).reshape(3, 4)))

@@ -60,9 +60,23 @@ def matmul(a, b):
     return (a @ b).relu()
 
 
-def conv_step(x, w):  # conv2d is unfold + batched matmul (+ max pooling: unfold, amax)
+def conv_step(x, w):  # conv2d is unfold + batched matmul (+ max pooling: a kernel of its own)
     import tracejit.nn.functional as F
     return F.max_pool2d(F.conv2d(x, w, padding=1).relu(), 2)
+
+
+def pool_grad(x):
+    """max_pool2d's gradient kernel (overlapping windows with padding, a tie and a NaN)."""
+    import tracejit as tj
+    import tracejit.nn.functional as F
+    return tj.grad(lambda x: (F.max_pool2d(x, 3, stride=2, padding=1) ** 2).sum())(x)
+
+
+def _pool_input():
+    x = _f32(1, 2, 5, 5, seed=3)
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = 3.0  # a tie: the first tap gets the gradient
+    x[0, 1, 4, 4] = np.nan
+    return x
 
 
 def int_floordiv(x, y):
@@ -95,6 +109,7 @@ def CASES() -> dict:
         "big_sums": (big_sums, (_f32(300, 230) * 4,)),
         "matmul": (matmul, (_f32(5, 6), _f32(6, 7, seed=1))),
         "conv_step": (conv_step, (_f32(1, 2, 4, 4), _f32(3, 2, 3, 3, seed=1))),
+        "pool_grad": (pool_grad, (_pool_input(),)),
         "int_floordiv": (int_floordiv, (np.arange(6, dtype=np.int64),
                                         np.array([1, 2, 0, 1, 2, 3], np.int64)),
                          (np.arange(6, dtype=np.int64), np.ones(6, np.int64))),

@@ -230,7 +230,8 @@ def _noise(step: S, env: list, res) -> np.ndarray | None:
     operands = [a for a in step.args if not isinstance(a, tuple)]
     xs = [_f64(env[a]) if isinstance(a, V) else _f64(a) for a in operands]
     with np.errstate(all="ignore"):
-        if name in ("sum", "cumsum", "matmul", "index_put", "scatter_add", "fold", "unfold"):
+        if name in ("sum", "cumsum", "matmul", "index_put", "scatter_add", "fold", "unfold",
+                    "max_pool2d_grad"):
             # reassociated: eps * n * (the same op on |operands|)
             n = max([out.size] + [env[r]._data.size for r in _refs(step.args)])
             absenv = [tj.from_numpy(np.asarray(np.abs(t._data))) if isinstance(t, tj.Tensor) and

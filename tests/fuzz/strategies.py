@@ -45,7 +45,7 @@ EXACT_OPS = {
     "neg", "abs", "relu", "sign", "floor", "ceil", "round", "copy", "maximum", "minimum",
     "where", "clamp", "cast", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isfinite",
     "logical_not", "logical_and", "logical_or", "logical_xor", "reshape", "permute", "expand",
-    "cat", "pad", "detach", "getitem", "gather", "amax", "amin", "argmax", "argmin",
+    "cat", "pad", "detach", "getitem", "gather", "amax", "amin", "argmax", "argmin", "max_pool2d",
     "uniform", "normal", "randint", "tensor", ".clone", ".contiguous", ".__getitem__",
     ".copy_", ".__setitem__", ".fill_", ".zero_", ".clamp_", ".masked_fill_", ".detach",
     ".transpose", ".unsqueeze", ".flatten", ".T",
@@ -59,7 +59,8 @@ SMOOTH_OPS = {"neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "co
               "sinh", "cosh", "sigmoid", "erf", "copy", "add", "sub", "mul", "div", "pow", "where",
               "sum", "prod", "cumsum", "reshape", "permute", "expand", "cat", "pad", "getitem",
               "index_put", "gather", "scatter_add", "matmul", "unfold", "fold", "cast"}
-KINKED_OPS = {"abs", "relu", "maximum", "minimum", "amax", "amin", "clamp"}  # grad, not FD
+KINKED_OPS = {"abs", "relu", "maximum", "minimum", "amax", "amin", "clamp",  # grad, not FD
+              "max_pool2d", "max_pool2d_grad"}
 POSITIVE_DOMAIN = {"log", "sqrt", "rsqrt"}  # in gradient programs their operand is x*x + 0.5
 # known, fixed elsewhere (test_regressions.test_0d_value_feeding_sum_and_another_op): a 0-d
 # value that feeds a reduction and anything else fails to lower; set False once fixed
@@ -766,10 +767,36 @@ def _unfold(g: Gen) -> V:
     return g.add(S("unfold", x, **attrs))
 
 
+def _max_pool(g: Gen, name: str) -> V:
+    """max_pool2d, or its gradient: of the pooled values (a gradient of the right shape) with
+    respect to an exact image (which window element is the maximum may not differ by rounding)."""
+    draw = g.draw
+    if g.grad == "smooth":
+        raise Reject
+    x = _four_d(g)
+    if g.infos[x].dtype == B or name == "max_pool2d_grad" and (
+            not g.infos[x].exact or g.infos[x].dtype.kind != "f"):
+        raise Reject
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    attrs = dict(kernel=kernel, dilation=(draw(st.integers(1, 2)),) * 2,
+                 padding=tuple(draw(st.integers(0, k // 2)) for k in kernel),
+                 stride=(draw(st.integers(1, 2)),) * 2)
+    try:
+        ops.OPS["max_pool2d"].infer([(g.infos[x].shape, g.infos[x].dtype)], **attrs)
+    except ShapeError:
+        raise Reject from None
+    pooled = g.add(S("max_pool2d", x, **attrs))
+    if name == "max_pool2d":
+        return pooled
+    return g.add(S("max_pool2d_grad", pooled, x, **attrs))
+
+
 def build_window(g: Gen, name: str):
     draw = g.draw
     if name == "unfold":
         return _unfold(g)
+    if name in ("max_pool2d", "max_pool2d_grad"):
+        return _max_pool(g, name)
     three = lambda i: len(i.shape) == 3 and (i.dtype == F64 if g.grad else True)  # noqa: E731
     x = g.pick(three) if g.live(three) and draw(st.booleans()) else _unfold(g)
     n, ckk, L = g.infos[x].shape

@@ -99,6 +99,23 @@ def test_pooling_exports_exactly_with_nan_and_inf():
         assert_close(g, w, f"pool {i}")
 
 
+def test_max_pool_gradient_exports():
+    x = np.random.default_rng(1).standard_normal((2, 2, 5, 6)).astype(np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = 2.0  # a tie: the first tap takes the gradient
+    x[1, 1, 3, 3] = NAN
+
+    def fn(t):
+        return tuple(tj.grad(lambda t, kw=kw: (F.max_pool2d(t, **kw) ** 2).sum())(t)
+                     for kw in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)))
+    exported = tj.onnx.export(fn, tj.from_numpy(x))
+    assert "ScatterElements" in _ops(exported)
+    sess = session(exported)
+    with tj.eager():
+        want = fn(tj.from_numpy(x))
+    for i, (g, w) in enumerate(zip(run(sess, [x]), want)):
+        assert_close(g, w.detach(), f"gradient {i}")
+
+
 def _same(fn, *arrays):
     sess = session(tj.onnx.export(fn, *[tj.from_numpy(a) for a in arrays]))
     with tj.eager():

@@ -183,12 +183,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                                   "argmax over F.unfold(x, ...) instead")
     x, unbatched, kernel, stride, padding, dilation = _pool_setup(
         x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
-    n, c, h, w = x.shape
-    low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    cols = _unfold(x.reshape(n * c, 1, h, w), kernel, dilation, padding, stride, pad_value=low)
-    out = cols.max(1).values
-    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    out = out.reshape(n, c, oh, -1)
+    out = apply(ops.MAX_POOL2D, x, kernel=kernel, dilation=dilation, padding=padding,
+                stride=stride)
     return out.squeeze(0) if unbatched else out
 
 
