@@ -5,8 +5,10 @@ The machine code is read and written by ``cache.VerifiedCache`` (checksummed fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import os
 import sys
 import threading
 import warnings
@@ -52,6 +54,27 @@ def forget() -> None:
         for name in _modules:
             sys.modules.pop(name, None)
         _modules.clear()
+
+
+# LLVM's optimisation level for the generated code (numba's NUMBA_OPT, 3 by default). At 2 the
+# small CNN's training step compiled ~12% faster (its fold kernel 2x) and ran as fast, as did
+# benchmarks/compiled.py's kernels (docs/compiler.md). A NUMBA_OPT the user sets is kept.
+KERNEL_OPT = 2
+
+
+@contextlib.contextmanager
+def kernel_opt():
+    """numba compiles at KERNEL_OPT inside (its first calls compile tracejit's kernels)."""
+    import numba
+    saved = numba.config.OPT
+    if "NUMBA_OPT" in os.environ or saved == KERNEL_OPT:
+        yield
+        return
+    numba.config.OPT = type(saved)(KERNEL_OPT)
+    try:
+        yield
+    finally:
+        numba.config.OPT = saved
 
 
 class CompileError(RuntimeError):
@@ -115,7 +138,8 @@ class Runner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", numba.NumbaWarning)
             try:
-                return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
+                with kernel_opt():
+                    return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
             except (numba.core.errors.NumbaError, ImportError) as e:
                 raise CompileError(f"{type(e).__name__}: {e}\nin {self.module.__file__}") from e
 

@@ -334,3 +334,30 @@ def test_unwritable_cache_dir_warns_and_compiles_in_private_dir(tmp_path, monkey
 
     tj.clear_cache()  # clears the private directory too
     assert not list(path.parent.glob("tj_*"))
+
+
+# ----------------------------------------------------------------------------------------------
+# the optimisation level kernels compile at
+
+
+def test_kernels_compile_at_kernel_opt_and_the_users_level_is_kept(fresh_cache, monkeypatch):
+    import numba
+    from numba.core import codegen
+
+    seen = []
+    real = codegen.JITCPUCodegen._pass_builder
+
+    def spy(self, **kwargs):
+        seen.append(kwargs.get("opt", numba.config.OPT))
+        return real(self, **kwargs)
+    monkeypatch.setattr(codegen.JITCPUCodegen, "_pass_builder", spy)
+    monkeypatch.delenv("NUMBA_OPT", raising=False)
+    before = numba.config.OPT
+    f = tj.trace(lambda x: (x * 3 - 1).sin(), backend="cpu", compile="sync")
+    for _ in range(2):  # the first call traces (running eagerly), the second compiles
+        np.testing.assert_allclose(f(tj.tensor(X)).numpy(), np.sin(X * 3 - 1), rtol=1e-6)
+    assert rcompile.KERNEL_OPT in seen and 3 not in seen  # (0: numba's cheap first pass)
+    assert numba.config.OPT == before  # restored for the user's own numba code
+    monkeypatch.setenv("NUMBA_OPT", "3")  # the user's choice wins
+    with rcompile.kernel_opt():
+        assert numba.config.OPT == before
