@@ -824,9 +824,8 @@ def _max_pool2d_grad(em, node):
     # the padded image, whose padding is then cut off
     g, x = node.inputs
     d = node.attr_dict
-    n, c, h, w = em.shape_of(x)
-    (ph, pw) = d["padding"]
-    grid, (hp, wp) = _window_grid(d, x.shape[2:])
+    n, c = em.shape_of(x)[:2]
+    grid, _ = _window_grid(d, x.shape[2:])
     kk, length = grid.shape
     windows = _windows(em, x, d, ops.pool_low(x.dtype))
     at = _arg_extreme(em, "ArgMax", windows, x.dtype, 2, 1)  # (N, C, 1, L)
@@ -834,9 +833,17 @@ def _max_pool2d_grad(em, node):
                                                [n, c, kk, length]), at], axis=2)
     where = em.op("Reshape", [where, em.shape_value([n, c, length])], allowzero=1)
     src = em.op("Reshape", [em.value(g), em.shape_value([n, c, length])], allowzero=1)
-    zeros = em.expand(em.const(0, g.dtype), g.dtype, [n, c, hp * wp])
-    image = em.op("ScatterElements", [zeros, where, src], axis=2, reduction="add")
-    image = em.op("Reshape", [image, em.shape_value([n, c, hp, wp])], allowzero=1)
+    return _add_into_image(em, src, where, g.dtype, (n, c), d, x.shape[2:])
+
+
+def _add_into_image(em, src: str, index: str, dtype, nc: tuple, d: dict, hw: tuple) -> str:
+    """ScatterElements adding ``src`` (N, C, M) at flat positions ``index`` of the padded image,
+    then the padding cut off: (N, C, H, W)."""
+    (ph, pw), (h, w) = d["padding"], hw
+    hp, wp = h + 2 * ph, w + 2 * pw
+    zeros = em.expand(em.const(0, dtype), dtype, [*nc, hp * wp])
+    image = em.op("ScatterElements", [zeros, index, src], axis=2, reduction="add")
+    image = em.op("Reshape", [image, em.shape_value([*nc, hp, wp])], allowzero=1)
     if ph or pw:
         image = em.op("Slice", [image, em.ints([ph, pw]), em.ints([ph + h, pw + w]),
                                 em.ints([2, 3])])
@@ -862,17 +869,10 @@ def _fold(em, node):
     n, ckk, L = em.shape_of(cols)
     kk = d["kernel"][0] * d["kernel"][1]
     c = ckk // kk
-    grid, (hp, wp) = _window_grid(d, d["output_size"])
-    (ph, pw), (h, w) = d["padding"], d["output_size"]
-    zeros = em.expand(em.const(0, cols.dtype), cols.dtype, [n, c, hp * wp])
+    grid, _ = _window_grid(d, d["output_size"])
     src = em.op("Reshape", [em.value(cols), em.shape_value([n, c, kk * L])], allowzero=1)
     index = em.expand(em.const(grid.reshape(1, 1, -1)), np.int64, [n, c, kk * L])
-    image = em.op("ScatterElements", [zeros, index, src], axis=2, reduction="add")
-    image = em.op("Reshape", [image, em.shape_value([n, c, hp, wp])], allowzero=1)
-    if ph or pw:
-        image = em.op("Slice", [image, em.ints([ph, pw]), em.ints([ph + h, pw + w]),
-                                em.ints([2, 3])])
-    return image
+    return _add_into_image(em, src, index, cols.dtype, (n, c), d, d["output_size"])
 
 
 def _const(em, node):
