@@ -116,6 +116,9 @@ FASTMATH = frozenset({"contract"})
 # NUMBA_CACHE_DIR, unverified): tracejit.runtime.cache.bind_helpers() gives these dispatchers
 # its verified cache in tracejit's cache directory before any generated kernel can call them.
 _jit = numba.njit(fastmath=set(FASTMATH), error_model="numpy")
+# the internal helpers are inlined into the public functions by numba (each public function is
+# one numba function, not five), with the same flags
+_inline = numba.njit(fastmath=set(FASTMATH), error_model="numpy", inline="always")
 
 _F = np.float32
 _I = np.int32
@@ -218,13 +221,13 @@ ERF_Q5 = _F(3.809148620348424e-05)
 
 
 # ---------------------------------------------------------------- exp
-@_jit
+@_inline
 def _pow2(n):
     """2^n for an integral float32 n in [-126, 127], from the exponent bits."""
     return i32_as_f32(_I((n + _BIAS) * _TWO23))
 
 
-@_jit
+@_inline
 def _exp_reduce(x):
     """(n, r, q): x = n*ln2 + r on the clamped range, e^r - 1 = r + q."""
     xc = x if x < _EXP_HI else _EXP_HI  # NaN goes to _EXP_HI; callers select it back
@@ -241,7 +244,7 @@ def _exp_reduce(x):
     return n, r, q
 
 
-@_jit
+@_inline
 def _split_pow2(n):
     """2^n as two factors 2^n1 * 2^n2 with n1 = floor(n/2), each a normal float32."""
     n1 = _F(_I((n + _N_OFS) * _HALF)) - _HALF_N_OFS
@@ -249,7 +252,7 @@ def _split_pow2(n):
     return n1, n2
 
 
-@_jit
+@_inline
 def _exp(x):
     n, r, q = _exp_reduce(x)
     y = _ONE + (r + q)
@@ -258,7 +261,7 @@ def _exp(x):
     return y if x == x else x
 
 
-@_jit
+@_inline
 def _expm1(x):
     n, r, q = _exp_reduce(x)
     n1, n2 = _split_pow2(n)
@@ -270,7 +273,7 @@ def _expm1(x):
 
 
 # ---------------------------------------------------------------- log
-@_jit
+@_inline
 def _log_pos(x):
     """log(x) for finite x > 0 (garbage elsewhere; callers select)."""
     sub = x < _MIN_NORMAL
@@ -296,7 +299,7 @@ def _log_pos(x):
     return (f + y) + e * _LN2_HI
 
 
-@_jit
+@_inline
 def _log(x):
     y = _log_pos(x)
     y = -_INF if x == _ZERO else y
@@ -304,7 +307,7 @@ def _log(x):
     return y if x < _INF else x  # +inf -> inf, NaN -> NaN
 
 
-@_jit
+@_inline
 def _log1p(x):
     u = _ONE + x
     d = u - _ONE
@@ -314,7 +317,7 @@ def _log1p(x):
 
 
 # ---------------------------------------------------------------- tanh, sigmoid, erf
-@_jit
+@_inline
 def _tanh(x):
     xc = x if x < _TANH_CLAMP else _TANH_CLAMP
     xc = xc if xc > -_TANH_CLAMP else -_TANH_CLAMP
@@ -335,14 +338,14 @@ def _tanh(x):
     return y if x == x else x
 
 
-@_jit
+@_inline
 def _sigmoid(x):
     e = _exp(-abs(x))  # in (0, 1]: no overflow, and e^x/(1+e^x) keeps x << 0 accurate
     d = _ONE / (_ONE + e)
     return d if x >= _ZERO else e * d
 
 
-@_jit
+@_inline
 def _erf(x):
     xc = x if x < _ERF_CLAMP else _ERF_CLAMP
     xc = xc if xc > -_ERF_CLAMP else -_ERF_CLAMP
