@@ -742,6 +742,8 @@ MATMUL_SHAPES = [
     ((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((2, 2, 3), (2, 3, 4)),
     ((2, 1, 3, 4), (5, 4, 2)), ((2, 3), (4, 3, 2)), ((4, 2, 3), (3,)), ((3,), (4, 3, 2)),
     ((1, 3), (3, 1)), ((2, 0), (0, 3)), ((0, 3), (3, 2)),
+    # a 2-d operand shared by a batch: its gradient is one 2-d product (ops._summed)
+    ((2, 3, 4), (4, 2)), ((3, 4), (2, 2, 4, 5)),
 ]
 
 
@@ -800,7 +802,8 @@ def test_mm_dot_gradcheck():
 
 
 @pytest.mark.parametrize("sa, sb", [((2, 3), (3, 2)), ((2, 2, 3), (2, 3, 2)),
-                                    ((2, 1, 2, 3), (3, 3, 2))])
+                                    ((2, 1, 2, 3), (3, 3, 2)), ((2, 3), (2, 3, 2)),
+                                    ((2, 2, 3), (3, 2))])
 def test_matmul_gradgradcheck(sa, sb):
     assert gradgradcheck(lambda x, y: x @ y, (leaf64(sa, seed=1), leaf64(sb, seed=2)))
 

@@ -1125,21 +1125,20 @@ def _matmul_impl(a, b):
 def _matmul_vjp(g, out, a, b):
     ga = gb = None
     if _req(a):
-        ga = _summed(g, b, a.shape, left=True) if a.ndim == 2 and b.ndim > 2 else \
+        ga = _summed(g, b, left=True) if a.ndim == 2 and b.ndim > 2 else \
             (g @ b.mT).sum_to_shape(a.shape)
     if _req(b):
-        gb = _summed(a, g, b.shape, left=False) if b.ndim == 2 and a.ndim > 2 else \
+        gb = _summed(a, g, left=False) if b.ndim == 2 and a.ndim > 2 else \
             (a.mT @ g).sum_to_shape(b.shape)
     return ga, gb
 
 
-def _summed(p, q, shape, left: bool):
+def _summed(p, q, left: bool):
     """The gradient of a 2-d operand shared by a batch of products (conv2d's weight, a Linear
     over a sequence), summed over the batch as one 2-d product instead of a batched one and a
     sum: ``sum_n g_n @ b_n.T`` (left: p = g, q = b; matrices move to the front) or
-    ``sum_n a_n.T @ g_n`` (p = a, q = g; the batch folds into the rows)."""
-    if p.shape[:-2] != q.shape[:-2]:  # a broadcast batch dim: the batched form
-        return (p @ q.mT).sum_to_shape(shape) if left else (p.mT @ q).sum_to_shape(shape)
+    ``sum_n a_n.T @ g_n`` (p = a, q = g; the batch folds into the rows). The other operand
+    is 2-d, so g's batch dims are exactly the batched operand's."""
     if not left:
         return p.reshape(-1, p.shape[-1]).mT @ q.reshape(-1, q.shape[-1])
     nd = p.ndim
