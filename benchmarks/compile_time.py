@@ -1,10 +1,12 @@
 """Where the cold compile time of a training step goes (issue 13).
 
     TRACEJIT_CACHE_DIR is set to a fresh temporary directory by this script:
-    python benchmarks/compile_time.py [--batch 256] [--repeat 1]
+    python benchmarks/compile_time.py [--batch 256] [--repeat 1] [--workload mlp|cnn]
+                                      [--functions 20]
 
 Traces and compiles the MLP training step of ``python -m tracejit`` (784-256-10, SGD with
-momentum, cross-entropy) in a fresh process with an empty cache, and splits the time from the
+momentum, cross-entropy; ``--workload cnn``: ``examples/cnn.py``'s step, batch 32) in a fresh
+process with an empty cache, and splits the time from the
 first call to the first compiled result into our stages (timers around them) and numba's
 (its per-pass pipeline timings, ``metadata['pipeline_times']``, and the LLVM time from
 numba's event API, ``numba:llvm_lock``):
@@ -18,7 +20,9 @@ numba's event API, ``numba:llvm_lock``):
   the rest of numba's pipeline.
 
 Each run is a subprocess of its own (numba compiles a function once per process); with
-``--repeat N`` the table gives medians.
+``--repeat N`` the table gives medians. ``--functions N`` also lists the N numba functions that
+took longest to compile in the first run (a timer around ``Dispatcher.compile``; a function's
+time includes the helpers it compiled first, which are listed indented below it).
 """
 
 from __future__ import annotations
@@ -51,10 +55,11 @@ def _category(pass_name: str) -> str:
     return "numba other"
 
 
-def child(batch: int) -> dict:
+def child(batch: int, workload: str = "mlp") -> dict:
     """Runs in the subprocess: time every stage of the first compiled step."""
     import numpy as np
     from numba.core import event
+    from numba.core.dispatcher import Dispatcher
 
     import tracejit as tj
     import tracejit.codegen as codegen
@@ -79,22 +84,40 @@ def child(batch: int) -> dict:
     codegen.lower = timed("lower", codegen.lower)
     rcompile.load_module = timed("import", rcompile.load_module)
     rcompile.Runner._first_call = timed("numba", rcompile.Runner._first_call)
+    compiles: list = []  # (seconds, depth, name) per Dispatcher.compile, in completion order
+    depth = [0]
+    real_compile = Dispatcher.compile
 
-    rng = np.random.default_rng(0)
-    x = tj.tensor(rng.standard_normal((batch, 784)).astype(np.float32))
-    y = tj.tensor(rng.integers(0, 10, batch))
-    tj.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
+    def compile_timed(self, sig):
+        depth[0] += 1
+        t0 = time.perf_counter()
+        try:
+            return real_compile(self, sig)
+        finally:
+            depth[0] -= 1
+            compiles.append((time.perf_counter() - t0, depth[0], self.py_func.__qualname__))
+    Dispatcher.compile = compile_timed
 
-    @tj.trace
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+    if workload == "cnn":
+        import tiers  # this directory's: the same step as benchmarks/tiers.py --workload cnn
+        make, (x, y) = tiers._cnn()
+        step = tj.trace(make())
+    else:
+        rng = np.random.default_rng(0)
+        x = tj.tensor(rng.standard_normal((batch, 784)).astype(np.float32))
+        y = tj.tensor(rng.integers(0, 10, batch))
+        tj.manual_seed(0)
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+
+        @tj.trace
+        def step(x, y):
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss.detach()
 
     llvm = event.TimingListener()
     t0 = time.perf_counter()
@@ -126,33 +149,59 @@ def child(batch: int) -> dict:
                    if getattr(v, "targetoptions", {}).get("parallel"))
     return {"total": total, **{k: spent[k] for k in STAGES}, **dict(parts),
             "functions": kernels, "compiled": functions, "parallel": parallel,
-            "nodes": len(spec.compiled.graph.nodes)}
+            "nodes": len(spec.compiled.graph.nodes), "compiles": compiles}
+
+
+def _print_functions(compiles: list, n: int) -> None:
+    """The n slowest top-level compiles, each followed by the helpers compiled inside it."""
+    tops, inner, block = [], [], []
+    for seconds, depth, name in compiles:  # a helper completes before the call that needs it
+        if depth:
+            block.append((seconds, depth, name))
+        else:
+            tops.append((seconds, name))
+            inner.append(block)
+            block = []
+    total = sum(s for s, _ in tops)
+    print(f"\n{len(tops)} numba functions compiled at the top level, {total:.2f} s in all; "
+          f"the {min(n, len(tops))} slowest (first run):\n")
+    print("| seconds | function |")
+    print("|---|---|")
+    for k in sorted(range(len(tops)), key=lambda k: -tops[k][0])[:n]:
+        print(f"| {tops[k][0]:.3f} | {tops[k][1]} |")
+        for seconds, depth, name in inner[k]:
+            if seconds >= 0.005:  # (the rest are lookups of what was compiled already)
+                print(f"| {seconds:.3f} | {'&nbsp;&nbsp;' * depth}{name} (inside) |")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeat", type=int, default=1, help="fresh processes; medians")
+    p.add_argument("--workload", choices=("mlp", "cnn"), default="mlp")
+    p.add_argument("--functions", type=int, default=0,
+                   help="list the N numba functions slowest to compile")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.batch)))
+        print(json.dumps(child(args.batch, args.workload)))
         return 0
     runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as d:
             env = dict(os.environ, TRACEJIT_CACHE_DIR=d)
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                                  "--batch", str(args.batch)], env=env, capture_output=True,
-                                 text=True, check=True)
+                                  "--batch", str(args.batch), "--workload", args.workload],
+                                 env=env, capture_output=True, text=True, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def med(k):
         return statistics.median(r[k] for r in runs)
 
     total = med("total")
-    print(f"MLP training step 784-256-10, batch {args.batch}, SGD momentum; cold cache; "
-          f"{args.repeat} fresh process(es), medians")
+    what = "CNN training step (examples/cnn.py), batch 32" if args.workload == "cnn" else \
+        f"MLP training step 784-256-10, batch {args.batch}"
+    print(f"{what}, SGD momentum; cold cache; {args.repeat} fresh process(es), medians")
     print(f"generated module: {runs[0]['functions']} numba functions "
           f"({runs[0]['parallel']} parallel), {runs[0]['nodes']} fused-graph nodes\n")
     print("| stage | seconds | share |")
@@ -165,6 +214,8 @@ def main(argv=None) -> int:
     rest = statistics.median(r["total"] - sum(r[k] for k in STAGES) for r in runs)
     print(f"| eager runs, guards, other | {rest:.2f} | {rest / total:.0%} |")
     print(f"| **first call to compiled result (3 calls)** | **{total:.2f}** | 100% |")
+    if args.functions:
+        _print_functions(runs[0]["compiles"], args.functions)
     return 0
 
 
