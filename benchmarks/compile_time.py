@@ -57,14 +57,12 @@ def _category(pass_name: str) -> str:
 
 def child(batch: int, workload: str = "mlp") -> dict:
     """Runs in the subprocess: time every stage of the first compiled step."""
-    import numpy as np
     from numba.core import event
     from numba.core.dispatcher import Dispatcher
 
     import tracejit as tj
     import tracejit.codegen as codegen
     import tracejit.passes as passes
-    from tracejit import nn, optim
     from tracejit.runtime import compile as rcompile
     from tracejit.tracing import front
 
@@ -98,26 +96,9 @@ def child(batch: int, workload: str = "mlp") -> dict:
             compiles.append((time.perf_counter() - t0, depth[0], self.py_func.__qualname__))
     Dispatcher.compile = compile_timed
 
-    if workload == "cnn":
-        import tiers  # this directory's: the same step as benchmarks/tiers.py --workload cnn
-        make, (x, y) = tiers._cnn()
-        step = tj.trace(make())
-    else:
-        rng = np.random.default_rng(0)
-        x = tj.tensor(rng.standard_normal((batch, 784)).astype(np.float32))
-        y = tj.tensor(rng.integers(0, 10, batch))
-        tj.manual_seed(0)
-        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loss_fn = nn.CrossEntropyLoss()
-
-        @tj.trace
-        def step(x, y):
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss.detach()
+    import tiers  # this directory's: the steps benchmarks/tiers.py times
+    make, (x, y) = tiers._cnn() if workload == "cnn" else tiers._mlp(batch)
+    step = tj.trace(make())
 
     llvm = event.TimingListener()
     t0 = time.perf_counter()

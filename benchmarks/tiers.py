@@ -31,14 +31,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _mlp():
+def _mlp(batch: int = 256):
     import numpy as np
 
     import tracejit as tj
     from tracejit import nn, optim
     rng = np.random.default_rng(0)
-    x = tj.tensor(rng.standard_normal((256, 784)).astype(np.float32))
-    y = tj.tensor(rng.integers(0, 10, 256))
+    x = tj.tensor(rng.standard_normal((batch, 784)).astype(np.float32))
+    y = tj.tensor(rng.integers(0, 10, batch))
 
     def make():
         tj.manual_seed(0)
