@@ -18,6 +18,15 @@ job is noticed (its answer never comes: end of file), reaped and replaced, and t
 more on the new worker; a second death fails the job (the user's function stays on the fast
 tier). ``shutdown`` (at exit) closes, then kills and reaps every worker: no zombies.
 
+Starting a worker costs about a second of CPU (importing numba, then numba's first compile sets
+up its compiler); on Linux the pool pays it once: it starts a *zygote* process that imports and
+warms numba up, and every worker (replacements included) is a fork of it, connected to the
+user's process by a socket pair whose end the zygote receives over its control socket
+(``socket.send_fds``). The zygote never compiles a job, so its forks start from a clean,
+warmed-up numba; it auto-reaps them (SIGCHLD ignored) and exits when its control socket
+closes. Should the zygote die, workers start as processes of their own again. Elsewhere every
+worker is a ``python -c`` process of its own.
+
 ``TRACEJIT_COMPILE_WORKERS`` sets how many workers there are (default: 2, or 1 on one core).
 """
 
@@ -28,6 +37,7 @@ import os
 import pickle
 import queue
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -40,6 +50,17 @@ WORKER_ENV = "TRACEJIT_COMPILE_WORKER"  # set in a worker: its own compiles are 
 
 # the thread counts of the BLAS libraries numpy and scipy may be built with
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_MAIN = "from tracejit.runtime.compile_worker import main; main()"
+# workers are forks of one warmed-up zygote (Linux: fork after numba's setup, fds over sockets);
+# TRACEJIT_COMPILE_FORK=0 starts each worker as a process of its own
+FORK = sys.platform.startswith("linux") and hasattr(socket, "send_fds") and \
+    os.environ.get("TRACEJIT_COMPILE_FORK", "").strip() != "0"
+
+
+def _worker_env() -> dict:
+    # one BLAS thread: a worker's run only types the kernels, and BLAS threads spinning beside
+    # the compile took the cores the user's process needs
+    return dict(os.environ, **{WORKER_ENV: "1"}, **{v: "1" for v in _BLAS_THREADS})
 
 
 def worker_count() -> int:
@@ -101,30 +122,37 @@ class _Slot:
                                        daemon=True)
 
     def start(self) -> None:
-        self._ensure()
-        self.thread.start()
+        self.thread.start()  # the thread starts the worker (it may wait for the zygote)
 
     def _ensure(self):
+        """The slot's worker, started (or replaced) if it is not running. Only the slot's own
+        thread calls this."""
         with self.lock:
             if self.pool.closed:
                 raise EOFError("the compile pool is shut down")
-            if self.proc is None or self.proc.poll() is not None:
-                if self.proc is not None:  # it died while idle: noticed now
-                    code = self.proc.wait()
-                    self.pool.deaths += 1
-                    self.pool.log(f"tracejit: compile worker pid {self.proc.pid} had died (exit "
-                                  f"code {code}); starting another")
-                # one BLAS thread: a worker's run only types the kernels, and BLAS threads
-                # spinning beside the compile took the cores the user's process needs
-                env = dict(os.environ, **{WORKER_ENV: "1"}, **{v: "1" for v in _BLAS_THREADS})
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-c",
-                     "from tracejit.runtime.compile_worker import main; main()"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
-                self.pool.started += 1
-            return self.proc
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                return proc
+            if proc is not None:  # it died while idle: noticed now
+                code = proc.wait()
+                self.pool.deaths += 1
+                self.pool.log(f"tracejit: compile worker pid {proc.pid} had died "
+                              f"({_exit(code)}); starting another")
+            self.proc = None
+        proc = self.pool.spawn()  # outside the lock: a fork waits for the zygote's warm-up
+        with self.lock:
+            if self.pool.closed:
+                _stop(proc, 0.0)
+                raise EOFError("the compile pool is shut down")
+            self.proc = proc
+            self.pool.started += 1
+        return proc
 
     def _loop(self) -> None:
+        try:
+            self._ensure()  # ready before the first job arrives
+        except Exception as e:  # noqa: BLE001 - the first job tries again and reports it
+            self.pool.log(f"tracejit: starting compile worker {self.index} failed: {e}")
         while True:
             job = self.pool.jobs.get()
             if job is None:
@@ -160,13 +188,151 @@ class _Slot:
                         self.proc = None
                 deaths.append(code)
                 self.pool.deaths += 1
-                self.pool.log(f"tracejit: compile worker pid {proc.pid} died (exit code {code}) "
+                self.pool.log(f"tracejit: compile worker pid {proc.pid} died ({_exit(code)}) "
                               f"while compiling {job.label}; starting another")
                 continue
             job.finish(reply)
             return
-        job.finish(("error", f"the compile worker died twice while compiling it (exit codes "
-                             f"{deaths})"))
+        job.finish(("error", f"the compile worker died twice while compiling it "
+                             f"({', '.join(map(_exit, deaths))})"))
+
+
+def _exit(code) -> str:
+    return "exit code unknown: a fork of the zygote" if code is None else f"exit code {code}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process that is not our child (a fork of the zygote) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - its pid was reused by another user's process
+        return False
+    try:  # a zombie whose parent is gone and whose new parent does not reap it
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+class _Forked:
+    """A worker forked by the zygote, seen through what ``_Slot`` uses of a ``Popen``: its
+    frames travel over one end of a socket pair (``stdin``/``stdout`` are files on it)."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid = pid
+        self.sock = sock
+        self.stdin = sock.makefile("wb")
+        self.stdout = sock.makefile("rb")
+        self.returncode = None  # the zygote reaps it: its exit code is not ours to read
+
+    def poll(self):
+        if self.returncode is None and not _alive(self.pid):
+            self.returncode = -1
+            self.close()
+        return None if self.returncode is None else self.returncode
+
+    def wait(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"compile worker pid {self.pid}", timeout)
+            time.sleep(0.005)
+        return None
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close_input(self) -> None:
+        """End of its input: the worker exits after the job it runs."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for f in (self.stdin, self.stdout, self.sock):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("the zygote closed its control socket")
+        data += chunk
+    return data
+
+
+class _Zygote:
+    """The process every worker is forked from (see the module's docstring)."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _MAIN, "--zygote", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, env=_worker_env(), pass_fds=(theirs.fileno(),),
+                close_fds=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.ctl = ours
+        self.lock = threading.Lock()
+
+    def fork(self) -> _Forked:
+        """A new worker (blocks until the zygote has warmed up)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with self.lock:
+                socket.send_fds(self.ctl, [b"f"], [theirs.fileno()])
+                (pid,) = struct.unpack("<Q", _recv_exact(self.ctl, 8))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _Forked(pid, ours)
+
+    def close(self, timeout: float = 2.0) -> None:
+        try:
+            self.ctl.close()  # it exits
+        except OSError:
+            pass
+        _stop(self.proc, timeout)
+
+
+def _stop(proc, timeout: float) -> None:
+    """End a worker (or the zygote): close its input, wait ``timeout``, then kill and reap it."""
+    if isinstance(proc, _Forked):
+        proc.close_input()
+    elif proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if isinstance(proc, _Forked):
+        proc.close()
+    elif proc.stdout is not None:
+        try:
+            proc.stdout.close()
+        except OSError:
+            pass
 
 
 class Pool:
@@ -180,9 +346,31 @@ class Pool:
         self.submitted = 0  # jobs
         self.deaths = 0
         self.log = log or (lambda text: None)
+        self.zygote = None
+        if FORK:
+            try:
+                self.zygote = _Zygote()
+            except OSError as e:
+                self.log(f"tracejit: no compile zygote ({e}); workers start on their own")
         self.slots = [_Slot(self, i) for i in range(n)]
         for s in self.slots:
             s.start()
+
+    def spawn(self):
+        """A new worker: a fork of the zygote, or (without one) a process of its own."""
+        z = self.zygote
+        if z is not None:
+            try:
+                return z.fork()
+            except (OSError, EOFError) as e:
+                if self.closed:
+                    raise EOFError("the compile pool is shut down") from e
+                self.log(f"tracejit: the compile zygote pid {z.proc.pid} is gone ({e}); "
+                         f"workers start on their own")
+                self.zygote = None
+                z.close(0.0)
+        return subprocess.Popen([sys.executable, "-c", _MAIN], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=_worker_env(), close_fds=True)
 
     def submit(self, payload: bytes, on_done, label: str = "") -> Job:
         job = Job(payload, on_done, label)
@@ -194,11 +382,15 @@ class Pool:
         return job
 
     def pids(self) -> list:
-        """The worker processes now running."""
-        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
+        """The pool's processes now running: its workers and the zygote they fork from."""
+        procs = [s.proc for s in self.slots if s.proc is not None]
+        if self.zygote is not None:
+            procs.append(self.zygote.proc)
+        return [p.pid for p in procs if p.poll() is None]
 
     def shutdown(self, timeout: float = 2.0) -> None:
-        """Stop every worker: close its input (it exits), kill it after ``timeout``, reap it."""
+        """Stop every worker: close its input (it exits), kill it after ``timeout``, reap it;
+        then the zygote."""
         if self.closed:
             return
         self.closed = True
@@ -207,29 +399,23 @@ class Pool:
         if os.getpid() != self.pid:
             return  # a forked child: the workers are the parent's
         deadline = time.monotonic() + timeout
+        procs = []
         for s in self.slots:
             with s.lock:
-                proc = s.proc
-            if proc is None:
-                continue
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        for s in self.slots:
-            proc = s.proc
-            if proc is None:
-                continue
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            for f in (proc.stdout,):
+                if s.proc is not None:
+                    procs.append(s.proc)
+        for proc in procs:  # every input closed first: they exit at the same time
+            if isinstance(proc, _Forked):
+                proc.close_input()
+            else:
                 try:
-                    f.close()
+                    proc.stdin.close()
                 except OSError:
                     pass
+        for proc in procs:
+            _stop(proc, max(0.0, deadline - time.monotonic()))
+        if self.zygote is not None:  # last: it reaps the forks it made until they are gone
+            self.zygote.close(max(0.0, deadline - time.monotonic()))
 
 
 _pool: Pool | None = None
@@ -406,13 +592,8 @@ def _prewarm() -> None:
         pass
 
 
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # what compiled code prints goes to stderr, never into the answers
-    sys.stdout = sys.stderr
-    inp = sys.stdin.buffer
-    _prewarm()
+def _serve(inp, out) -> None:
+    """Answer jobs from ``inp`` on ``out`` until ``inp`` ends."""
     while True:
         try:
             job = _recv(inp)
@@ -430,6 +611,54 @@ def main() -> None:
             _send(out, data)
         except OSError:
             return
+
+
+def _zygote(fd: int) -> None:
+    """Fork a worker for each socket end that arrives on the control socket ``fd``; answer its
+    pid. Ends when the control socket closes."""
+    ctl = socket.socket(fileno=fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the forks: no zombies
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctl, 1, 1)
+        except OSError:
+            return
+        if not msg:
+            return
+        if not fds:
+            continue
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                ctl.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                sock = socket.socket(fileno=fds[0])
+                _serve(sock.makefile("rb"), sock.makefile("wb"))
+            except BaseException:
+                code = 1
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        for f in fds:
+            os.close(f)  # only the worker holds its end: it sees the user's process go
+        try:
+            ctl.sendall(struct.pack("<Q", pid))
+        except OSError:
+            return
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # what compiled code prints goes to stderr, never into the answers
+    sys.stdout = sys.stderr
+    _prewarm()
+    if len(sys.argv) > 2 and sys.argv[1] == "--zygote":
+        out.close()
+        _zygote(int(sys.argv[2]))
+        return
+    _serve(sys.stdin.buffer, out)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,55 @@ def test_a_killed_worker_is_replaced_and_the_compile_runs_again():
     assert len(pool.pids()) >= 1  # the pool keeps working
 
 
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _compiles_once(label, scale=0.5):
+    @tj.trace(compile="tiered")
+    def f(x):  # a new module (and compile) for each scale
+        return (x * scale).tanh() + 1.0
+
+    x = tj.randn(5)
+    want = f(x).numpy()
+    runner = _runner(f)
+    f(x)
+    assert tj.wait_compiles(WAIT_S)
+    assert runner.state == "ready", (label, runner.failure)
+    np.testing.assert_allclose(f(x).numpy(), want, rtol=1e-5)
+
+
+@pytest.mark.skipif(not compile_worker.FORK, reason="workers fork from a zygote on Linux only")
+def test_workers_are_forks_of_one_warmed_up_zygote():
+    compile_worker.shutdown()
+    pool = compile_worker.pool()
+    _compiles_once("forked")
+    zygote = pool.zygote.proc.pid
+    workers = [s.proc.pid for s in pool.slots if s.proc is not None]
+    assert workers and all(_parent(pid) == zygote for pid in workers)
+    assert set(pool.pids()) == {zygote, *workers}
+    # the zygote dies: workers start on their own again, and compiles go on
+    for pid in workers:  # (first: the zygote reaps them)
+        os.kill(pid, 9)
+    os.kill(zygote, 9)
+    _compiles_once("after the zygote died", 0.25)
+    assert pool.zygote is None
+    alive = [s.proc.pid for s in pool.slots if s.proc is not None and s.proc.poll() is None]
+    assert alive and all(_parent(pid) == os.getpid() for pid in alive)
+    compile_worker.shutdown()
+
+
+def test_workers_without_a_zygote(monkeypatch):
+    compile_worker.shutdown()
+    monkeypatch.setattr(compile_worker, "FORK", False)
+    pool = compile_worker.pool()
+    assert pool.zygote is None
+    _compiles_once("no zygote", 0.75)
+    compile_worker.shutdown()
+    assert all(s.proc.returncode is not None for s in pool.slots if s.proc is not None)
+
+
 def test_workers_leave_no_process_behind_at_exit(tmp_path):
     script = textwrap.dedent("""
         import tracejit as tj
@@ -227,9 +276,13 @@ def test_workers_leave_no_process_behind_at_exit(tmp_path):
 
 def test_shutdown_reaps_the_workers():
     pool = compile_worker.pool()
+    _compiles_once("before shutdown", 1.5)  # the workers have started
     procs = [s.proc for s in pool.slots if s.proc is not None]
+    if pool.zygote is not None:
+        procs.append(pool.zygote.proc)
     compile_worker.shutdown()
     assert procs and all(p.returncode is not None for p in procs)  # waited for: no zombies
+    assert not any(_exists(p.pid) for p in procs)
     assert compile_worker.running() is None
 
 
