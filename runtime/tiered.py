@@ -223,6 +223,7 @@ class TieredRunner:
         with _pending_lock:
             _pending.add(self)
             _inflight[module_name] = self
+        _prepare_loads()
         if len(payloads) == 1:
             log(f"tracejit: {self.name}: runs on the interpreter while a worker compiles "
                 f"{len(lowered.kernels)} kernel(s)")
@@ -329,6 +330,25 @@ class TieredRunner:
 
 
 _simulate_failure: list = []  # tests: the next job's worker reports a compile failure
+_loads_prepared = threading.Event()
+
+
+def _prepare_loads() -> None:
+    """While the workers compile, set up what loading their machine code needs in this process:
+    numba's target context and its registries (0.3 s of imports and tables on the first load of
+    a process, otherwise between the compile's end and the switch). Once per process, in a
+    daemon thread; numba's compiler lock keeps it apart from the load itself."""
+    if _loads_prepared.is_set():
+        return
+    _loads_prepared.set()
+
+    def prepare():
+        try:
+            from numba.core.registry import cpu_target
+            cpu_target.target_context.refresh()
+        except Exception:  # noqa: BLE001 - the first load does it instead
+            pass
+    threading.Thread(target=prepare, name="tracejit-prepare-loads", daemon=True).start()
 
 _blas = {}  # "controller": threadpoolctl's, made on first use (None: not installed)
 
