@@ -1154,19 +1154,35 @@ def _matmul_vjp(g, out, a, b):
         ga = _summed(g, b, left=True) if a.ndim == 2 and b.ndim > 2 else \
             (g @ b.mT).sum_to_shape(a.shape)
     if _req(b):
-        gb = _summed(a, g, left=False) if b.ndim == 2 and a.ndim > 2 else \
-            (a.mT @ g).sum_to_shape(b.shape)
+        if b.ndim == 2 and a.ndim > 2:
+            gb = _summed(a, g, left=False, transposed=_transposed(b))
+        elif b.ndim == 2 and a.ndim == 2 and _transposed(b):
+            gb = (g.mT @ a).mT
+        else:
+            gb = (a.mT @ g).sum_to_shape(b.shape)
     return ga, gb
 
 
-def _summed(p, q, left: bool):
+def _transposed(t) -> bool:
+    """Is ``t`` the transpose of a row-major matrix (``x @ w.T``, a Linear's weight)? Its
+    gradient is then computed as ``(g.T @ a).T``: the transpose of the weight's gradient is a
+    row-major product, so the weight's ``.grad`` is row-major, as torch's is (no strided copy
+    for an optimizer or a DDP bucket). Eager and traced code take the same rule, so they stay
+    bit-identical to each other."""
+    flags = getattr(t._data, "flags", None)
+    return flags is not None and flags.f_contiguous and not flags.c_contiguous
+
+
+def _summed(p, q, left: bool, transposed: bool = False):
     """The gradient of a 2-d operand shared by a batch of products (conv2d's weight, a Linear
     over a sequence), summed over the batch as one 2-d product instead of a batched one and a
     sum: ``sum_n g_n @ b_n.T`` (left: p = g, q = b; matrices move to the front) or
     ``sum_n a_n.T @ g_n`` (p = a, q = g; the batch folds into the rows). The other operand
-    is 2-d, so g's batch dims are exactly the batched operand's."""
+    is 2-d, so g's batch dims are exactly the batched operand's. ``transposed``: the 2-d
+    operand is a transposed matrix (``_transposed``), so the product is spelled transposed."""
     if not left:
-        return p.reshape(-1, p.shape[-1]).mT @ q.reshape(-1, q.shape[-1])
+        p2, q2 = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
+        return (q2.mT @ p2).mT if transposed else p2.mT @ q2
     nd = p.ndim
     front = (nd - 2,) + tuple(range(nd - 2)) + (nd - 1,)
     return p.permute(front).reshape(p.shape[-2], -1) @ \

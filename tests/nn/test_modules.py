@@ -879,3 +879,26 @@ def test_traced_batch_norm_step_writes_running_stats_back():
     assert_close(model[1].running_mean, _np(eager[1].running_mean), rtol=1e-6, atol=1e-7)
     assert_close(model[1].running_var, _np(eager[1].running_var), rtol=1e-6, atol=1e-7)
     assert model[1].num_batches_tracked.item() == 2
+
+
+@pytest.mark.parametrize("shape", [(4, 7), (2, 4, 7)])
+def test_linear_weight_gradient_is_row_major(shape):
+    """As torch's: ``(g.T @ x)``, so an optimizer or a DDP bucket reads it without a strided
+    copy; eager and traced agree bit for bit."""
+    lin = nn.Linear(7, 5)
+    x = tj.randn(*shape)
+
+    def grads(x):
+        lin.zero_grad()
+        (lin(x) ** 2).sum().backward()
+        return lin.weight.grad
+
+    eager = grads(x)
+    assert eager.numpy().flags.c_contiguous
+    traced = tj.trace(grads)
+    traced(x)
+    got = traced(x)
+    np.testing.assert_array_equal(got.numpy(), eager.numpy())
+    g = 2 * (x.numpy() @ lin.weight.detach().numpy().T + lin.bias.detach().numpy())
+    want = g.reshape(-1, 5).T @ x.numpy().reshape(-1, 7)
+    np.testing.assert_allclose(eager.numpy(), want, rtol=1e-5, atol=1e-5)
