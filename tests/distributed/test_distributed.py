@@ -88,11 +88,21 @@ def test_without_a_launcher_the_world_is_one_rank(tmp_path):
         "m = DDP(tj.nn.Linear(2, 1))\n"
         "m(tj.ones(4, 2)).sum().backward()\n"
         "print(dist.get_rank(), dist.get_world_size(), t.tolist(), m.module.bias.grad.tolist())\n"
+        # a traced whole step: the gradients go into the bucket without copies of their own
+        "opt = tj.optim.SGD(m.parameters(), lr=0.1)\n"
+        "@tj.trace\n"
+        "def step(x):\n"
+        "    opt.zero_grad(); m(x).sum().backward(); opt.step()\n"
+        "x = tj.ones(4, 2)\n"
+        "for _ in range(3): step(x)\n"
+        "ops = [n.op for n in step.specs()[-1].compiled.optimized.nodes]\n"
+        "print(ops.count('all_reduce'), ops.count('copy'))\n"
         "dist.destroy_process_group()\n")
     proc = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[0] == "0 1 [0.0, 1.0, 2.0] [4.0]"
+    assert proc.stdout.split("\n")[1] == "1 0", proc.stdout
 
 
 def test_collectives_before_init_are_errors():

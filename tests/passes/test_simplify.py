@@ -285,3 +285,23 @@ def test_traced_graph_simplifies_and_agrees():
     f(x, i)
     for got, want in zip(f(x, i), fn(x, i)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_a_copy_read_only_into_new_arrays_is_its_input():
+    """A gradient's copy into ``.grad`` that DDP only reads into its bucket (cat) goes; a copy
+    that is an output, or that a view made an output of, stays."""
+    def build(outputs):
+        b = GraphBuilder()
+        x = b.add_input("x", (2, 3), np.float32)
+        e = node(b, "mul", x, 3)
+        c = node(b, "copy", e)
+        flat = node(b, "reshape", c, shape=(6,))
+        cat = node(b, "cat", flat, node(b, "reshape", x, shape=(6,)), dim=0)
+        return b.build(outputs(c, flat, cat))
+
+    g = build(lambda c, flat, cat: [cat])
+    s = simplify(g)
+    assert "copy" not in ops_of(s)
+    assert_agree(g, s)
+    for keep in (lambda c, flat, cat: [cat, c], lambda c, flat, cat: [cat, flat]):
+        assert "copy" in ops_of(simplify(build(keep)))

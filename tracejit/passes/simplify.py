@@ -5,7 +5,8 @@ x+0, x-0, x*1, x/1, x**1 -> x; x**2 -> x*x, x**3 -> x*x*x, x**4 -> (x*x)*(x*x), 
 x**-1 -> 1/x, x**-2 -> 1/(x*x), x**0.5 -> sqrt(x), x**-0.5 -> rsqrt(x) with pow's special
 values, as torch's CPU kernel computes them; x*0 -> 0 for integers only (a float x may be inf
 or nan); neg(neg x) -> x; permute of permute -> one permute (or none); reshape of reshape ->
-one reshape; no-op casts, reshapes, expands and permutes disappear; a sum/prod/amax/amin over
+one reshape; no-op casts, reshapes, expands and permutes disappear; a copy that only ops
+writing new arrays read (and no output) is its input; a sum/prod/amax/amin over
 no dims (``(loss * 0.7).sum()`` of a 0-d loss) is x itself, or a cast where the result type
 differs (the sum of ints or bools is int64).
 A node is only replaced by a value of exactly its type, and never so that a graph output
@@ -48,11 +49,19 @@ def simplify(graph: Graph) -> Graph:
     mapping: dict = {}  # var id -> replacement Var
     input_ids = {v.id for v in graph.inputs}
     output_ids = {x.id for x in graph.outputs if isinstance(x, Var)}
+    readers: dict = {}  # var id -> the nodes reading it
+    for node in graph.nodes:
+        for x in node.inputs:
+            if isinstance(x, Var):
+                readers.setdefault(x.id, []).append(node)
     nodes = []
 
     for node in graph.nodes:
         inputs = tuple(substitute(x, mapping) for x in node.inputs)
         node = Node(node.out, node.op, inputs, node.attrs, node.loc)
+        if node.op == "copy" and _copy_unneeded(node.out.id, readers, output_ids):
+            mapping[node.out.id] = node.inputs[0]
+            continue
         replacement = _rewrite(node, producers, fresh)
         if isinstance(replacement, list):  # new nodes, the last one binding node.out
             for extra in replacement[:-1]:
@@ -74,6 +83,23 @@ def simplify(graph: Graph) -> Graph:
     if fresh.used:
         return _in_program_order(graph, nodes, outputs)
     return rebuild(graph, nodes, outputs)
+
+
+def _copy_unneeded(vid: int, readers: dict, output_ids: set) -> bool:
+    """A copy only ops that write new arrays read (directly or through views of it), and that
+    is no output, is its input: nothing can tell the storage apart. (A gradient stored into
+    ``.grad`` is a copy; when DDP then reads it only into its bucket's ``cat``, the copy was a
+    kernel and a pass over every gradient of its own.)"""
+    if vid in output_ids:
+        return False
+    for reader in readers.get(vid, ()):
+        op = OPS[reader.op]
+        if op.view:
+            if not _copy_unneeded(reader.out.id, readers, output_ids):
+                return False
+        elif not op.fresh or op.donates or op.impure:
+            return False
+    return True
 
 
 def _in_program_order(graph: Graph, nodes: list, outputs: list) -> Graph:
