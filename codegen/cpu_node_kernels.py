@@ -295,7 +295,9 @@ def _bounds_check(op: str, dim: int, rank: int) -> list:
         scan += [" " * (4 + 4 * k) + f"for c{k} in range(index.shape[{k}]):"
                  for k in range(rank)]
         pad = " " * (4 + 4 * rank)
-        scan += [pad + f"v = index[{at}]", pad + "lo = min(lo, v)", pad + "hi = max(hi, v)"]
+        # (comparisons, not min/max: each builtin is one more numba function to compile)
+        scan += [pad + f"v = index[{at}]", pad + "lo = v if v < lo else lo",
+                 pad + "hi = v if v > hi else hi"]
     return ["if index.size:", *scan,
             "    if lo < 0 or hi >= m:",
             f"        raise IndexError('{op}: index out of bounds for dimension {dim} "
