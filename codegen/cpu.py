@@ -81,6 +81,11 @@ def literal(x, dtype=None) -> str:
 # ---------------------------------------------------------------------------- kernels
 
 
+def _generic_rank_type(v: Var, rank: int) -> str:
+    """A rank-generic kernel's parameter type: ``f32[n,n,n,n]`` (0-d stays ``f32[]``)."""
+    return f"{_SHORT[v.dtype.name]}[{','.join(['n'] * rank if v.shape else [])}]"
+
+
 def _index(index: tuple) -> str:
     """``i0, 0, i2`` for a plan's index (a loop dim, or None for 0); ``()`` for a 0-d array."""
     return ", ".join("0" if d is None else f"i{d}" for d in index) if index else "()"
@@ -145,11 +150,16 @@ class _Kernel:
         lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm}, "
                  f"error_model='numpy')",
                  f"def {self.name}({params}):",
-                 f"    # {names}: {comment}",
-                 "    # " + ", ".join(f"a{i}: {generic_type(v)}"
-                                       for i, v in enumerate(plan.inputs)) +
-                 " -> " + ", ".join(f"{o}: {generic_type(v)}" for o, v in
-                                    zip(self.outs, plan.outputs))]
+                 f"    # {names}: {comment}"]
+        types = [generic_type(v) for v in plan.inputs + plan.outputs]
+        if plan.generic_rank:
+            lines.append(f"    # rank-generic: callers pad every array to {self.rank} dims "
+                         f"(views with size-1 dims added)")
+            types = [_generic_rank_type(v, self.rank) for v in plan.inputs + plan.outputs]
+        lines.append("    # " + ", ".join(f"a{i}: {t}" for i, t in
+                                       enumerate(types[:len(plan.inputs)])) +
+                     " -> " + ", ".join(f"{o}: {t}" for o, t in
+                                        zip(self.outs, types[len(plan.inputs):])))
         for v, a in zip(plan.inputs, self.args):
             if not v.shape:  # NOTE: numba's parfors cannot index 0-d arrays inside prange
                 lines.append(f"    s_{a} = {a}[()]")
@@ -429,6 +439,16 @@ class CpuTarget:
     def kernel_variant(self, plan: KernelPlan) -> bool:
         return self.parallel and plan.work >= PARALLEL_MIN  # serial and parallel differ
 
+    def pad_at(self, plan: KernelPlan) -> int | None:
+        # serial kernels take the size-1 dims in front: the innermost loop stays the real last
+        # dim (it vectorises), and numba types ``a[None, None]`` of a 'C' array as 'C' (an @njit
+        # entry passes it without a copy or a new layout); a threaded kernel spreads its dim 0
+        # over the threads, so they go after it, and a 1-d one keeps its rank (its one dim must
+        # be both). Threaded kernels have Python entries, where the view is numpy's.
+        if not self.kernel_variant(plan):
+            return 0
+        return 1 if len(plan.domain) >= 2 else None
+
     def runs_natively(self, node: Node) -> str | None:
         if _batched_matmul(node):
             return "batched_matmul"
@@ -479,14 +499,23 @@ class CpuTarget:
             arg = [names[x.id] if isinstance(x, Var) else None for x in node.inputs]
             note = f"    # %{node.out.id}: {generic_type(node.out)} = {node.op}"
             if step.kind == "launch" and step.plan.kind == "fused":
-                full = ", ".join(sizes.ref(n) for n in step.plan.sizes)
+                refs = [sizes.ref(n) for n in step.plan.sizes]
+                if jit_entry and step.plan.generic_rank:
+                    # NOTE: inside an @njit entry a literal 1 is typed Literal[int](1), a
+                    # signature of its own beside the int64 other calls pass: one more compile
+                    # of the kernel a rank-generic kernel is there to save
+                    refs = ["np.int64(1)" if r == "1" else r for r in refs]
+                full = ", ".join(refs)
                 lines.append(note + f" ({step.call})")
                 results = []
                 for v in step.results:
                     names[v.id] = f"t{v.id}"
                     allocate(v, f"t{v.id}")
                     results.append(f"t{v.id}")
-                call_args = ", ".join(arg + results + ([full] if full else []))
+                arrays = [x for x in node.inputs if isinstance(x, Var)] + list(step.results)
+                arrays = [_padded(a, x, step.plan) for a, x in
+                          zip([a for a in arg if a is not None] + results, arrays)]
+                call_args = ", ".join(arrays + ([full] if full else []))
                 lines.append(f"    {step.call}({call_args})")
             elif step.kind == "launch":
                 lines.append(note + f" ({step.call})")
@@ -550,6 +579,17 @@ class CpuTarget:
                              fastmath=flags(fm),
                              no_reassoc=flags(fm if isinstance(fm, bool) else fm - {"reassoc"}))
 
+
+
+def _padded(name: str, v: Var, plan: KernelPlan) -> str:
+    """A rank-generic kernel's operand (``kernel.padded``): a view with the plan's size-1 dims
+    inserted, which indexing with None makes for any strides (a parameter updated in place is
+    written through it); a 0-d operand as it is."""
+    if not plan.padding or not v.shape:
+        return name
+    new = ", ".join(["None"] * plan.padding)
+    return f"{name}[{new}]" if plan.pad_at == 0 else \
+        f"{name}[{', '.join([':'] * plan.pad_at)}, {new}]"
 
 
 # ---------------------------------------------------------------------------- library calls

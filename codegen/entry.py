@@ -2,7 +2,9 @@
 graph takes, before any target spells them.
 
 Each graph node becomes one ``Step``: a kernel ``launch`` (identical kernels, an unrolled loop's
-steps, are generated once: ``KernelPlan.key()``), a library call the target runs natively
+steps, are generated once: ``KernelPlan.key()``; an elementwise group that appears at several
+ranks, each parameter's optimizer update, is made rank-generic first, ``kernel.pad_ranks``,
+where the target allows it: ``Target.pad_at``), a library call the target runs natively
 (``call``: reshape, transpose, broadcast, concat, a basic index; ``matmul``,
 ``batched_matmul``, ``index_put``), a ``const`` passed in as an array, or a numpy
 ``fallback`` for what the target renders no code for. Which of these a node gets is asked of
@@ -22,7 +24,7 @@ from typing import Hashable, Protocol
 from tracejit import ops
 from tracejit.ir import Graph, Node, Var, defined_vars
 
-from .kernel import KernelPlan
+from .kernel import KernelPlan, pad_ranks
 
 STEP_KINDS = ("launch", "call", "matmul", "batched_matmul", "index_put", "const", "fallback")
 
@@ -41,6 +43,12 @@ class Target(Protocol):
         """The step kind it runs a node without a kernel with ("call", "matmul",
         "batched_matmul", "index_put"), or None: numpy runs it. A native "call" of a view op
         returns a real view (memory planning reads that)."""
+
+    def pad_at(self, plan: KernelPlan) -> int | None:
+        """Where a call may insert size-1 dims into the operands of this elementwise kernel so
+        that it shares one rank-generic kernel with the same update at other ranks
+        (``kernel.pad_ranks``), or None: it keeps its rank. Optional: a target without it
+        pads nothing."""
 
 
 @dataclass
@@ -109,6 +117,9 @@ class Sizes:
 def plan_entry(graph: Graph, plans: dict, target: Target) -> EntryPlan:
     """The steps of ``graph``'s entry. ``plans``: value id -> KernelPlan (``plan_kernels``)."""
     entry = EntryPlan(graph, [], [], [], [])
+    pad_at = getattr(target, "pad_at", None)
+    if pad_at is not None:  # the same elementwise group at several ranks: one kernel
+        plans = pad_ranks(plans, pad_at, target.kernel_variant)
     names: dict = {}  # (plan key, variant) -> the kernel's name
     for node in graph.nodes:
         plan = plans.get(node.out.id)

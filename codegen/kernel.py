@@ -156,6 +156,15 @@ class KernelPlan:
     row_out_index: tuple = ()  # index of a per-row root
     zero_ops: tuple = ()  # integer ops counting zero divisors, in order of first use
     facts: dict = field(default_factory=dict)  # node kernels: geometry, dims
+    # rank-generic (``pad_ranks``): the kernel takes every array with this many dims, all of
+    # them generic; a call passes views of its operands with size-1 dims inserted at ``pad_at``
+    generic_rank: int = 0
+    pad_at: int = 0  # call-side only: not in the key
+
+    @property
+    def padding(self) -> int:
+        """Size-1 dims a call inserts into each array operand (0 unless rank-generic)."""
+        return self.generic_rank - len(self.outputs[0].shape) if self.generic_rank else 0
 
     @property
     def outer(self) -> tuple:
@@ -169,7 +178,18 @@ class KernelPlan:
         """What the kernel computes, without its name, IR numbers and sizes: equal keys render
         equal source (an unrolled loop's steps are one kernel)."""
         ids: dict = {}
-        skip = {"name", "nodes", "domain", "sizes", "work"}
+        skip = {"name", "nodes", "domain", "sizes", "work", "pad_at"}
+        if self.generic_rank:
+            # every dim is generic, a padded or a real size-1 one too: the loop runs over its
+            # size argument, and each array is read at the loop indices (see pad_ranks)
+            def shape(v):
+                return (v.dtype.name, (-1,) * len(self.domain) if v.shape else ())
+            generic = {"inputs": tuple(shape(v) for v in self.inputs),
+                       "outputs": tuple(shape(v) for v in self.outputs)}
+            return tuple((f.name, generic[f.name] if f.name in generic else
+                          _canonical(getattr(self, f.name), ids))
+                         for f in dataclasses.fields(self) if f.name not in skip) + \
+                (("domain", (-1,) * len(self.domain)),)
         return tuple((f.name, _canonical(getattr(self, f.name), ids))
                      for f in dataclasses.fields(self) if f.name not in skip) + \
             (("domain", tuple(1 if n == 1 else -1 for n in self.domain)),)
@@ -421,6 +441,60 @@ def statements(plan: KernelPlan):
     yield from plan.tail
 
 
+def rank_paddable(plan: KernelPlan) -> bool:
+    """Could ``plan`` run at a higher rank, unchanged but for size-1 dims added to every
+    operand? Plain elementwise kernels (no row dims) whose every array has the full shape or
+    is 0-d: no broadcasting pins a dim of an operand to the domain's dims."""
+    full = plan.domain
+    return plan.kind == "fused" and not plan.row_dims and len(full) > 0 and \
+        all(v.shape in ((), full) for v in plan.inputs) and \
+        all(v.shape == full for v in plan.outputs)
+
+
+def padded(plan: KernelPlan, rank: int, at: int = 0) -> KernelPlan:
+    """``plan`` (``rank_paddable``) as a rank-generic kernel over ``rank`` dims: a call inserts
+    size-1 dims at position ``at`` of each array operand (views, free for any strides) and
+    passes size 1 for them. The loops visit the real elements in the same order."""
+    pad = rank - len(plan.domain)
+    assert pad >= 0 and rank_paddable(plan), (plan.name, rank)
+    domain = plan.domain[:at] + (1,) * pad + plan.domain[at:]
+    every = tuple(range(rank))  # a real size-1 dim is read at its loop index too (always 0)
+
+    def operand(o):
+        return Arg(o.k, every) if isinstance(o, Arg) else o
+    stmts = tuple(dataclasses.replace(s, expr=dataclasses.replace(
+        s.expr, operands=tuple(operand(o) for o in s.expr.operands))) for s in plan.stmts)
+    return dataclasses.replace(plan, domain=domain, sizes=domain, stmts=stmts,
+                               out_index=every, row_out_index=every, generic_rank=rank,
+                               pad_at=at)
+
+
+def pad_ranks(plans: dict, pad_at, variant) -> dict:
+    """``plans`` (value id -> KernelPlan) with the elementwise kernels that differ only in
+    their rank (an optimizer's update of 4-d, 2-d and 1-d parameters) made rank-generic
+    (``padded``) to the largest rank among them, so that their keys, hence their source, are
+    equal and one kernel serves them all. ``pad_at(plan)``: where the target lets a call insert
+    the size-1 dims (None: this plan keeps its rank); ``variant(plan)``: the target's
+    ``kernel_variant`` (kernels are shared within one variant only). A class of plans that
+    already share one key is left as it is."""
+    candidates = {i: (p, at) for i, p in plans.items()
+                  if rank_paddable(p) and (at := pad_at(p)) is not None}
+    if not candidates:
+        return plans
+    top = max(len(p.domain) for p, _ in candidates.values())
+    classes: dict = {}  # (the key at the largest rank, variant) -> value ids
+    for i, (p, at) in candidates.items():
+        classes.setdefault((padded(p, top, at).key(), variant(p)), []).append(i)
+    out = dict(plans)
+    for members in classes.values():
+        if len({plans[i].key() for i in members}) < 2:
+            continue  # one kernel already (or one plan): nothing to share
+        rank = max(len(plans[i].domain) for i in members)
+        for i in members:
+            out[i] = padded(plans[i], rank, candidates[i][1])
+    return out
+
+
 def plan_kernel(node: Node) -> KernelPlan:
     """The plan of a fused node's kernel; Unsupported when a node in it has no template."""
     return _Planner(node).plan()
@@ -531,7 +605,9 @@ def describe(plan: KernelPlan) -> str:
     head = f"kernel {plan.name}: domain {plan.domain}"
     if plan.kind != "fused":
         return head + f", {plan.kind} {plan.facts}"
-    lines = [head + (f", rows over dims {plan.row_dims}" if plan.row_dims else ", elementwise")]
+    lines = [head + (f", rows over dims {plan.row_dims}" if plan.row_dims else ", elementwise") +
+             (f", rank-generic (calls add {plan.padding} size-1 dims at {plan.pad_at})"
+              if plan.generic_rank else "")]
 
     def stmt(s, pad="  "):
         lines.append(f"{pad}{'v' if s.vector else 'r'}{s.id} = {describe_expr(s.expr)}")
