@@ -213,8 +213,17 @@ class _Kernel:
         if self.two_stage:
             params.insert(len(args) + len(self.outs), "part")
         fm = ", fastmath=True" if self.fastmath else ""
-        head = ["    # " + ", ".join(f"a{i}: {_type(v)}" for i, v in enumerate(plan.inputs)) +
-                " -> " + ", ".join(f"{o}: {_type(v)}" for o, v in zip(self.outs, plan.outputs))]
+        types = [_type(v) for v in plan.inputs + plan.outputs]
+        head = []
+        if plan.generic_rank:
+            head.append(f"    # rank-generic: callers pad every array to {self.rank} dims "
+                        f"(views with size-1 dims added)")
+            types = [f"{SUFFIX[v.dtype.name]}[{','.join(['n'] * self.rank if v.shape else [])}]"
+                     for v in plan.inputs + plan.outputs]
+        head.append("    # " + ", ".join(f"a{i}: {t}" for i, t in
+                                         enumerate(types[:len(plan.inputs)])) +
+                    " -> " + ", ".join(f"{o}: {t}" for o, t in
+                                       zip(self.outs, types[len(plan.inputs):])))
         for dt in sorted(self.shared):
             head.append(f"    sh_{SUFFIX[dt]} = cuda.shared.array(ROW_THREADS, {NB[dt]})")
         for k, v in enumerate(plan.inputs):
@@ -331,9 +340,11 @@ def _type(v: Var) -> str:
 def signature(plan: KernelPlan, errors: bool, stage: int = 0) -> tuple:
     """(dtype name, ndim) per array parameter, "int64" per size, as the kernel is called
     (``stage`` 1 or 2: the stages of a two-stage reduction)."""
-    arrays = [(v.dtype.name, len(v.shape)) for v in plan.inputs]
+    def ndim(v):  # a rank-generic kernel takes every array padded to its rank
+        return plan.generic_rank if plan.generic_rank and v.shape else len(v.shape)
+    arrays = [(v.dtype.name, ndim(v)) for v in plan.inputs]
     if stage != 1:
-        arrays += [(v.dtype.name, len(v.shape)) for v in plan.outputs]
+        arrays += [(v.dtype.name, ndim(v)) for v in plan.outputs]
     if stage:
         arrays.append((_reduction_dtype(plan), 1))
     if errors:
@@ -404,6 +415,11 @@ class CudaTarget:
 
     def kernel_variant(self, plan: KernelPlan):
         return two_stage(plan)  # else one source serves every size
+
+    def pad_at(self, plan: KernelPlan) -> int:
+        # the grid-stride loop splits one flat index into all dims, so any dims may be added;
+        # in front, consecutive threads still take consecutive elements of the last dim
+        return 0
 
     def runs_natively(self, node: Node) -> str | None:
         if node.op == "matmul":
@@ -482,6 +498,11 @@ class _Entry:
                     results.append(f"t{v.id}")
                 flags = [self._flags(kinds)] if kinds else []
                 dims = [sizes.ref(n) for n in plan.sizes]
+                if plan.padding:  # a rank-generic kernel: views with size-1 dims in front
+                    def padded(a, v, k=plan.padding):
+                        return f"rt.pad({a}, {k})" if v.shape else a
+                    arg = [padded(a, x) for a, x in zip(arg, node.inputs)]
+                    results = [padded(a, v) for a, v in zip(results, step.results)]
                 if plan.kind == "scatter_add":  # out starts as a copy of x
                     self.body.append(f"        rt.copy_into({arg[0]}, {results[0]})")
                 self.body.append(note + f" ({step.call})")

@@ -204,6 +204,12 @@ def permute(x, perm):
     return _strided(x, [x.shape[p] for p in perm], [x.strides[p] for p in perm])
 
 
+def pad(x, k: int):
+    """``x`` with ``k`` size-1 dims in front, a view for any strides (a rank-generic kernel's
+    operand, codegen/kernel.py ``padded``)."""
+    return _strided(x, (1,) * k + tuple(x.shape), (0,) * k + tuple(x.strides))
+
+
 def expand(x, shape):
     lead = len(shape) - len(x.shape)
     strides = [0] * lead + [0 if n == 1 and m != 1 else s

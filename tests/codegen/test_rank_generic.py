@@ -195,3 +195,19 @@ def test_sgd_momentum_on_a_cnn_updates_every_parameter_with_one_kernel(monkeypat
     assert losses == before_losses  # the same bits as the kernels of each rank
     for (k, a), (_, b) in zip(model.state_dict().items(), before.state_dict().items()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+
+
+def test_cuda_launches_one_rank_generic_kernel_with_padded_views():
+    # the simulator runs it (tests/cuda/sim_cases.py "rank_generic"); here: the launch list
+    pytest.importorskip("numba_cuda")
+    from tests.cuda.programs import check_ptx, fused_graph, lower_cuda
+    from tests.cuda.sim_cases import CASES
+    fn, args = CASES()["rank_generic"]
+    program = lower_cuda(fused_graph(fn, *[tj.from_numpy(a) for a in args]))
+    # six groups: p - 0.1 * g and g * 0.9 at three ranks, two kernels
+    assert program.source.count("@cuda.jit") == 2
+    assert program.source.count("rank-generic: callers pad every array to 4 dims") == 2
+    assert "rt.pad(" in program.source and "1, 1, 1, sz[" in program.source
+    for sig in program.signatures.values():
+        assert {s[1] for s in sig if s != "int64"} == {4}
+    check_ptx(program)

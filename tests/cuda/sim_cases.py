@@ -95,6 +95,12 @@ def mlp_step(x, y, w1, b1, w2, b2):
     return tuple(p - 0.1 * g for p, g in zip((w1, b1, w2, b2), grads))
 
 
+def rank_generic(p4, g4, p2, g2t, p1, g1):
+    """One update of a 4-d, a 2-d (its gradient a transposed view) and a 1-d parameter: one
+    rank-generic kernel, called with padded views (codegen/kernel.py pad_ranks)."""
+    return tuple(x for p, g in ((p4, g4), (p2, g2t.mT), (p1, g1)) for x in (p - 0.1 * g, g * 0.9))
+
+
 def CASES() -> dict:
     """A case is (fn, args) or (fn, args, trace_args): traced on trace_args (tracing runs
     the ops eagerly, which would raise for the zero divisor), run on args."""
@@ -113,6 +119,9 @@ def CASES() -> dict:
         "int_floordiv": (int_floordiv, (np.arange(6, dtype=np.int64),
                                         np.array([1, 2, 0, 1, 2, 3], np.int64)),
                          (np.arange(6, dtype=np.int64), np.ones(6, np.int64))),
+        "rank_generic": (rank_generic, (_f32(2, 1, 2, 2), _f32(2, 1, 2, 2, seed=1),
+                                        _f32(3, 2, seed=2), _f32(2, 3, seed=3), _f32(3, seed=4),
+                                        _f32(3, seed=5))),
         "mlp_step": (mlp_step, (_f32(4, 6), np.array([0, 2, 1, 2], np.int64),
                                 _f32(6, 5, seed=1) * 0.3, np.zeros(5, np.float32),
                                 _f32(5, 3, seed=2) * 0.3, np.zeros(3, np.float32))),
