@@ -379,7 +379,8 @@ _BOUND = _bound_names(HEADER.format(mathset="FAST", fastmath="set()", no_reassoc
 def unbound_calls() -> list:
     """Names a template calls that generated source cannot (no CALLS line, or a spelling the
     header does not bind): each op calling one runs through numpy instead of a kernel."""
-    names = list(ops.template_calls()) + [n for n in CALLS if n not in ops.template_calls()]
+    called = ops.template_calls()  # (walks the op table: once, not once per name)
+    names = list(called) + [n for n in CALLS if n not in called]
     return [n for n in names if n not in CALLS or CALLS[n] is not None and
             CALLS[n].split(".")[0] not in _BOUND and not hasattr(builtins, CALLS[n])]
 
