@@ -225,15 +225,16 @@ class _Forked:
         self.sock = sock
         self.stdin = sock.makefile("wb")
         self.stdout = sock.makefile("rb")
-        self.returncode = None  # the zygote reaps it: its exit code is not ours to read
+        self.returncode = None  # -1 once gone (the zygote reaps it and keeps its code)
 
     def poll(self):
         if self.returncode is None and not _alive(self.pid):
             self.returncode = -1
             self.close()
-        return None if self.returncode is None else self.returncode
+        return self.returncode
 
     def wait(self, timeout: float | None = None):
+        """None once it is gone: its exit code is the zygote's to read (``_exit``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
