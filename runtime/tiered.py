@@ -334,21 +334,24 @@ _loads_prepared = threading.Event()
 
 
 def _prepare_loads() -> None:
-    """While the workers compile, set up what loading their machine code needs in this process:
-    numba's target context and its registries (0.3 s of imports and tables on the first load of
-    a process, otherwise between the compile's end and the switch). Once per process, in a
-    daemon thread; numba's compiler lock keeps it apart from the load itself."""
+    """While the workers compile, set up what loading their machine code needs in this process
+    (numba's target context and its runtime: 0.1 s on the first load of a process, otherwise
+    between the compile's end and the switch). Once per process, in a daemon thread; numba's
+    compiler lock keeps it apart from the load itself."""
     if _loads_prepared.is_set():
         return
     _loads_prepared.set()
 
     def prepare():
         try:
+            from numba.core.compiler_lock import global_compiler_lock
             from numba.core.registry import cpu_target
-            cpu_target.target_context.refresh()
+            with global_compiler_lock:
+                cache.prepare_loads(cpu_target.target_context)
         except Exception:  # noqa: BLE001 - the first load does it instead
             pass
     threading.Thread(target=prepare, name="tracejit-prepare-loads", daemon=True).start()
+
 
 _blas = {}  # "controller": threadpoolctl's, made on first use (None: not installed)
 
