@@ -100,9 +100,12 @@ class Specialization:
                     t = c.source.fetch(fn, leaves)
                 except Exception:
                     return None
-            if not isinstance(t, Tensor) or t.shape != c.var.shape or t.dtype != c.var.dtype \
+            if not isinstance(t, Tensor):
+                return None
+            d, var = t._data, c.var  # (attributes, not the properties: this runs every call)
+            if d.shape != var.shape or d.dtype != var.dtype \
                     or t.requires_grad != c.requires_grad \
-                    or type(t._data) is not type(c.tensor._data) or (
+                    or type(d) is not type(c.tensor._data) or (
                         c.grad_none is not None and (t._grad is None) != c.grad_none):
                 return None
             fresh.append(t)
