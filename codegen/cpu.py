@@ -35,7 +35,17 @@ from tracejit.runtime import cache
 
 from . import cpu_node_kernels, mathlib, prelude
 from .entry import EntryPlan, Sizes
-from .kernel import SUM_BLOCK, Arg, Const, KernelPlan, Reduction, Scalar, Unsupported, Write
+from .kernel import (
+    SUM_BLOCK,
+    Arg,
+    Const,
+    KernelPlan,
+    Reduction,
+    Scalar,
+    Unsupported,
+    Write,
+    param_comment,
+)
 from .program import Program
 
 # the source this renderer emits calls these modules' numba functions (see HEADER)
@@ -82,11 +92,6 @@ def literal(x, dtype=None) -> str:
 
 
 # ---------------------------------------------------------------------------- kernels
-
-
-def _generic_rank_type(v: Var, rank: int) -> str:
-    """A rank-generic kernel's parameter type: ``f32[n,n,n,n]`` (0-d stays ``f32[]``)."""
-    return f"{_SHORT[v.dtype.name]}[{','.join(['n'] * rank if v.shape else [])}]"
 
 
 def _index(index: tuple) -> str:
@@ -153,16 +158,7 @@ class _Kernel:
         lines = [f"@numba.njit(parallel={self.parallel}, cache=True, fastmath={fm}, "
                  f"error_model='numpy')",
                  f"def {self.name}({params}):",
-                 f"    # {names}: {comment}"]
-        types = [generic_type(v) for v in plan.inputs + plan.outputs]
-        if plan.generic_rank:
-            lines.append(f"    # rank-generic: callers pad every array to {self.rank} dims "
-                         f"(views with size-1 dims added)")
-            types = [_generic_rank_type(v, self.rank) for v in plan.inputs + plan.outputs]
-        lines.append("    # " + ", ".join(f"a{i}: {t}" for i, t in
-                                       enumerate(types[:len(plan.inputs)])) +
-                     " -> " + ", ".join(f"{o}: {t}" for o, t in
-                                        zip(self.outs, types[len(plan.inputs):])))
+                 f"    # {names}: {comment}", *param_comment(plan, self.outs, _SHORT)]
         for v, a in zip(plan.inputs, self.args):
             if not v.shape:  # NOTE: numba's parfors cannot index 0-d arrays inside prange
                 lines.append(f"    s_{a} = {a}[()]")

@@ -39,7 +39,7 @@ from tracejit.ir import Node, Var
 
 from . import cuda_node_kernels
 from .entry import EntryPlan, Sizes
-from .kernel import Arg, Const, KernelPlan, Reduction, Scalar, Unsupported, Write
+from .kernel import Arg, Const, KernelPlan, Reduction, Scalar, Unsupported, Write, param_comment
 from .program import Program
 
 SUFFIX = {"float32": "f32", "float64": "f64", "int32": "i32", "int64": "i64", "bool": "b"}
@@ -213,17 +213,7 @@ class _Kernel:
         if self.two_stage:
             params.insert(len(args) + len(self.outs), "part")
         fm = ", fastmath=True" if self.fastmath else ""
-        types = [_type(v) for v in plan.inputs + plan.outputs]
-        head = []
-        if plan.generic_rank:
-            head.append(f"    # rank-generic: callers pad every array to {self.rank} dims "
-                        f"(views with size-1 dims added)")
-            types = [f"{SUFFIX[v.dtype.name]}[{','.join(['n'] * self.rank if v.shape else [])}]"
-                     for v in plan.inputs + plan.outputs]
-        head.append("    # " + ", ".join(f"a{i}: {t}" for i, t in
-                                         enumerate(types[:len(plan.inputs)])) +
-                    " -> " + ", ".join(f"{o}: {t}" for o, t in
-                                       zip(self.outs, types[len(plan.inputs):])))
+        head = param_comment(plan, self.outs, SUFFIX)
         for dt in sorted(self.shared):
             head.append(f"    sh_{SUFFIX[dt]} = cuda.shared.array(ROW_THREADS, {NB[dt]})")
         for k, v in enumerate(plan.inputs):

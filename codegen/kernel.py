@@ -495,6 +495,21 @@ def pad_ranks(plans: dict, pad_at, variant) -> dict:
     return out
 
 
+def param_comment(plan: KernelPlan, outs, short: dict) -> list:
+    """A kernel's comment lines on its parameters, ``# a0: f32[n,1], a1: f32[] -> out: f32[n,1]``
+    (sizes erased, 1s kept; ``short``: the target's dtype abbreviations); a rank-generic
+    kernel's say first how its callers pad, and every array has ``generic_rank`` dims."""
+    def type_of(v):
+        dims = ["n"] * plan.generic_rank if plan.generic_rank and v.shape else \
+            ["1" if d == 1 else "n" for d in v.shape]
+        return f"{short[v.dtype.name]}[{','.join(dims)}]"
+    lines = [f"    # rank-generic: callers pad every array to {plan.generic_rank} dims (views "
+             f"with size-1 dims added)"] if plan.generic_rank else []
+    lines.append("    # " + ", ".join(f"a{i}: {type_of(v)}" for i, v in enumerate(plan.inputs)) +
+                 " -> " + ", ".join(f"{o}: {type_of(v)}" for o, v in zip(outs, plan.outputs)))
+    return lines
+
+
 def plan_kernel(node: Node) -> KernelPlan:
     """The plan of a fused node's kernel; Unsupported when a node in it has no template."""
     return _Planner(node).plan()

@@ -313,8 +313,8 @@ class _Zygote:
         _stop(self.proc, timeout)
 
 
-def _stop(proc, timeout: float) -> None:
-    """End a worker (or the zygote): close its input, wait ``timeout``, then kill and reap it."""
+def _close_input(proc) -> None:
+    """End a worker's input (a fork's socket, a process's pipe): it exits after its job."""
     if isinstance(proc, _Forked):
         proc.close_input()
     elif proc.stdin is not None:
@@ -322,6 +322,11 @@ def _stop(proc, timeout: float) -> None:
             proc.stdin.close()
         except OSError:
             pass
+
+
+def _stop(proc, timeout: float) -> None:
+    """End a worker (or the zygote): close its input, wait ``timeout``, then kill and reap it."""
+    _close_input(proc)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -406,13 +411,7 @@ class Pool:
                 if s.proc is not None:
                     procs.append(s.proc)
         for proc in procs:  # every input closed first: they exit at the same time
-            if isinstance(proc, _Forked):
-                proc.close_input()
-            else:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
+            _close_input(proc)
         for proc in procs:
             _stop(proc, max(0.0, deadline - time.monotonic()))
         if self.zygote is not None:  # last: it reaps the forks it made until they are gone

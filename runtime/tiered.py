@@ -335,9 +335,9 @@ _loads_prepared = threading.Event()
 
 def _prepare_loads() -> None:
     """While the workers compile, set up what loading their machine code needs in this process
-    (numba's target context and its runtime: 0.1 s on the first load of a process, otherwise
-    between the compile's end and the switch). Once per process, in a daemon thread; numba's
-    compiler lock keeps it apart from the load itself."""
+    (numba's target context and its runtime: 0.03-0.04 s on the first load of a process,
+    otherwise between the compile's end and the switch). Once per process, in a daemon
+    thread; numba's compiler lock keeps it apart from the load itself."""
     if _loads_prepared.is_set():
         return
     _loads_prepared.set()
