@@ -40,6 +40,7 @@ class _Lowering:
     kernels: dict | None = None  # value id -> KernelPlan
     entry: EntryPlan | None = None
     program: Program | None = None
+    updates: tuple = ()  # (input position, output position): inputs updated in place
 
 
 def _plan_kernels(s: _Lowering):
@@ -53,7 +54,8 @@ def _plan_entry(s: _Lowering):
 
 
 def _plan_memory(s: _Lowering):
-    return plan_memory(s.entry)
+    # a target that writes inputs' new values into their arrays says so (CpuTarget)
+    return plan_memory(s.entry, s.updates if getattr(s.target, "writes_inputs", False) else ())
 
 
 def _render(s: _Lowering):
@@ -67,7 +69,8 @@ LOWERING = [
     ("plan_entry", _plan_entry,
      "the entry's steps in graph order; identical kernels are launched under one name"),
     ("plan_memory", _plan_memory,
-     "intermediates share workspace slots by liveness; nothing an output views is reused"),
+     "intermediates share workspace slots by liveness; nothing an output views is reused; "
+     "inputs updated in place are written by their kernel"),
     ("render", _render, "the target spells the plans as source (kernels, then the entry)"),
 ]
 
@@ -77,13 +80,15 @@ def _debug() -> bool:
     return "passes" in (f.strip() for f in flags.split(",")) or flags.strip() == "all"
 
 
-def lower(graph, target: str = "cpu", **options) -> Program:
-    """Source for a fused graph (``tracejit.passes.fuse``) on ``target``; ``options`` go to
-    the target (cpu: ``fastmath``, ``precise_math``, ``parallel``; cuda: ``fastmath``,
-    ``host_fallback``)."""
+def lower(graph, target: str = "cpu", updates=(), **options) -> Program:
+    """Source for a fused graph (``tracejit.passes.fuse``) on ``target``; ``updates``: the
+    (input position, output position) pairs of inputs the graph updates in place (a
+    CompiledGraph's ``mutated``), whose new values the entry may write into the inputs'
+    arrays; ``options`` go to the target (cpu: ``fastmath``, ``precise_math``, ``parallel``;
+    cuda: ``fastmath``, ``host_fallback``)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: one of {sorted(TARGETS)}")
-    state = _Lowering(graph, TARGETS[target](**options))
+    state = _Lowering(graph, TARGETS[target](**options), updates=tuple(map(tuple, updates)))
     debug = _debug()
     for name, step, why in LOWERING:
         made = step(state)

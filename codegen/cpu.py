@@ -423,6 +423,7 @@ class CpuTarget:
     ones; ``parallel``: may kernels use threads (``numba.prange``)."""
 
     name = "cpu"
+    writes_inputs = True  # inputs' new values may go straight into their arrays (memory_plan)
 
     def __init__(self, fastmath: bool = False, precise_math: bool = False,
                  parallel: bool = True):
@@ -490,8 +491,13 @@ class CpuTarget:
         lines: list = []
 
         def allocate(v: Var, t: str) -> None:
-            """The result array of a kernel or np.dot: a buffer parameter, or a fresh one."""
+            """The result array of a kernel or np.dot: a buffer parameter, the array of the
+            input it is the new value of, or a fresh one."""
             k = entry.storage.get(v.id)
+            if v.id in entry.written:
+                lines.append(f"    {t} = in{entry.written[v.id]}  # the input's new value, "
+                             f"written into its array")
+                return
             lines.append(f"    {t} = " + (f"b{k}" if k is not None else
                          f"np.empty({sizes.shape(v.shape)}, {_NP_DTYPE[v.dtype.name]})"))
 
@@ -571,7 +577,8 @@ class CpuTarget:
         kernels = [self._sources[k.name] for k in entry.kernels]
         source = self._header() + "\n\n" + "\n\n".join(kernels + [source])
         return Program(source, "entry", tuple(sizes.values), entry.consts, entry.fallbacks,
-                       jit_entry, [k.name for k in entry.kernels], entry.buffers)
+                       jit_entry, [k.name for k in entry.kernels], entry.buffers,
+                       tuple(sorted(set(entry.written.values()))))
 
     def _header(self) -> str:
         def flags(fm) -> str:

@@ -75,6 +75,9 @@ class EntryPlan:
     fallbacks: list  # callables for the nodes numpy runs
     buffers: list = field(default_factory=list)  # memory_plan.Buffer, entry-parameter order
     storage: dict = field(default_factory=dict)  # value id -> index in buffers
+    # value id -> graph input position: a new value written into that input's own array
+    # (memory_plan.write_in_place)
+    written: dict = field(default_factory=dict)
 
     @property
     def outputs(self) -> list:
@@ -88,7 +91,8 @@ class EntryPlan:
             what = f"{s.kind} {s.call}" if s.kind == "launch" else f"{s.kind} {s.node.op}"
             ins = ", ".join(f"%{x.id}" if isinstance(x, Var) else repr(x) for x in s.node.inputs)
             outs = ", ".join(f"%{v.id}" + (f" -> b{self.storage[v.id]}" if v.id in self.storage
-                                          else "") for v in s.results)
+                                          else f" -> in{self.written[v.id]}"
+                                          if v.id in self.written else "") for v in s.results)
             lines.append(f"  {outs} = {what}({ins})")
         for k, b in enumerate(self.buffers):
             lines.append(f"  b{k}: {b.kind} {b.dtype}{list(b.shape)}" +

@@ -7,6 +7,15 @@ output, or anything an output may be a view of — never lives in reused storage
 is an ``out`` buffer from the caching allocator (``runtime/memory.py``), a small one a fresh
 array. Whether a step's result is a view of its input depends on how the target runs it
 (``EntryPlan`` step kinds), so this runs on the entry plan, not the graph.
+
+An input the graph updates in place (an optimizer's parameter, ``p -= lr * p.grad``) can have
+its new value written straight into its own array by the elementwise kernel computing it
+(``write_in_place``), instead of into a fresh array the runtime copies back after the call:
+when nothing reads the old value after that kernel, the kernel reads it only at the index it
+writes, and no step after it can raise (a failed call must leave the inputs as they were: the
+executor re-runs the graph on them to name the failing node). Whether two input arrays share
+memory is known only at run time: the runtime passes a private copy of a written input that
+does (``runtime/compile.py`` ``Runner``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from tracejit import ops
 from tracejit.ir import Var, defined_vars
 
 from .entry import EntryPlan, Step
+from .kernel import Arg, Scalar, statements
 
 POOLED_OUTPUT_MIN_BYTES = 1 << 20  # outputs at least this large come from the caching allocator
 
@@ -91,11 +101,85 @@ def donations(entry: EntryPlan) -> None:
             entry.fallbacks[step.index].donated = True
 
 
-def plan_memory(entry: EntryPlan) -> EntryPlan:
+def may_raise(step: Step) -> bool:
+    """Can running this step raise (numpy, a node kernel's index checks, an integer division
+    by zero or an integer negative power a fused kernel counts)?"""
+    if step.kind == "fallback":
+        return True
+    if step.kind != "launch":
+        return False  # library calls on static shapes
+    plan = step.plan
+    return plan.kind != "fused" or bool(plan.zero_ops) or any(
+        op == "pow" for _, op in plan.nodes) and any(v.dtype.kind in "iub" for v in plan.inputs)
+
+
+def _reads_at_its_index(plan, k: int, out: Var) -> bool:
+    """Does elementwise ``plan`` read its array input ``k`` only at the element it writes
+    ``out`` at (a 0-d one once, before anything is written)?"""
+    if not out.shape:  # read into a scalar before the loops, if at all
+        return not plan.domain
+    same = plan.out_index
+    for s in statements(plan):
+        for o in s.expr.operands:
+            if isinstance(o, Scalar) and o.k == k:
+                return False
+            if isinstance(o, Arg) and o.k == k and (len(o.index) != len(same) or any(
+                    i != d and not (i is None and plan.domain[d] == 1)
+                    for i, d in zip(o.index, same))):
+                return False
+    return True
+
+
+def write_in_place(entry: EntryPlan, updates) -> None:
+    """Fill ``entry.written`` (value id -> graph input position): the new values of inputs
+    updated in place (``updates``: (input position, output position) pairs, a CompiledGraph's
+    ``mutated``) that their kernel writes into the input's own array (see the module
+    docstring). The entry then returns that array as the output, and the runtime's write-back
+    finds nothing to copy."""
+    graph = entry.graph
+    roots = alias_roots(entry)
+    readers: dict = {}  # array root -> the steps reading it (len(steps): an output)
+    for k, step in enumerate(entry.steps):
+        for x in step.node.inputs:
+            if isinstance(x, Var):
+                for r in roots.get(x.id, {x.id}):
+                    readers.setdefault(r, set()).add(k)
+    for x in graph.outputs:
+        if isinstance(x, Var):
+            for r in roots.get(x.id, {x.id}):
+                readers.setdefault(r, set()).add(len(entry.steps))
+    made_at = {v.id: k for k, s in enumerate(entry.steps) for v in s.results}
+    last_raise = max((k for k, s in enumerate(entry.steps) if may_raise(s)), default=-1)
+    uses = [x.id for x in graph.outputs if isinstance(x, Var)]
+    for inp, pos in updates:
+        x, v = graph.inputs[inp], graph.outputs[pos]
+        k = made_at.get(v.id) if isinstance(v, Var) else None
+        if k is None or k <= last_raise or uses.count(v.id) != 1 or v.shape != x.shape or \
+                v.dtype != x.dtype or roots.get(v.id) != {v.id}:
+            continue
+        step = entry.steps[k]
+        plan = step.plan
+        if step.kind != "launch" or plan.kind != "fused" or plan.row_dims or step.donated:
+            continue
+        if any(j > k for j in readers.get(x.id, ())):
+            continue  # the old value is read later
+        arrays = [a for a in step.node.inputs if isinstance(a, Var)]
+        at = [j for j, a in enumerate(arrays) if a.id == x.id]
+        if any(x.id in roots.get(a.id, {a.id}) and a.id != x.id for a in arrays) or \
+                len(at) > 1 or at and not _reads_at_its_index(plan, at[0], v):
+            continue  # read through a view, twice, or at another index
+        entry.written[v.id] = inp
+
+
+def plan_memory(entry: EntryPlan, updates=()) -> EntryPlan:
     """Fill ``entry.buffers`` and ``entry.storage`` (value id -> buffer index); a stored result
-    without a buffer is a fresh array. Marks donated arrays first (``donations``)."""
+    without a buffer is a fresh array. Marks donated arrays first (``donations``), then the
+    new values of ``updates`` written into their inputs' arrays (``write_in_place``), which
+    get no buffer."""
     graph = entry.graph
     donations(entry)
+    if updates:
+        write_in_place(entry, updates)
     roots = alias_roots(entry)
     outputs = {x.id for x in graph.outputs if isinstance(x, Var)}
     # which values may be held in reusable buffers: not outputs, nor anything an output views
@@ -113,6 +197,8 @@ def plan_memory(entry: EntryPlan) -> EntryPlan:
     work = []  # (buffer index, nbytes, first, last)
     for step in entry.steps:
         for v in stored(step):
+            if v.id in entry.written:
+                continue
             nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize
             if v.id in escaping:
                 if nbytes < POOLED_OUTPUT_MIN_BYTES or v.id not in outputs:

@@ -18,6 +18,7 @@ class Program:
     jit_entry: bool  # the entry itself is compiled (one dispatch) or plain Python
     kernels: list = field(default_factory=list)  # kernel names, in source order
     buffers: list = field(default_factory=list)  # memory_plan.Buffer, in entry-parameter order
+    written: tuple = ()  # graph input positions whose array the entry writes a new value into
 
 
 Lowered = Program  # the name the runtime and older code use

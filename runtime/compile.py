@@ -81,9 +81,49 @@ class CompileError(RuntimeError):
     """numba could not compile generated code (a tracejit bug: please report it)."""
 
 
+def unshared(arrays: tuple, written) -> tuple:
+    """``arrays`` as an entry that writes new values into the inputs at positions ``written``
+    may take them: a written input that shares memory with another input (a view of it, one
+    numpy array behind two tensors), or that cannot be written, is replaced by a private
+    copy, which the entry writes and the write-back copies from, as for any other new value.
+    Arrays that own their memory and are distinct objects share none: the common case costs
+    one pass over the inputs."""
+    for a in arrays:
+        if a.base is not None:
+            break
+    else:
+        if len({id(a) for a in arrays}) == len(arrays) and all(
+                arrays[k].flags.writeable for k in written):
+            return arrays
+    owners = [_owner(a) for a in arrays]
+    out = list(arrays)
+    for k in written:
+        a, own = arrays[k], owners[k]
+        if not a.flags.writeable or any(
+                j != k and (own is None or owners[j] is None or owners[j] is own) and
+                np.may_share_memory(a, b) for j, b in enumerate(arrays)):
+            out[k] = a.copy(order="K")
+    return tuple(out)
+
+
+def _owner(a):
+    """The numpy array that owns ``a``'s memory, or None where another object does (numba's
+    runtime, a bytes buffer, a memory map): views of one owner may overlap, two owners' never."""
+    b = a.base
+    while b is not None:
+        if type(b) is not np.ndarray:
+            return None
+        a, b = b, b.base
+    return a
+
+
 class Runner:
     """Calls a lowered graph's entry with its sizes, constants and buffers; returns one array
-    (or None for Python-valued outputs) per graph output."""
+    (or None for Python-valued outputs) per graph output. An entry that writes inputs' new
+    values into their arrays (``Program.written``) gets private copies of those that share
+    memory (``unshared``), and of all of them on the first call: a kernel compiled then could
+    fail after another wrote an input, and the interpreter that takes over must read the
+    inputs as they were."""
 
     def __init__(self, lowered, module):
         self.entry_name = lowered.entry
@@ -97,6 +137,7 @@ class Runner:
         self.buffers = lowered.buffers
         self.outs = [(k, b.shape, b.dtype) for k, b in enumerate(lowered.buffers)
                      if b.kind == "out"]
+        self.written = lowered.written
         self._local = threading.local()
 
     def _workspace(self) -> list:
@@ -122,10 +163,15 @@ class Runner:
             for k, shape, dtype in self.outs:
                 bufs[k] = memory.allocator.empty(shape, dtype)
         if self.compiled:
+            if self.written:
+                arrays = unshared(arrays, self.written)
             return self.entry(*self.prefix, *arrays, *self.consts, *bufs)
         # the first call compiles, or loads machine code from the cache (a damaged file is
         # dropped there and compiled again). NOTE: an exception raised by running the code
         # (an index out of range...) propagates unchanged and never touches the cache.
+        if self.written:
+            arrays = tuple(a.copy(order="K") if k in self.written else a
+                           for k, a in enumerate(arrays))
         try:
             out = self._first_call(arrays, bufs)
         finally:

@@ -13,11 +13,13 @@ tracer or the passes.
 When compiled code raises (an index out of range, say), the error the user gets is the
 reference interpreter's: the executor runs the unfused graph through ``interpret`` on the same
 inputs, and the first node that fails raises, naming the node (``%3 gather``), the op, the
-operand shapes and the user line that created the node. Re-running is sound because a compiled
-graph never writes to its inputs: in-place updates are extra graph outputs, copied into the
-inputs only after a call succeeded (``write_back``), so a failed call has changed
-nothing the re-run reads. The re-run draws no random numbers either: the generator is put
-back afterwards. It costs one interpreted run, only on the failing call.
+operand shapes and the user line that created the node. Re-running is sound because a failed call
+has changed nothing the re-run reads: in-place updates are extra graph outputs, copied into
+the inputs only after a call succeeded (``write_back``), and a kernel that writes an input's
+new value straight into its array runs only after every step that can raise
+(``codegen/memory_plan.write_in_place``; the first call, which compiles, writes copies).
+The re-run draws no random numbers either: the generator is put back afterwards. It costs
+one interpreted run, only on the failing call.
 """
 
 from __future__ import annotations
@@ -184,12 +186,14 @@ def aliased_mutations(graph, mutated) -> frozenset:
 def write_mutations(mutated, inputs: list, outs: list, aliased=frozenset()) -> None:
     """Copy each mutated input's new value (``outs[pos]``) into input ``inp`` (a Tensor), for
     ``(inp, pos)`` in ``mutated``, bumping its version counter as an in-place op would;
-    ``aliased`` (``aliased_mutations``): values copied first."""
+    ``aliased`` (``aliased_mutations``): values copied first. A value that is the input's own
+    array (compiled code wrote it there: ``codegen/memory_plan.write_in_place``) is in place."""
     if aliased:
         outs = [A.copy(o) if k in aliased else o for k, o in enumerate(outs)]
     for inp, pos in mutated:
         target = inputs[inp]
-        A.copy_into(target._data, outs[pos])
+        if outs[pos] is not target._data:
+            A.copy_into(target._data, outs[pos])
         target._version[0] += 1
 
 

@@ -272,3 +272,32 @@ def test_lower_runs_named_steps_and_prints_them(monkeypatch, capsys):
     assert "stash v" in err and "def entry(" in err and program.entry == "entry"
     with pytest.raises(ValueError, match="unknown target"):
         codegen.lower(fused(lambda x: x + 1, tj.randn(3)), target="nosuch")
+
+
+def test_reads_at_its_index_tells_elementwise_reads_from_broadcast_ones():
+    from tracejit.codegen.memory_plan import _reads_at_its_index
+    plan = only_plan(fused(lambda x, c, r: x * c + r, tj.randn(4, 8), tj.randn(4, 1),
+                           tj.randn(1, 8)))
+    out = plan.outputs[0]
+    assert _reads_at_its_index(plan, 0, out)  # x: at (i0, i1), where out is written
+    assert not _reads_at_its_index(plan, 1, out)  # c: at (i0, 0)
+    assert not _reads_at_its_index(plan, 2, out)  # r: at (0, i1)
+
+
+def test_write_in_place_takes_updates_whose_old_value_is_dead():
+    from tracejit.codegen.memory_plan import write_in_place
+
+    def step(p, q):
+        p.sub_(q * 0.5)  # p's new value: the kernel reads p where it writes it
+        return q.sum()
+
+    p, q = tj.randn(8), tj.randn(8)
+    traced = tj.trace(step, backend="interpret")
+    graph = fuse(traced.graph(p, q))
+    entry = plan_entry(graph, plan_kernels(graph), Native())
+    pos = next(k for k, x in enumerate(graph.outputs) if x is not graph.outputs[0])
+    write_in_place(entry, [(0, pos)])
+    assert entry.written == {graph.outputs[pos].id: 0}
+    entry = plan_entry(graph, plan_kernels(graph), Native())
+    write_in_place(entry, [(1, pos)])  # not q's new value: q's shape, but q is read after
+    assert entry.written == {}

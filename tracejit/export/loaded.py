@@ -224,7 +224,7 @@ class Entry:
             lowered = lower(fused, target="cuda", **self.options)
             return fused, lowered, compile_cuda(lowered)
         from ..runtime.compile import compile_lowered
-        lowered = lower(fused, target="cpu", **self.options)
+        lowered = lower(fused, target="cpu", updates=self.mutated, **self.options)
         return fused, lowered, compile_lowered(lowered)
 
     def _runner(self, sizes: dict):

@@ -305,7 +305,7 @@ class TracedFunction:
         device = "cuda:0" if tracer.on_cuda else "cpu"
         graph, lowered, runner = optimized, None, None
         if self.backend != "interpret":
-            graph, lowered, runner = self._compile(optimized, device)
+            graph, lowered, runner = self._compile(optimized, device, mutated)
         compiled = from_trace(self.name, tracer, raw, optimized, graph, arg_positions, out_tree,
                               len(out_leaves), mutated, grad_writes, device)
         spec = Specialization(key, compiled, out_tree, tracer.captured, tracer.guards,
@@ -326,12 +326,13 @@ class TracedFunction:
             result = _detached(result)
         return spec, result
 
-    def _compile(self, graph, device: str = "cpu"):
+    def _compile(self, graph, device: str = "cpu", updates=()):
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
         through numba for the device its inputs live on (machine code is made on the first
         run): the CPU backend, or ``numba.cuda`` kernels for CUDA inputs. In tiered mode (the
         default, ``runtime/tiered.py``) a CPU runner interprets the graph until a compile worker
-        has made the machine code; CUDA targets compile synchronously."""
+        has made the machine code; CUDA targets compile synchronously. ``updates``: the graph's
+        in-place updates of its inputs (``codegen.lower``)."""
         from ..codegen import lower
         from ..passes import COMPILE_PIPELINE, run_pipeline
 
@@ -347,10 +348,10 @@ class TracedFunction:
         if tiered is not None and not debug_enabled("src"):
             # lowered when first run (the first call returns sooner; a specialization that
             # never runs twice is never lowered)
-            later = functools.partial(lower, graph, target=target, fastmath=self.fastmath,
-                                      precise_math=self.precise_math)
+            later = functools.partial(lower, graph, target=target, updates=updates,
+                                      fastmath=self.fastmath, precise_math=self.precise_math)
             return graph, None, tiered.TieredRunner(None, graph, self.name, lower=later)
-        lowered = lower(graph, target=target, fastmath=self.fastmath,
+        lowered = lower(graph, target=target, updates=updates, fastmath=self.fastmath,
                         precise_math=self.precise_math)
         if debug_enabled("src"):
             _debug_print(f"tracejit: source for {self.name}\n{lowered.source}")
