@@ -37,7 +37,7 @@ import numpy as np
 
 from . import cache, compile_worker
 from .backward import interpret_runner
-from .compile import Runner, kernel_opt, load_module
+from .compile import Runner, kernel_opt, load_module, loaded_module
 
 MODES = ("tiered", "sync")
 
@@ -118,6 +118,10 @@ def _in_cache(lowered) -> bool:
     needed = {lowered.entry} if lowered.jit_entry else set(lowered.kernels)
     if not needed:
         return True
+    module = loaded_module(name)
+    if module is not None and all(getattr(getattr(module, f, None), "signatures", None)
+                                  for f in needed):
+        return True  # this process has run it already (the same step of a new model)
     read, _ = cache.machine_code_dirs()
     found = set()
     for d in read:
@@ -353,7 +357,8 @@ def _prepare_loads() -> None:
     threading.Thread(target=prepare, name="tracejit-prepare-loads", daemon=True).start()
 
 
-_blas = {}  # "controller": threadpoolctl's, made on first use (None: not installed)
+_blas = {}  # "controller": threadpoolctl's, made on first use (None: not installed), and
+# "modules": len(sys.modules) then (an import since, scipy's, may have loaded another BLAS)
 
 
 def _blas_share():
@@ -366,7 +371,8 @@ def _blas_share():
     pool = compile_worker.running()
     if pool is None or not _pending:
         return contextlib.nullcontext()
-    if "controller" not in _blas:
+    if "controller" not in _blas or _blas["controller"] is not None and \
+            _blas["modules"] != len(sys.modules):
         try:
             from threadpoolctl import ThreadpoolController
             _blas["controller"] = ThreadpoolController()
@@ -374,6 +380,7 @@ def _blas_share():
             _blas["controller"] = None
             log("tracejit: threadpoolctl is not installed (pip install 'tracejit[blas]'): "
                 "BLAS threads are not limited while workers compile")
+        _blas["modules"] = len(sys.modules)
     controller = _blas["controller"]
     if controller is None:
         return contextlib.nullcontext()
