@@ -183,7 +183,7 @@ class KernelPlan:
             # every dim is generic, a padded or a real size-1 one too: the loop runs over its
             # size argument, and each array is read at the loop indices (see pad_ranks)
             def shape(v):
-                return (v.dtype.name, (-1,) * len(self.domain) if v.shape else ())
+                return (v.dtype, (-1,) * len(self.domain) if v.shape else ())
             generic = {"inputs": tuple(shape(v) for v in self.inputs),
                        "outputs": tuple(shape(v) for v in self.outputs)}
             return tuple((f.name, generic[f.name] if f.name in generic else
@@ -199,21 +199,36 @@ class KernelPlan:
 
 
 def _canonical(x, ids: dict):
-    """``x`` with value ids renumbered in order of appearance and Vars reduced to their type."""
-    if isinstance(x, Var):  # before the dataclass case: a Var is one, and its sizes go
-        return (x.dtype.name, tuple(1 if n == 1 else -1 for n in x.shape))
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return (type(x).__name__,) + tuple(
-            _renumber(getattr(x, f.name), ids) if f.name in ("id", "stash") else
-            _canonical(getattr(x, f.name), ids) for f in dataclasses.fields(x)
-            if not f.metadata.get("comment"))
-    if isinstance(x, (tuple, list)):
-        return tuple(_canonical(v, ids) for v in x)
-    if isinstance(x, dict):
-        return tuple((k, _canonical(v, ids)) for k, v in x.items())
-    if isinstance(x, np.dtype):
-        return x.name
-    return (type(x).__name__, repr(x))
+    """``x`` with value ids renumbered in order of appearance and Vars reduced to their type.
+    (Every kernel's key is built when a graph is lowered, on a training step's second call:
+    this dispatches on the exact type first.)"""
+    t = type(x)
+    if t is tuple or t is list:
+        return tuple([_canonical(v, ids) for v in x])
+    if t in _PLAIN:
+        return (t, x)
+    if t is float:  # by its text: nan keys equal
+        return (t, repr(x))
+    fields = _FIELDS.get(t)
+    if fields is None:
+        if isinstance(x, Var):  # before the dataclass case: a Var is one, and its sizes go
+            return (x.dtype, tuple(1 if n == 1 else -1 for n in x.shape))
+        if not (dataclasses.is_dataclass(x) and not isinstance(x, type)):
+            if isinstance(x, dict):
+                return tuple((k, _canonical(v, ids)) for k, v in x.items())
+            if isinstance(x, np.dtype):
+                return x
+            return (type(x).__name__, repr(x))
+        fields = _FIELDS[t] = tuple((f.name, f.name in ("id", "stash"))
+                                    for f in dataclasses.fields(x)
+                                    if not f.metadata.get("comment"))
+    return (t.__name__,) + tuple([_renumber(getattr(x, name), ids) if renumbered else
+                                  _canonical(getattr(x, name), ids)
+                                  for name, renumbered in fields])
+
+
+_PLAIN = frozenset({int, bool, str, type(None)})
+_FIELDS: dict = {}  # dataclass type -> (field name, renumbered) of the fields a key holds
 
 
 def _renumber(i, ids: dict):

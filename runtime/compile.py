@@ -48,6 +48,11 @@ def load_module(source: str):
     return mod
 
 
+def loaded_module(name: str):
+    """The module of that ``cache.entry_name`` if this process has loaded it, else None."""
+    return _modules.get(name)
+
+
 def forget() -> None:
     """Drop the modules loaded in this process (compiled callables already handed out stay)."""
     with _lock:

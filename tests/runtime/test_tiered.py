@@ -23,7 +23,10 @@ WAIT_S = 240  # a compile on a busy 2-core machine
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(tmp_path, monkeypatch):
-    """Each test compiles into its own empty cache, so nothing is warm already."""
+    """Each test compiles into its own empty cache, so nothing is warm already (nor loaded in
+    this process: a module it has run already needs no compile)."""
+    from tracejit.runtime import compile as rcompile
+    rcompile.forget()
     monkeypatch.setenv("TRACEJIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TRACEJIT_SYNC_COMPILE", raising=False)
 
