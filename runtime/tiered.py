@@ -388,28 +388,58 @@ def _blas_share():
                             user_api="blas")
 
 
+# numba's compile time of a generated kernel, estimated from its source in units of ~10 ms
+# (fitted on the MLP step's kernels: ~30 ms each, ~25 ms a loop, ~10 ms an array access)
+KERNEL_COST, LOOP_COST, INDEX_COST = 3, 2.5, 1
 PARALLEL_COST = 3  # a parallel kernel costs numba about this many times a serial one's compile
-_KERNEL = re.compile(r"^@numba\.njit\(parallel=(True|False)[^\n]*\ndef (\w+)\(", re.M)
+MATHLIB_COST = 28  # a float32 approximation a kernel calls (exp_f32: ~0.28 s), once per worker
+_KERNEL = re.compile(r"^@numba\.njit\(parallel=(True|False)[^\n]*\ndef (\w+)\(.*?(?=^\S|\Z)",
+                     re.M | re.S)
+_CALL = re.compile(r"\b(\w+)\(")
+
+
+def _mathlib_names() -> frozenset:
+    from tracejit.codegen import mathlib
+    return frozenset(n[:-4] for n in dir(mathlib) if n.endswith("_f32"))
+
+
+def _costs(src: str) -> dict:
+    """Each kernel's estimated compile cost and the float32 approximations of
+    ``codegen.mathlib`` it calls (numba compiles each once per process)."""
+    fast = _mathlib_names()
+    out = {}
+    for m in _KERNEL.finditer(src):
+        text = m.group(0)
+        cost = KERNEL_COST + LOOP_COST * text.count(" for ") + INDEX_COST * text.count("[")
+        calls = {c for c in _CALL.findall(text) if c in fast} if "f32" in text else set()
+        out[m.group(2)] = (cost * (PARALLEL_COST if m.group(1) == "True" else 1), frozenset(calls))
+    return out
 
 
 def _split(lowered, workers: int) -> list:
     """The kernels of a Python entry in ``workers`` groups of about equal compile cost (each
     compiled by another worker at the same time); one group when the entry is compiled itself
-    (numba compiles it and its kernels in one process)."""
+    (numba compiles it and its kernels in one process). Kernels calling the same float32
+    approximation go together where that keeps the groups even: each worker compiles the
+    approximations its kernels call."""
     if lowered.jit_entry or workers < 2 or len(lowered.kernels) < 2:
         return [list(lowered.kernels)]
-    src = lowered.source
-    marks = [(m.start(), m.group(2), m.group(1) == "True") for m in _KERNEL.finditer(src)]
-    cost = {}
-    for k, (start, name, parallel) in enumerate(marks):
-        end = marks[k + 1][0] if k + 1 < len(marks) else len(src)
-        cost[name] = src.count("\n", start, end) * (PARALLEL_COST if parallel else 1)
+    costs = _costs(lowered.source)
+
+    def alone(name):
+        cost, calls = costs.get(name, (KERNEL_COST, frozenset()))
+        return cost + MATHLIB_COST * len(calls)
+
     groups = [[] for _ in range(min(workers, len(lowered.kernels)))]
     load = [0] * len(groups)
-    for name in sorted(lowered.kernels, key=lambda n: -cost.get(n, 1)):
-        g = load.index(min(load))
+    have = [set() for _ in groups]
+    for name in sorted(lowered.kernels, key=lambda n: -alone(n)):
+        cost, calls = costs.get(name, (KERNEL_COST, frozenset()))
+        after = [load[g] + cost + MATHLIB_COST * len(calls - have[g]) for g in range(len(groups))]
+        g = after.index(min(after))
         groups[g].append(name)
-        load[g] += cost.get(name, 1)
+        load[g] = after[g]
+        have[g] |= calls
     return [g for g in groups if g]
 
 

@@ -334,18 +334,34 @@ def _exists(pid: int) -> bool:
         return False
 
 
+def _kernel_source(name, loops=0, calls=(), parallel=False):
+    body = "".join(f"    for i{k} in range(n):\n        out[i{k}] = a[i{k}]\n"
+                   for k in range(loops))
+    body += "".join(f"    out[0] = {c}(a[0])\n" for c in calls)
+    return (f"@numba.njit(parallel={parallel}, cache=True)\ndef {name}(a, out, n):\n"
+            f"    # a: f32[n] -> out: f32[n]\n{body}\n\n")
+
+
 def test_a_python_entry_is_split_by_compile_cost():
     from types import SimpleNamespace
-
-    def kernel(name, parallel, lines):
-        body = "\n".join(f"    x{k} = {k}" for k in range(lines))
-        return f"@numba.njit(parallel={parallel}, cache=True)\ndef {name}(a):\n{body}\n\n"
-
-    src = kernel("k1", True, 10) + kernel("k2", False, 12) + kernel("k3", False, 10) + \
-        kernel("k4", False, 5)
+    src = _kernel_source("k1", 2, parallel=True) + _kernel_source("k2", 3) + \
+        _kernel_source("k3", 2) + _kernel_source("k4", 1) + "def entry(a, out, n):\n    pass\n"
+    costs = tiered._costs(src)
+    assert costs["k4"][0] < costs["k3"][0] < costs["k2"][0] < costs["k1"][0]  # parallel: 3x
+    assert costs["k4"][0] == tiered._costs(_kernel_source("k4", 1))["k4"][0]  # not the entry
     program = SimpleNamespace(source=src, kernels=["k1", "k2", "k3", "k4"], jit_entry=False)
     groups = tiered._split(program, 2)
-    assert sorted(map(sorted, groups)) == [["k1"], ["k2", "k3", "k4"]]  # parallel costs 3x
+    assert sorted(map(sorted, groups)) == [["k1"], ["k2", "k3", "k4"]]
     assert tiered._split(program, 1) == [program.kernels]
     program.jit_entry = True  # numba compiles a jit entry and its kernels in one process
     assert tiered._split(program, 2) == [program.kernels]
+
+
+def test_kernels_calling_the_same_float32_approximation_share_a_worker():
+    from types import SimpleNamespace
+    src = _kernel_source("k1", 1, ["exp", "log"]) + _kernel_source("k2", 1, ["exp"]) + \
+        _kernel_source("k3", 10)
+    assert tiered._costs(src)["k1"][1] == {"exp", "log"}
+    program = SimpleNamespace(source=src, kernels=["k1", "k2", "k3"], jit_entry=False)
+    # k2 alone costs about k3; with k1 it does not compile exp again
+    assert sorted(map(sorted, tiered._split(program, 2))) == [["k1", "k2"], ["k3"]]
