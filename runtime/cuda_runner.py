@@ -22,6 +22,7 @@ the simulator nothing is compiled or cached.
 from __future__ import annotations
 
 import builtins
+import math
 import threading
 import weakref
 
@@ -73,7 +74,7 @@ class DeviceAllocator:
         shape = tuple(int(n) for n in shape)
         if _simulated():
             return cuda.device_array(shape, dtype)
-        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        nbytes = max(math.prod(shape) * dtype.itemsize, 1)
         with self._lock:
             blocks = self._free.get(nbytes)
             raw = blocks.pop() if blocks else None
@@ -395,6 +396,9 @@ def compile_cuda(program) -> CudaRunner:
     module = load_module(program.source)
     if _simulated():
         _separate_launchers(module)
+    else:
+        from .cuda_launcher import wrap_kernels
+        wrap_kernels(module)
     return CudaRunner(program, module)
 
 

@@ -399,8 +399,10 @@ _CALL = re.compile(r"\b(\w+)\(")
 
 
 def _mathlib_names() -> frozenset:
-    from tracejit.codegen import mathlib
-    return frozenset(n[:-4] for n in dir(mathlib) if n.endswith("_f32"))
+    """The prelude names generated code calls whose float32 overload is an approximation
+    (``exp`` for ``exp_f32``), from the helper modules code generators registered."""
+    from . import cache
+    return frozenset(n[:-4] for m in cache._helper_modules for n in dir(m) if n.endswith("_f32"))
 
 
 def _costs(src: str) -> dict:

@@ -22,6 +22,8 @@ import functools
 import importlib.util
 import os
 
+import numpy as np
+
 __all__ = ["CudaUnavailableError", "is_available", "is_simulator", "device_count",
            "synchronize", "require", "unavailable_reason", "simulator_requested"]
 
@@ -32,6 +34,15 @@ _TAIL = "tensors stay on the CPU"
 class CudaUnavailableError(RuntimeError):
     """A CUDA operation was asked for where no GPU can run it (no numba-cuda, no driver, no
     device); the message names the operation and what is missing."""
+
+
+def _numpy_compat() -> None:
+    """numba-cuda 0.30.4 (its last release: it is in maintenance mode) registers an overload of
+    ``np.row_stack`` when its target first loads, and numpy 2.5 removed that alias of
+    ``np.vstack``: every kernel launch then fails with "module 'numpy' has no attribute
+    'row_stack'" (NVIDIA/numba-cuda#907). Put the alias back for it."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,6 +56,7 @@ def _probe() -> tuple:
         installed = False
     if not installed:
         return None, f"numba-cuda is not installed ({INSTALL_HINT})"
+    _numpy_compat()
     try:
         from numba import cuda
     except ImportError as e:  # numba-cuda without its CUDA Python bindings, typically

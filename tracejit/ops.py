@@ -1170,6 +1170,8 @@ def _transposed(t) -> bool:
     for an optimizer or a DDP bucket). Eager and traced code take the same rule, so they stay
     bit-identical to each other."""
     flags = getattr(t._data, "flags", None)
+    if isinstance(flags, dict):  # a numba-cuda device array's flags are a dict
+        return flags.get("F_CONTIGUOUS", False) and not flags.get("C_CONTIGUOUS", False)
     return flags is not None and flags.f_contiguous and not flags.c_contiguous
 
 

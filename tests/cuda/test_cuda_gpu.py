@@ -44,3 +44,30 @@ def _in_process(target, inputs):
     import importlib
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)(inputs)
+
+
+def test_a_launcher_checks_each_call_fits_its_compiled_signature():
+    from numba import cuda
+
+    from tracejit.runtime.cuda_launcher import Launcher
+
+    @cuda.jit
+    def scale(a, out, k, n):
+        i = cuda.grid(1)
+        if i < n:
+            out[i] = a[i] * k
+
+    launch = Launcher(scale, (1, 64))
+    x = np.arange(40, dtype=np.float32)
+    dx, out = cuda.to_device(x), cuda.device_array(20, np.float32)
+    launch(dx[:20], out, 2.0, 20)  # a C-contiguous slice
+    np.testing.assert_array_equal(out.copy_to_host(), x[:20] * 2)
+    launch(dx[::2], out, 3.0, 20)  # strided: not the compiled "C" signature, another plan
+    np.testing.assert_array_equal(out.copy_to_host(), x[::2] * 3)
+    launch(dx[1:21], out, 0.5, 20)
+    np.testing.assert_array_equal(out.copy_to_host(), x[1:21] * 0.5)
+    assert len(launch.plans) == 2
+    d64 = cuda.to_device(x.astype(np.float64))
+    launch(d64[:20], out, 1.0, 20)  # another dtype: compiled for it
+    np.testing.assert_array_equal(out.copy_to_host(), x[:20])
+    assert len(launch.plans) == 3

@@ -13,7 +13,7 @@ import sysconfig
 
 import numpy as np
 
-from ..errors import TraceError, _is_own, format_location
+from ..errors import TraceError, _is_own, _skipped, format_location
 
 _STATE_FIX = {
     "random": "draw tensors with tracejit.rand/randn/randint (traced: fresh values every call), "
@@ -110,8 +110,8 @@ def _watch(frame, event, arg):
     caller = frame  # who called through the libraries: tracejit's own work (eager CUDA ops
     while caller is not None and caller.f_code.co_filename.startswith(_LIBRARY_DIRS):
         caller = caller.f_back  # lowering a kernel read a file through pathlib) is no state
-    if caller is not None and _is_own(caller.f_code.co_filename):
-        return
+    if caller is not None and _skipped(caller):
+        return  # tracejit, or a generated module it loads (numba-cuda's cache=True opens files)
     if hit[1] == "time" and filename.startswith(_LIBRARY_DIRS):
         return  # a library's own clock (logging's timestamps, tqdm): not a value of the graph
     raise _untraceable_state(hit[0], hit[1], _site(frame))
