@@ -214,6 +214,9 @@ def bench_overhead(cuda, torch) -> None:
         ta = timed(lambda: allocator.empty((16,), np.float32), lambda: None, repeat=20,
                    inner=many)
         line("  allocator.empty((16,), float32)", ta)
+        tn = timed(lambda: cuda.device_array(16, np.float32), lambda: None, repeat=20,
+                   inner=many)
+        line("  numba's cuda.device_array(16, float32)", tn)
     import tracejit as tj
     f = tj.trace(lambda x: (x + 1).relu() * 2)
     tx_ = tj.ones(16, device="cuda")
@@ -225,10 +228,11 @@ def bench_overhead(cuda, torch) -> None:
         line("torch eager, 3 ops, no sync", te)
 
 
-def bench_mlp(cuda, torch) -> None:
+def _mlp(cuda):
+    """The MLP step compiled from a function (``run`` on device arrays ``dev``) and as users
+    write it: modules, backward() and an optimizer, traced whole (``train_step(bx, by)``)."""
     import tracejit as tj
     import tracejit.nn.functional as F
-    print("MLP 784-256-10 training step, batch 256 (forward, backward, SGD)")
 
     def step(x, y, w1, b1, w2, b2):
         def loss(w1, b1, w2, b2):
@@ -246,10 +250,6 @@ def bench_mlp(cuda, torch) -> None:
             np.zeros(10, np.float32)]
     run, program = compiled(step, *host)
     dev = [cuda.to_device(a) for a in host]
-    t = timed(lambda: run(*dev), cuda.synchronize)
-    line("tracejit", t, f"{len(program.kernels)} kernels, host round trips: "
-                        f"{program.host_round_trips or 'none'}")
-    # the same step as users write it: modules, backward() and an optimizer, traced whole
     model = tj.nn.Sequential(tj.nn.Linear(d_in, hidden), tj.nn.ReLU(),
                              tj.nn.Linear(hidden, 10)).cuda()
     opt = tj.optim.SGD(model.parameters(), lr=0.1)
@@ -262,7 +262,16 @@ def bench_mlp(cuda, torch) -> None:
         opt.step()
         return loss
     bx, by = tj.from_numpy(host[0]).cuda(), tj.from_numpy(host[1]).cuda()
-    tm = timed(lambda: train_step(bx, by), cuda.synchronize)
+    return host, run, program, dev, lambda: train_step(bx, by)
+
+
+def bench_mlp(cuda, torch) -> None:
+    print("MLP 784-256-10 training step, batch 256 (forward, backward, SGD)")
+    host, run, program, dev, train = _mlp(cuda)
+    t = timed(lambda: run(*dev), cuda.synchronize)
+    line("tracejit", t, f"{len(program.kernels)} kernels, host round trips: "
+                        f"{program.host_round_trips or 'none'}")
+    tm = timed(train, cuda.synchronize)
     line("tracejit, nn + SGD traced whole", tm)
     if torch is not None:
         tx, ty, *params = [torch.from_numpy(a).cuda() for a in host]
@@ -277,8 +286,29 @@ def bench_mlp(cuda, torch) -> None:
         line("torch eager", te, f"tracejit is {te / t:5.2f}x faster")
 
 
+def bench_host(cuda, torch) -> None:
+    """Where the host time of the MLP step goes (cProfile, the functions with most time of
+    their own); only when asked for: ``python benchmarks/cuda.py host``."""
+    import cProfile
+    import pstats
+    print("host time of the MLP step, compiled call and traced whole (cProfile, 200 calls)")
+    _, run, _, dev, train = _mlp(cuda)
+    for name, fn in (("compiled call", lambda: run(*dev)), ("traced whole", train)):
+        fn(), fn()
+        cuda.synchronize()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(1 if TINY else 200):
+            fn()
+        prof.disable()
+        cuda.synchronize()
+        print(f"-- {name}")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(18 if not TINY else 3)
+
+
 SECTIONS = {"elementwise": bench_elementwise, "rows": bench_rows, "matmul": bench_matmul,
-            "overhead": bench_overhead, "mlp": bench_mlp}
+            "overhead": bench_overhead, "mlp": bench_mlp, "host": bench_host}
+OPT_IN = {"host"}  # run only when named
 
 
 def main(argv) -> None:
@@ -288,7 +318,7 @@ def main(argv) -> None:
     name = getattr(cuda.get_current_device(), "name", "the simulator")
     name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     print(f"device: {name}; torch: {'yes' if torch is not None else 'no'}")
-    wanted = [a for a in argv[1:] if not a.startswith("--")] or list(SECTIONS)
+    wanted = [a for a in argv[1:] if not a.startswith("--")] or list(set(SECTIONS) - OPT_IN)
     for name, fn in SECTIONS.items():
         if any(w in name for w in wanted):
             t0 = time.perf_counter()

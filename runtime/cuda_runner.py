@@ -109,13 +109,32 @@ class _Token:
         self.raw = raw
 
 
+# (shape, dtype) -> the attributes numba's DeviceNDArray.__init__ computes for a C-contiguous
+# array (its dummy array, strides, sizes): a new array copies them instead of computing them
+_LAYOUTS: dict = {}
+
+
 def _on_block(raw, nbytes, shape, dtype, release):
     from numba.cuda.cudadrv.devicearray import DeviceNDArray
     from numba.cuda.cudadrv.driver import MemoryPointer
     token = _Token(raw)
     ptr = MemoryPointer(raw.gpu_data.context, raw.gpu_data.device_pointer, nbytes, owner=token)
+    # NOTE: not a __del__ on the token: in cyclic garbage (autograd graphs) the gc runs weakref
+    # callbacks first, so numba would free ``raw``'s memory before __del__ put it back in the
+    # free list; the finalizer's registry keeps ``raw`` out of the garbage
     weakref.finalize(token, release, raw, nbytes)
-    return DeviceNDArray(shape, _c_strides(shape, dtype.itemsize), dtype, gpu_data=ptr)
+    key = (shape, dtype)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        a = DeviceNDArray(shape, _c_strides(shape, dtype.itemsize), dtype, gpu_data=ptr)
+        layout = {k: v for k, v in vars(a).items() if k != "gpu_data"}
+        if len(_LAYOUTS) < 4096:
+            _LAYOUTS[key] = layout
+        return a
+    a = DeviceNDArray.__new__(DeviceNDArray)
+    a.__dict__.update(layout)
+    a.gpu_data = ptr
+    return a
 
 
 def _c_strides(shape, itemsize: int) -> tuple:

@@ -71,3 +71,38 @@ def test_a_launcher_checks_each_call_fits_its_compiled_signature():
     launch(d64[:20], out, 1.0, 20)  # another dtype: compiled for it
     np.testing.assert_array_equal(out.copy_to_host(), x[:20])
     assert len(launch.plans) == 3
+
+
+def test_the_allocator_recycles_blocks_only_once_their_arrays_die():
+    import gc
+
+    from tracejit.runtime.cuda_runner import DeviceAllocator
+
+    alloc = DeviceAllocator()
+    a = alloc.empty((3, 4), np.float32)
+    b = alloc.empty((3, 4), np.float32)  # a is alive: another block
+    assert a.device_ctypes_pointer.value != b.device_ctypes_pointer.value
+    assert (a.shape, a.strides, a.dtype, a.size) == ((3, 4), (16, 4), np.float32, 12)
+    a.copy_to_device(np.arange(12, dtype=np.float32).reshape(3, 4))
+    b.copy_to_device(np.ones((3, 4), np.float32))
+    view = a[1:]  # keeps a's block in use after a dies
+    ptr = a.device_ctypes_pointer.value
+    del a
+    gc.collect()
+    c = alloc.empty((2, 6), np.float32)  # same bytes: not the block the view still reads
+    assert c.device_ctypes_pointer.value != ptr
+    np.testing.assert_array_equal(view.copy_to_host(), np.arange(4, 12).reshape(2, 4))
+    hits = alloc.hits
+    del view, c
+    gc.collect()
+    d = alloc.empty((12,), np.float32)
+    assert alloc.hits == hits + 1 and d.shape == (12,) and d.strides == (4,)
+    class Cycle:  # an array freed by the cyclic gc (autograd graphs are cycles)
+        pass
+    cyc = Cycle()
+    cyc.me, cyc.array = cyc, alloc.empty((5,), np.float32)
+    del cyc
+    gc.collect()
+    e = alloc.empty((5,), np.float32)  # the recycled block's memory is still allocated
+    e.copy_to_device(np.ones(5, np.float32))
+    np.testing.assert_array_equal(e.copy_to_host(), np.ones(5, np.float32))
