@@ -57,10 +57,18 @@ FORK = sys.platform.startswith("linux") and hasattr(socket, "send_fds") and \
     os.environ.get("TRACEJIT_COMPILE_FORK", "").strip() != "0"
 
 
+PREIMPORT_ENV = "TRACEJIT_WORKER_PREIMPORT"
+
+
 def _worker_env() -> dict:
     # one BLAS thread: a worker's run only types the kernels, and BLAS threads spinning beside
-    # the compile took the cores the user's process needs
-    return dict(os.environ, **{WORKER_ENV: "1"}, **{v: "1" for v in _BLAS_THREADS})
+    # the compile took the cores the user's process needs. The helper modules code generators
+    # registered (codegen's prelude and float32 math, ~0.25 s to import) are imported by the
+    # zygote before it forks, not by every worker's first job
+    from . import cache
+    helpers = ",".join(m.__name__ for m in cache._helper_modules)
+    return dict(os.environ, **{WORKER_ENV: "1", PREIMPORT_ENV: helpers},
+                **{v: "1" for v in _BLAS_THREADS})
 
 
 def worker_count() -> int:
@@ -575,7 +583,13 @@ def _only(runner, dispatchers: dict, assign: set) -> None:
 
 def _prewarm() -> None:
     """numba's first compile in a process sets up its compiler (target context, LLVM): do it
-    before the first job arrives."""
+    before the first job arrives, and import the helper modules jobs' kernels call."""
+    import importlib
+    for name in filter(None, os.environ.get(PREIMPORT_ENV, "").split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # the job imports it (and reports what fails) instead
+            pass
     try:
         import numba
         import numpy as np

@@ -273,11 +273,26 @@ def _copy_kernel(ndim: int):
     return k
 
 
+_copy_launchers: dict = {}  # (rank, blocks) -> a launcher of the copy kernel (on a GPU)
+
+
 def copy_into(x, out) -> None:
     from .cuda_launch import THREADS, grid
-    n = int(np.prod(out.shape, dtype=np.int64))
-    if n:
-        _copy_kernel(len(out.shape))[grid(n), THREADS](x, out, n)
+    n = math.prod(out.shape)
+    if not n:
+        return
+    kernel = _copy_kernel(len(out.shape))
+    if _simulated():  # NOTE: a simulated kernel[...] configures the kernel itself: no cache
+        kernel[grid(n), THREADS](x, out, n)
+        return
+    key = (len(out.shape), grid(n))
+    launch = _copy_launchers.get(key)
+    if launch is None:
+        from .cuda_launcher import Launcher
+        launch = Launcher(kernel, (key[1], THREADS))
+        if len(_copy_launchers) < 1024:
+            _copy_launchers[key] = launch
+    launch(x, out, n)
 
 
 def contiguous(x):
