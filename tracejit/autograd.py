@@ -199,6 +199,27 @@ class _HookHandle:
             self._hooks.remove(self._hook)
 
 
+# leaves whose gradients go straight into a buffer someone keeps for them (the slot of
+# DistributedDataParallel's bucket), already scaled: id(leaf) -> (weak reference, slot).
+# ``slot.begin(leaf)``, asked when a pass's first gradient arrives for a leaf whose .grad is
+# None, gives the factor (or None: store it as usual) and ``slot.filled(leaf)`` the factor of
+# later gradients of the same pass (None when ``begin`` declined); ``slot.view`` is the array.
+# Saves the copy into a fresh array that the buffer's owner would copy again.
+_grad_slots: dict = {}
+
+
+def set_grad_slot(t, slot) -> None:
+    """Send ``t``'s gradients into ``slot.view`` (see ``_grad_slots``)."""
+    key = id(t)
+    forget = lambda _, k=key, table=_grad_slots: table.pop(k, None)  # noqa: E731
+    _grad_slots[key] = (weakref.ref(t, forget), slot)
+
+
+def _slot_of(t):
+    entry = _grad_slots.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else None
+
+
 def _leaf_deliveries(order) -> dict:
     """id(leaf) -> [gradients this pass may still deliver to it, the leaf, delivered any?] for
     the leaves with post-accumulate hooks."""
@@ -242,6 +263,21 @@ def _store_grad(t, g, create_graph):
         else:
             t.grad._assign(t.grad + g, "add", False)
         return
+    slot = _slot_of(t) if _grad_slots and not create_graph else None
+    if slot is not None and slot.view.shape == g.shape:
+        view = slot.view
+        if t.grad is None:  # this pass's first gradient for it
+            scale = slot.begin(t)
+            if scale is not None:
+                np.multiply(g._data, view.dtype.type(scale), out=view, casting="unsafe")
+                t.grad = Tensor._make(view)
+                return
+        elif t.grad._data is view:
+            scale = slot.filled(t)
+            if scale is not None:  # more of this pass (a weight used twice): scaled too
+                view += (g._data * view.dtype.type(scale)).astype(view.dtype, copy=False)
+                t.grad._version[0] += 1
+                return
     if t.grad is None:
         # a gradient has its leaf's layout (torch's AccumulateGrad): a weight's gradient is
         # computed transposed (the vjp of x @ w.T), and a transposed .grad made the optimizer's

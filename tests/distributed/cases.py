@@ -269,6 +269,37 @@ def ddp_no_sync_accumulates():
         np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(self.lin(x).relu())  # two gradients for the weight in each pass
+
+
+@case
+def ddp_weight_used_twice_and_grads_kept():
+    """Two gradients for one weight in a pass (each goes into the bucket, averaged), and a
+    second backward onto the .grad the first left (no zero_grad: they add up): as one process
+    on the full batches."""
+    rank, size = dist.get_rank(), dist.get_world_size()
+    half = BATCH // size
+    batches = [full_batch(20 + k)[0] for k in range(2)]
+    tj.manual_seed(7)
+    net = _Twice()
+    model = DDP(net)
+    for x in batches:
+        (model(tj.tensor(x[rank * half:(rank + 1) * half])) ** 2).mean().backward()
+    tj.manual_seed(7)
+    ref = _Twice()
+    for x in batches:
+        (ref(tj.tensor(x)) ** 2).mean().backward()
+    same_on_every_rank([p.grad.numpy() for p in net.parameters()], "gradient")
+    for p, q in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @case
 def ddp_layout_mismatch_is_an_error():
     rank = dist.get_rank()

@@ -23,7 +23,7 @@ CASES = ["all_reduce_every_op_and_dtype", "broadcast_gather_scatter_barrier",
          "traced_all_reduce_is_a_graph_node",
          *[f"ddp_{m}_{k}" for m in ("eager", "traced_model", "traced_step")
            for k in ("sgd", "adam")],
-         "ddp_no_sync_accumulates",
+         "ddp_no_sync_accumulates", "ddp_weight_used_twice_and_grads_kept",
          "ddp_layout_mismatch_is_an_error", "ddp_broadcasts_parameters_and_buffers",
          "sampler_partitions_an_epoch"]
 

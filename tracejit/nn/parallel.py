@@ -33,12 +33,33 @@ class _Bucket:
         self.views = [self.flat[a:b].reshape(p.shape)
                       for p, a, b in zip(params, self.offsets, self.offsets[1:])]
         self.arrived: set = set()  # indices of the gradients arrived this backward pass
+        self.filled: set = set()  # indices whose gradient autograd wrote into its slot, scaled
         self.work = None  # the Iallreduce in flight
         self.traced: dict = {}  # tracing: parameter index -> traced gradient
 
     @property
     def nbytes(self) -> int:
         return self.flat.nbytes
+
+
+class _GradSlot:
+    """A parameter's slot of its bucket, where autograd writes its gradient already divided by
+    the world size (``autograd.set_grad_slot``): the hook then has nothing to copy."""
+
+    __slots__ = ("ddp", "bucket", "k", "view")
+
+    def __init__(self, ddp, bucket, k):
+        self.ddp, self.bucket, self.k = ddp, bucket, k
+        self.view = bucket.views[k]
+
+    def begin(self, p):
+        if not self.ddp.require_backward_grad_sync or self.k in self.bucket.arrived:
+            return None
+        self.bucket.filled.add(self.k)
+        return 1.0 / self.ddp._reducer.group.size
+
+    def filled(self, p):
+        return 1.0 / self.ddp._reducer.group.size if self.k in self.bucket.filled else None
 
 
 class _Reducer:
@@ -101,8 +122,12 @@ class DistributedDataParallel(Module):
         self._broadcast_state(group)
         params = [p for _, p in inner.named_parameters() if p.requires_grad]
         object.__setattr__(self, "_reducer", _Reducer(_buckets(params, bucket_cap_mb), group))
+        from ..autograd import set_grad_slot
         for p in params:
             p.register_post_accumulate_grad_hook(self._grad_ready)
+            bucket, k = self._reducer.where[id(p)]
+            if isinstance(p._data, np.ndarray) and bucket.views[k].dtype == p.dtype:
+                set_grad_slot(p, _GradSlot(self, bucket, k))
 
     # -- construction
     def _check_layout(self, group) -> None:
@@ -206,7 +231,9 @@ class DistributedDataParallel(Module):
             g = p.grad
             view = bucket.views[k]
             size = red.group.size
-            if g._data is not view:
+            if k in bucket.filled:  # autograd wrote it into its slot, divided by the world size
+                bucket.filled.discard(k)
+            elif g._data is not view:
                 if size > 1:
                     np.multiply(g._data, bucket.dtype.type(1.0 / size), out=view,
                                 casting="unsafe")
@@ -254,6 +281,7 @@ class DistributedDataParallel(Module):
                                        f"({b.nbytes} bytes)")
                 b.work = None
             b.arrived.clear()
+            b.filled.clear()
         red.next = 0
         red.steps += 1
 
@@ -283,6 +311,7 @@ def _reset(red: _Reducer) -> None:
             red.group.wait(b.work, "DistributedDataParallel's gradient all-reduce")
             b.work = None
         b.arrived.clear()
+        b.filled.clear()
         b.traced.clear()
     red.next = 0
 
