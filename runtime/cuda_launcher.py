@@ -3,7 +3,8 @@ per-call dispatch (installed as ``tracejit.runtime.cuda_launcher``).
 
 numba-cuda's ``kernel[grid, block](*args)`` types every argument, looks the overload up, builds
 a ``cuda.core`` launch configuration and marshals each array through two shim objects on every
-call: about 15 µs a launch on an H200's host. A generated entry launches the same kernels with
+call: 24-44 µs a launch on the hosts of the H200 machines measured, against 9-15 µs here
+(docs/benchmarks.md, "CUDA on an H200"). A generated entry launches the same kernels with
 arguments of the same types call after call, so ``wrap_kernels(module)`` replaces each kernel
 of a loaded module by a ``Kernel`` whose launchers keep, per argument-type signature, the
 compiled function and the configuration, and marshal the arguments as numba does
@@ -18,13 +19,23 @@ from __future__ import annotations
 import ctypes
 import warnings
 
+import numpy as np
+
 __all__ = ["wrap_kernels", "Kernel", "Launcher"]
 
 
+_NUMBA = None
+_INTS, _FLOATS = (int, np.integer), (float, np.floating)
+
+
 def _numba():
-    from numba.cuda import dispatcher
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-    return dispatcher, DeviceNDArray
+    """(numba-cuda's dispatcher module, DeviceNDArray), imported once."""
+    global _NUMBA
+    if _NUMBA is None:
+        from numba.cuda import dispatcher
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray
+        _NUMBA = dispatcher, DeviceNDArray
+    return _NUMBA
 
 
 class _Plan:
@@ -39,11 +50,11 @@ class _Plan:
             if isinstance(ty, types.Array):
                 specs.append((device_array, ty.dtype, ty.ndim, ty.layout))
             elif isinstance(ty, types.Integer):
-                specs.append((getattr(ctypes, f"c_{ty}"),))
+                specs.append((getattr(ctypes, f"c_{ty}"), _INTS))
             elif ty == types.float32:
-                specs.append((ctypes.c_float,))
+                specs.append((ctypes.c_float, _FLOATS))
             elif ty == types.float64:
-                specs.append((ctypes.c_double,))
+                specs.append((ctypes.c_double, _FLOATS))
             else:
                 raise NotImplementedError(ty)  # numba's launcher marshals the rest
         self.specs = specs
@@ -59,7 +70,9 @@ class _Plan:
             return None
         out = []
         for spec, a in zip(self.specs, args):
-            if len(spec) == 1:
+            if len(spec) == 2:  # a number: of the kind numba typed it as (a bool is not an int)
+                if not isinstance(a, spec[1]) or isinstance(a, bool):
+                    return None
                 out.append(spec[0](a))
                 continue
             cls, dtype, ndim, layout = spec
@@ -121,7 +134,7 @@ class Launcher:
         kernel built with options that launch differently."""
         dispatcher_module, device_array = _numba()
         disp = self.dispatcher
-        if any(not isinstance(a, (device_array, int, float)) for a in args):
+        if any(not isinstance(a, (device_array, *_INTS, *_FLOATS)) for a in args):
             return None
         kernel = disp.compile(tuple(disp.typeof_pyval(a) for a in args))
         if kernel.debug or kernel.extensions or kernel.cooperative:
