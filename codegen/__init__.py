@@ -54,8 +54,10 @@ def _plan_entry(s: _Lowering):
 
 
 def _plan_memory(s: _Lowering):
-    # a target that writes inputs' new values into their arrays says so (CpuTarget)
-    return plan_memory(s.entry, s.updates if getattr(s.target, "writes_inputs", False) else ())
+    # a target that writes inputs' new values into their arrays, or a cat's pieces into the
+    # cat's array, says so (CpuTarget)
+    return plan_memory(s.entry, s.updates if getattr(s.target, "writes_inputs", False) else (),
+                       pieces=getattr(s.target, "places_pieces", False))
 
 
 def _render(s: _Lowering):

@@ -424,6 +424,7 @@ class CpuTarget:
 
     name = "cpu"
     writes_inputs = True  # inputs' new values may go straight into their arrays (memory_plan)
+    places_pieces = True  # a 1-d cat's pieces may be computed straight into its array
 
     def __init__(self, fastmath: bool = False, precise_math: bool = False,
                  parallel: bool = True):
@@ -490,10 +491,24 @@ class CpuTarget:
         kinds = {s.node.out.id: s.kind for s in entry.steps}
         lines: list = []
 
+        placed = set()  # the cats whose array is made (their pieces go into it)
+
         def allocate(v: Var, t: str) -> None:
             """The result array of a kernel or np.dot: a buffer parameter, the array of the
-            input it is the new value of, or a fresh one."""
+            input it is the new value of, its slice of a cat's array, or a fresh one."""
             k = entry.storage.get(v.id)
+            if v.id in entry.pieces and not jit_entry:
+                cat, off = entry.pieces[v.id]
+                c = producer[cat].out
+                if cat not in placed:
+                    placed.add(cat)
+                    lines.append(f"    t{cat} = np.empty({sizes.shape(c.shape)}, "
+                                 f"{_NP_DTYPE[c.dtype.name]})  # %{cat}: cat, its pieces "
+                                 f"are computed into it")
+                end = off + math.prod(v.shape)
+                lines.append(f"    {t} = t{cat}[{sizes.ref(off)}:{sizes.ref(end)}]"
+                             f".reshape({sizes.shape(v.shape)})")
+                return
             if v.id in entry.written:
                 lines.append(f"    {t} = in{entry.written[v.id]}  # the input's new value, "
                              f"written into its array")
@@ -551,9 +566,15 @@ class CpuTarget:
                 lines.append(f"    {target} = _fallback[{step.index}]({operands})")
             elif step.kind == "const":
                 names[node.out.id] = f"c{step.index}"
+            elif step.kind == "matmul" and node.out.id in entry.pieces and not jit_entry:
+                lines.append(note)
+                allocate(node.out, t)
+                lines.append(f"    np.dot({arg[0]}, {arg[1]}, {t})")
             elif step.kind == "matmul" and node.out.id in entry.storage:
                 lines.append(note)
                 lines.append(f"    {t} = np.dot({arg[0]}, {arg[1]}, b{entry.storage[node.out.id]})")
+            elif node.out.id in placed:
+                lines.append(note + " (its pieces were computed into it)")
             else:
                 lines.append(note)
                 lines.append(f"    {t} = {_library(node, arg, sizes)}")

@@ -78,6 +78,9 @@ class EntryPlan:
     # value id -> graph input position: a new value written into that input's own array
     # (memory_plan.write_in_place)
     written: dict = field(default_factory=dict)
+    # value id -> (id of a 1-d ``cat``'s result, element offset): a piece of that cat its
+    # producer writes straight into the cat's array (memory_plan.place_pieces)
+    pieces: dict = field(default_factory=dict)
 
     @property
     def outputs(self) -> list:

@@ -171,15 +171,67 @@ def write_in_place(entry: EntryPlan, updates) -> None:
         entry.written[v.id] = inp
 
 
-def plan_memory(entry: EntryPlan, updates=()) -> EntryPlan:
+def place_pieces(entry: EntryPlan) -> None:
+    """Fill ``entry.pieces``: the inputs of a 1-d ``cat`` (DDP's bucket of flattened
+    gradients) whose producing kernel or matmul can write them straight into the cat's array,
+    so the cat copies nothing. Each piece is a stored result (or its reshape to 1-d) of the
+    cat's dtype that nothing else reads, a fresh array of this entry; the cat's array is then
+    made before the first of them is computed. All of a cat's inputs qualify, or none is
+    placed."""
+    graph = entry.graph
+    uses: dict = {}
+    for node in graph.nodes:
+        for x in node.inputs:
+            if isinstance(x, Var):
+                uses[x.id] = uses.get(x.id, 0) + 1
+    for x in graph.outputs:
+        if isinstance(x, Var):
+            uses[x.id] = uses.get(x.id, 0) + 2  # an output is never a piece
+    roots = alias_roots(entry)
+    steps = {s.node.out.id: s for s in entry.steps}
+    stored_by = {v.id: s for s in entry.steps for v in stored(s)}
+
+    def source(x: Var):
+        """The stored result that cat input ``x`` is, or is the reshape of (read by that
+        reshape alone); None where it is neither."""
+        step = steps.get(x.id)
+        if step is not None and step.kind == "call" and step.node.op == "reshape":
+            y = step.node.inputs[0]
+            if not isinstance(y, Var) or uses.get(y.id) != 1:
+                return None
+            x = y
+        if x.id in stored_by and x.id not in entry.written and roots.get(x.id) == {x.id}:
+            return x
+        return None
+
+    for step in entry.steps:
+        node = step.node
+        if node.op != "cat" or step.kind != "call" or len(node.out.shape) != 1:
+            continue
+        placed, offset = {}, 0
+        for x in node.inputs:
+            src = source(x) if isinstance(x, Var) and uses.get(x.id) == 1 else None
+            if src is None or src.dtype != node.out.dtype or src.id in placed:
+                break
+            placed[src.id] = offset
+            offset += int(np.prod(src.shape, dtype=np.int64))
+        else:
+            for vid, off in placed.items():
+                entry.pieces[vid] = (node.out.id, off)
+
+
+def plan_memory(entry: EntryPlan, updates=(), pieces: bool = False) -> EntryPlan:
     """Fill ``entry.buffers`` and ``entry.storage`` (value id -> buffer index); a stored result
     without a buffer is a fresh array. Marks donated arrays first (``donations``), then the
-    new values of ``updates`` written into their inputs' arrays (``write_in_place``), which
-    get no buffer."""
+    new values of ``updates`` written into their inputs' arrays (``write_in_place``) and, with
+    ``pieces``, the cats' pieces written into the cat's array (``place_pieces``): neither gets
+    a buffer."""
     graph = entry.graph
     donations(entry)
     if updates:
         write_in_place(entry, updates)
+    if pieces:
+        place_pieces(entry)
     roots = alias_roots(entry)
     outputs = {x.id for x in graph.outputs if isinstance(x, Var)}
     # which values may be held in reusable buffers: not outputs, nor anything an output views
@@ -197,7 +249,7 @@ def plan_memory(entry: EntryPlan, updates=()) -> EntryPlan:
     work = []  # (buffer index, nbytes, first, last)
     for step in entry.steps:
         for v in stored(step):
-            if v.id in entry.written:
+            if v.id in entry.written or v.id in entry.pieces:
                 continue
             nbytes = int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize
             if v.id in escaping:

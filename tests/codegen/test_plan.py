@@ -301,3 +301,31 @@ def test_write_in_place_takes_updates_whose_old_value_is_dead():
     entry = plan_entry(graph, plan_kernels(graph), Native())
     write_in_place(entry, [(1, pos)])  # not q's new value: q's shape, but q is read after
     assert entry.written == {}
+
+
+def test_a_flat_cats_pieces_are_computed_into_its_array():
+    """The pieces of a 1-d cat (DDP's bucket: gradients flattened and concatenated) are written
+    by their matmul or kernel straight into the cat's array; a piece read elsewhere too is
+    copied as before. Sizes above the @njit entry's limit: a plain Python entry."""
+    def fn(x, w):
+        flat = tj.cat([(x @ w).reshape(-1), (x * 2 + 1).sum(0)])
+        y = (x + 1).reshape(-1)
+        other = tj.cat([y, y * 2])  # y is read twice: not a piece
+        return flat * 3, flat, other
+
+    rng = np.random.default_rng(0)
+    f = tj.trace(fn, compile="sync")
+    calls = []
+    for _ in range(2):  # a second call: the pieces go into a fresh array again
+        x = rng.standard_normal((600, 500)).astype(np.float32)
+        w = rng.standard_normal((500, 500)).astype(np.float32)
+        flat = np.concatenate([(x @ w).reshape(-1), (x * 2 + 1).sum(0)])
+        y = (x + 1).reshape(-1)
+        calls.append(([t.numpy() for t in f(tj.tensor(x), tj.tensor(w))],
+                      [flat * 3, flat, np.concatenate([y, y * 2])]))
+    for got, want in calls:  # the first call's results too, after the second call
+        for g, ww in zip(got, want):
+            np.testing.assert_allclose(g, ww, rtol=2e-5, atol=1e-3)
+    src = f.source(tj.tensor(x), tj.tensor(w))
+    assert src.count("its pieces were computed into it") == 1, src
+    assert src.count("np.concatenate") == 1, src
