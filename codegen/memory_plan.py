@@ -178,15 +178,7 @@ def place_pieces(entry: EntryPlan) -> None:
     cat's dtype that nothing else reads, a fresh array of this entry; the cat's array is then
     made before the first of them is computed. All of a cat's inputs qualify, or none is
     placed."""
-    graph = entry.graph
-    uses: dict = {}
-    for node in graph.nodes:
-        for x in node.inputs:
-            if isinstance(x, Var):
-                uses[x.id] = uses.get(x.id, 0) + 1
-    for x in graph.outputs:
-        if isinstance(x, Var):
-            uses[x.id] = uses.get(x.id, 0) + 2  # an output is never a piece
+    uses = entry.graph.users()  # a piece is used once: by its cat (or its reshape), no output
     roots = alias_roots(entry)
     steps = {s.node.out.id: s for s in entry.steps}
     stored_by = {v.id: s for s in entry.steps for v in stored(s)}
