@@ -181,7 +181,7 @@ def place_pieces(entry: EntryPlan) -> None:
     uses = entry.graph.users()  # a piece is used once: by its cat (or its reshape), no output
     roots = alias_roots(entry)
     steps = {s.node.out.id: s for s in entry.steps}
-    stored_by = {v.id: s for s in entry.steps for v in stored(s)}
+    stored_ids = {v.id for s in entry.steps for v in stored(s)}
 
     def source(x: Var):
         """The stored result that cat input ``x`` is, or is the reshape of (read by that
@@ -192,7 +192,7 @@ def place_pieces(entry: EntryPlan) -> None:
             if not isinstance(y, Var) or uses.get(y.id) != 1:
                 return None
             x = y
-        if x.id in stored_by and x.id not in entry.written and roots.get(x.id) == {x.id}:
+        if x.id in stored_ids and x.id not in entry.written and roots.get(x.id) == {x.id}:
             return x
         return None
 
