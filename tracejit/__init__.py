@@ -14,7 +14,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # cuda_ops registers eager CUDA ops (dispatch.cuda_backend); numba-cuda is imported on first use;
 # onnx imports the onnx package only when exporting
-from . import autograd, cuda, cuda_ops, dtypes, nn, onnx, ops, optim, utils  # noqa: E402, F401 - nn and optim build on the names above
+from . import autograd, cuda, cuda_ops, dtypes, nn, onnx, ops, optim, return_types, utils  # noqa: E402, F401 - nn and optim build on the names above
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (
                        arange,

@@ -14,12 +14,11 @@ compositions, they trace, differentiate and compile with no code of their own in
 from __future__ import annotations
 
 import math
-from collections import namedtuple
 
 import numpy as np
 
 from . import dtypes as D
-from . import ops
+from . import ops, return_types
 from .dispatch import apply, current_tracer
 from .errors import ShapeError, user_frame
 from .ops import norm_dim
@@ -30,11 +29,9 @@ __all__ = ["isclose", "allclose", "roll", "repeat_interleave", "diag", "diagonal
            "topk", "kthvalue", "median", "mode", "unique", "nonzero", "bincount", "histc",
            "baddbmm", "cdist", "std_mean", "var_mean", "einsum"]
 
-SortResult = namedtuple("sort", ["values", "indices"])
-TopKResult = namedtuple("topk", ["values", "indices"])
-KthResult = namedtuple("kthvalue", ["values", "indices"])
-MedianResult = namedtuple("median", ["values", "indices"])
-ModeResult = namedtuple("mode", ["values", "indices"])
+SortResult, TopKResult = return_types.sort, return_types.topk
+KthResult, MedianResult, ModeResult = \
+    return_types.kthvalue, return_types.median, return_types.mode
 
 
 def _const(array, like=None) -> Tensor:

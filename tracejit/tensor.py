@@ -9,13 +9,12 @@ all see the same primitives.
 
 from __future__ import annotations
 
-import collections
 import math
 from typing import Sequence
 
 import numpy as np
 
-from . import autograd, dispatch, ops
+from . import autograd, dispatch, ops, return_types
 from . import dtypes as D
 from .autograd import grad_mode
 from .dispatch import apply, current_tracer
@@ -40,7 +39,6 @@ def device_mismatch(what, devices):
     return cuda_eager.device_error(what, devices, 1)
 
 
-MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
 
 
 class device:
@@ -951,7 +949,7 @@ class Tensor:
             if self.ndim else self.clone()
         if not keepdim and self.ndim:
             values, indices = values.squeeze(dim), indices.squeeze(dim)
-        return MaxResult(values, indices)
+        return getattr(return_types, name)(values, indices)
 
     def max(self, dim=None, keepdim=False):
         return self._extreme(dim, keepdim, self.argmax, self.amax, "max")

@@ -41,6 +41,19 @@ def test_function_round_trip_keeps_argument_and_result_structure(tmp_path):
         loaded(tj.randn(4, 3, dtype=tj.float64), (a, b), scale=3.0)
 
 
+def test_named_results_come_back_as_tracejits_own_classes(tmp_path):
+    @tj.trace
+    def f(x):
+        return tj.sort(x, dim=1), x.max(0), tj.median(x, dim=1)
+
+    x = tj.randn(3, 4)
+    tj.export(f, x).save(tmp_path / "f.tjit")
+    got, want = tj.load(tmp_path / "f.tjit")(x), f(x)
+    assert [type(r) for r in got] == [tj.return_types.sort, tj.return_types.max,
+                                      tj.return_types.median] == [type(r) for r in want]
+    np.testing.assert_array_equal(got[0].indices._data, want[0].indices._data)
+
+
 def test_in_place_updates_of_arguments_and_passthrough(tmp_path):
     def f(x, acc):
         acc.add_(x.sum(0))

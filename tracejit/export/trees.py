@@ -41,7 +41,7 @@ def _namedtuple(qualname: str, fields: tuple):
 
 
 def _imported_namedtuple(qualname: str, fields: tuple):
-    """The class itself when its module is already imported (tracejit's ``MaxResult``, or the
+    """The class itself when its module is already imported (tracejit.return_types, or the
     user's): looked up in ``sys.modules`` only, never imported, and only a namedtuple class
     with exactly these fields is taken."""
     import sys
