@@ -50,7 +50,12 @@ WORKER_ENV = "TRACEJIT_COMPILE_WORKER"  # set in a worker: its own compiles are 
 
 # the thread counts of the BLAS libraries numpy and scipy may be built with
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_MAIN = "from tracejit.runtime.compile_worker import main; main()"
+# A worker needs the runtime, codegen and numba, not tracejit's front end (nn, tensors, ~0.25 s
+# of imports on the zygote's critical path): the package is registered without running its
+# __init__, so ``tracejit.x`` imports only ``x`` and what it imports
+_BOOT = ("import importlib.util as u, sys; "
+         "sys.modules['tracejit'] = u.module_from_spec(u.find_spec('tracejit'))")
+_MAIN = _BOOT + "; from tracejit.runtime.compile_worker import main; main()"
 # workers are forks of one warmed-up zygote (Linux: fork after numba's setup, fds over sockets);
 # TRACEJIT_COMPILE_FORK=0 starts each worker as a process of its own
 FORK = sys.platform.startswith("linux") and hasattr(socket, "send_fds") and \
@@ -160,7 +165,8 @@ class _Slot:
         try:
             self._ensure()  # ready before the first job arrives
         except Exception as e:  # noqa: BLE001 - the first job tries again and reports it
-            self.pool.log(f"tracejit: starting compile worker {self.index} failed: {e}")
+            if not self.pool.closed:  # (a process that ends before its workers are up: quiet)
+                self.pool.log(f"tracejit: starting compile worker {self.index} failed: {e}")
         while True:
             job = self.pool.jobs.get()
             if job is None:

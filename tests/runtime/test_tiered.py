@@ -259,6 +259,38 @@ def test_workers_without_a_zygote(monkeypatch):
     assert all(s.proc.returncode is not None for s in pool.slots if s.proc is not None)
 
 
+def test_a_worker_imports_what_compiling_needs_not_the_front_end():
+    script = compile_worker._BOOT + "; " + textwrap.dedent("""\
+        import os, tracejit.runtime.compile_worker as cw
+        os.environ[cw.PREIMPORT_ENV] = "tracejit.codegen.mathlib,tracejit.codegen.prelude"
+        cw._prewarm()
+        import tracejit.runtime.compile, tracejit.codegen.program
+        print(sorted(m for m in ("tracejit.tensor", "tracejit.nn", "numba") if m in sys.modules))
+    """).replace("\n", "; ")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['numba']"]
+
+
+def test_decorating_and_a_first_tiered_call_leave_numba_unimported(tmp_path):
+    script = textwrap.dedent("""
+        import sys
+        import tracejit as tj
+
+        f = tj.trace(lambda x: x * 2.0 + 1.0, compile="tiered")
+        assert "numba" not in sys.modules, "decorating imported numba"
+        f(tj.ones(3))
+        print("numba" in sys.modules)
+    """)
+    env = dict(os.environ, TRACEJIT_CACHE_DIR=str(tmp_path / "c"))
+    env.pop("TRACEJIT_SYNC_COMPILE", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]  # the workers compile; this process interprets
+
+
 def test_workers_leave_no_process_behind_at_exit(tmp_path):
     script = textwrap.dedent("""
         import tracejit as tj

@@ -69,7 +69,9 @@ class TracedFunction:
         self.check_trace = check_trace
         self.passes = passes
         backend = backend or os.environ.get("TRACEJIT_BACKEND", "cpu")
-        if backend not in backends():
+        # the default two are known without importing codegen (and numba: 0.2 s, which would
+        # delay the compile workers' start on a cold first call)
+        if backend not in ("cpu", "interpret") and backend not in backends():
             raise ValueError(f"trace: backend must be one of {', '.join(map(repr, backends()))}"
                              f", got {backend!r}")
         self.backend = backend
@@ -281,6 +283,8 @@ class TracedFunction:
             if isinstance(x, Tensor):
                 tracer.add_argument(name, x)
                 arg_positions.append(i)
+        if self.backend == "cpu" and not any(isinstance(x, Tensor) and x.is_cuda for x in leaves):
+            self._prestart_workers()
         token = dispatch._TRACER.set(tracer)
         try:
             result = _call_watched(self.fn, args, kwargs)
@@ -326,6 +330,13 @@ class TracedFunction:
             result = _detached(result)
         return spec, result
 
+    def _prestart_workers(self) -> None:
+        """A cold cache: the compile workers start up (about a second: numba's import and first
+        compile) while this traces, so they are ready when its kernels are."""
+        from ..runtime import tiered
+        if tiered.resolve_mode(self.compile_mode) == "tiered":
+            tiered.prestart()
+
     def _compile(self, graph, device: str = "cpu", updates=()):
         """(fused graph, generated code, runner) for an optimised graph: fused and lowered
         through numba for the device its inputs live on (machine code is made on the first
@@ -333,26 +344,23 @@ class TracedFunction:
         default, ``runtime/tiered.py``) a CPU runner interprets the graph until a compile worker
         has made the machine code; CUDA targets compile synchronously. ``updates``: the graph's
         in-place updates of its inputs (``codegen.lower``)."""
-        from ..codegen import lower
         from ..passes import COMPILE_PIPELINE, run_pipeline
 
         target = "cuda" if device.startswith("cuda") else self.backend
         tiered = None
         if target == "cpu":  # CUDA targets compile synchronously
             from ..runtime import tiered
-            if tiered.resolve_mode(self.compile_mode) == "tiered":
-                tiered.prestart()  # cold cache: the workers start up while this traces
-            else:
+            if tiered.resolve_mode(self.compile_mode) != "tiered":
                 tiered = None
         graph = run_pipeline(graph, COMPILE_PIPELINE, debug=debug_enabled("passes"))
         if tiered is not None and not debug_enabled("src"):
             # lowered when first run (the first call returns sooner; a specialization that
-            # never runs twice is never lowered)
-            later = functools.partial(lower, graph, target=target, updates=updates,
+            # never runs twice is never lowered; nor is codegen, with numba, imported before)
+            later = functools.partial(_lower, graph, target=target, updates=updates,
                                       fastmath=self.fastmath, precise_math=self.precise_math)
             return graph, None, tiered.TieredRunner(None, graph, self.name, lower=later)
-        lowered = lower(graph, target=target, updates=updates, fastmath=self.fastmath,
-                        precise_math=self.precise_math)
+        lowered = _lower(graph, target=target, updates=updates, fastmath=self.fastmath,
+                         precise_math=self.precise_math)
         if debug_enabled("src"):
             _debug_print(f"tracejit: source for {self.name}\n{lowered.source}")
         if target == "cuda":
@@ -436,6 +444,11 @@ class TracedFunction:
                     f"check_trace: {self.name}'s graph disagrees with eager execution on {what}: "
                     f"graph {g!r} vs eager {w!r}. The function probably depends on something "
                     f"tracing cannot see (Python state, randomness outside tracejit).")
+
+
+def _lower(graph, **options):
+    from ..codegen import lower
+    return lower(graph, **options)
 
 
 def _swap_runner(spec, old, new) -> None:
