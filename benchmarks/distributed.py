@@ -3,7 +3,7 @@ one traced whole step with DistributedDataParallel, on 1 rank x 1 thread and 2 r
 thread (samples/s of the job), and the gradient exchange per step beside a bare mpi4py
 ``Allreduce`` of the same bytes at the same point of the same loop.
 
-    python benchmarks/distributed.py [--steps 40] [--batch 256] [--ranks 2] [--repeat 3]
+    python benchmarks/distributed.py [--steps 200] [--batch 256] [--ranks 2] [--repeat 3]
 
 Each configuration is its own ``mpiexec`` launch with NUMBA_NUM_THREADS=OMP_NUM_THREADS=1.
 The exchange is measured two ways: what it adds to the step (the DDP step's time minus the
@@ -162,7 +162,9 @@ def launch(n: int, steps: int, batch: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=200,
+                    help="steps per configuration and launch (at 40, the exchange's 0.1 ms "
+                         "differences drowned in the machine's noise)")
     ap.add_argument("--batch", type=int, default=256, help="samples per rank and step")
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="launches per configuration")
