@@ -2,7 +2,9 @@
 
 ``EXECUTORS`` maps a name to ``run(program) -> Result``: the outputs, and every input tensor as
 the call left it (in-place updates of inputs must be visible to the caller identically). A new
-executor (CUDA simulator, export/load, onnxruntime) joins the differential tests by adding a row.
+executor joins the differential tests by adding a row. CUDA is the exception: numba-cuda's
+simulator must start in a process of its own, so test_cuda_differential.py runs a batch of
+programs in one simulator child (cuda_child.py) and compares them here with ``compare``.
 
 Tolerances (``tolerance``/``compare``): integer and bool results must be identical. Floats:
 NaN positions identical, infinities identical (with their sign), and finite values within

@@ -37,6 +37,8 @@ def _fmt(x) -> str:
     if isinstance(x, np.dtype):
         return f"np.dtype({x.name!r})"
     if isinstance(x, np.ndarray):
+        if x.size == 0:  # tolist() loses the dims after a 0: [[], []] for shape (2, 0, 3)
+            return f"np.zeros({x.shape!r}, dtype={x.dtype.name!r})"
         return f"np.array({_fmt_list(x.tolist())}, dtype={x.dtype.name!r})"
     if isinstance(x, float):
         return _fmt_float(x)
@@ -162,6 +164,9 @@ class P:
         return fn
 
 
+_DEVICE = "cpu"  # where "tensor" steps make their constants (the CUDA row sets "cuda")
+
+
 def _resolve(x, env):
     if isinstance(x, V):
         return env[x]
@@ -175,12 +180,15 @@ def run_step(step: S, env: list):
     args = [_resolve(a, env) for a in step.args]
     attrs = step.attr_dict
     if step.op == "tensor":
-        return tj.tensor(np.array(attrs["value"]))
+        return tj.tensor(np.array(attrs["value"]), device=_DEVICE)
     if step.op.startswith("."):
         name = step.op[1:]
         res = getattr(args[0], name)(*args[1:], **attrs)
         return args[0] if name == "__setitem__" else res
-    return apply(ops.OPS[step.op], *args, **attrs)
+    res = apply(ops.OPS[step.op], *args, **attrs)
+    if _DEVICE != "cpu" and ops.OPS[step.op].kind == ops.RANDOM:  # as tj.rand(device=...)
+        res = res.to(_DEVICE)
+    return res
 
 
 def replay(program: P, inputs, hook=None) -> list:

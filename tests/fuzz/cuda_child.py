@@ -1,0 +1,53 @@
+"""The CUDA row of the differential tests, run in ONE simulator child (tests/cuda/sim.py):
+each program ``inputs["programs"]`` holds (their reprs, one per line block) is traced on CUDA
+tensors and called twice, the first call tracing and the second running the compiled CUDA
+kernels; its outputs and its input tensors as the call left them come back as host arrays,
+with the runner every specialization got (a silent fallback to the interpreter must fail)."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+
+import numpy as np
+
+SEPARATOR = "\n#--- next program\n"
+
+
+def _text(s: str) -> np.ndarray:
+    return np.frombuffer(s.encode(), np.uint8)
+
+
+def run(inputs) -> dict:
+    import tracejit as tj
+
+    from . import program as prog
+    from .executors import SEED
+
+    namespace = {n: getattr(prog, n) for n in prog.__all__}
+    namespace.update(nan=math.nan, inf=math.inf, np=np)
+    texts = bytes(inputs["programs"]).decode().split(SEPARATOR)
+    res = {}
+    prog._DEVICE = "cuda"
+    for k, text in enumerate(texts):
+        t0 = time.perf_counter()
+        try:
+            p = eval(text, namespace)  # noqa: S307 - the parent's own reprs
+            f = tj.trace(p.function())
+            for _ in range(2):
+                tj.manual_seed(SEED)
+                args = [a.to("cuda") for a in p.make_args()]
+                out = f(*args)
+            outs = [out] if p.bare else list(out)
+            for j, o in enumerate(outs):
+                res[f"{k}.out{j}"] = o.detach().cpu().numpy() if isinstance(o, tj.Tensor) \
+                    else np.asarray(o)
+            for j, a in enumerate(args):
+                res[f"{k}.in{j}"] = a.detach().cpu().numpy()
+            res[f"{k}.runners"] = _text(" ".join(
+                f"{s.compiled.device}:{type(s.runner).__name__}" for s in f.specs()))
+        except Exception as e:  # noqa: BLE001 - the parent reports it with the program
+            res[f"{k}.error"] = _text(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        res[f"{k}.seconds"] = np.array(time.perf_counter() - t0)
+    return res
