@@ -51,3 +51,31 @@ def run(inputs) -> dict:
             res[f"{k}.error"] = _text(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         res[f"{k}.seconds"] = np.array(time.perf_counter() - t0)
     return res
+
+
+def run_grads(inputs) -> dict:
+    """The gradient programs ``inputs["programs"]`` holds, on CUDA tensors: the backward of a
+    traced function called from eager code and ``tracejit.grad``, first and second call each
+    (test_grad_differential.traced_gradients); every gradient comes back as a host array."""
+
+    from . import program as prog
+    from .test_grad_differential import traced_gradients
+
+    namespace = {n: getattr(prog, n) for n in prog.__all__}
+    namespace.update(nan=math.nan, inf=math.inf, np=np)
+    prog._DEVICE = "cuda"
+    res = {}
+    for k, text in enumerate(bytes(inputs["programs"]).decode().split(SEPARATOR)):
+        try:
+            p = eval(text, namespace)  # noqa: S307 - the parent's own reprs
+            for w, (what, loss, grads) in enumerate(traced_gradients(p, "cuda")):
+                res[f"{k}.{w}.what"] = _text(what)
+                if loss is not None:
+                    res[f"{k}.{w}.loss"] = np.asarray(loss.item())
+                for i, g in enumerate(grads):
+                    if g is not None:
+                        assert str(g.device) == "cuda:0", (what, i, g.device)
+                        res[f"{k}.{w}.grad{i}"] = g.detach().cpu().numpy()
+        except Exception as e:  # noqa: BLE001 - the parent reports it with the program
+            res[f"{k}.error"] = _text(f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+    return res

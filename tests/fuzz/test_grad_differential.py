@@ -41,7 +41,7 @@ def _loss(outs, weights):
     total = None
     for o, w in zip(outs, weights):
         if isinstance(o, tj.Tensor) and o.dtype == np.float64 and o.requires_grad:
-            term = (o * tj.from_numpy(w.copy())).sum()
+            term = (o * tj.from_numpy(w.copy()).to(o.device)).sum()
             total = term if total is None else total + term
     return total
 
@@ -67,15 +67,15 @@ def test_gradients_agree(p):
     check_gradients(p)
 
 
-def check_gradients(p):
-    """Eager autograd, a traced function's compiled backward and tracejit.grad agree on ``p``."""
+def eager_gradients(p):
+    """(loss, gradient of each input) from eager autograd, or None where ``p`` has no float64
+    output that requires grad; rejects the example where eager refuses."""
     fn = p.function()
     args = p.make_args(requires_grad=True)
     outs = _outs(p, fn(*args))
-    weights = _weights(outs)
-    loss = _loss(outs, weights)
+    loss = _loss(outs, _weights(outs))
     if loss is None:
-        return
+        return None
     try:
         grads = _grads(loss, args)
     except RuntimeError as e:
@@ -83,14 +83,27 @@ def check_gradients(p):
         # more often: tracejit checks every saved operand, see test_autograd's strict xfail)
         assert "modified by an inplace operation" in str(e)
         reject()
-    want = [w if w is not None else tj.zeros_like(a) for w, a in zip(grads, args)]
+    return loss, [w if w is not None else tj.zeros_like(a) for w, a in zip(grads, args)]
 
+
+def _args(p, device, requires_grad=False):
+    args = [a.to(device) for a in p.make_args()]  # (on the CPU: the same tensors)
+    return [a.requires_grad_(True) if requires_grad and a.dtype.kind == "f" else a for a in args]
+
+
+def traced_gradients(p, device="cpu"):
+    """[(what, loss, gradients)]: the backward of a traced function called from eager code and
+    ``tracejit.grad``, each on its first and second call, on input tensors on ``device``."""
+    fn = p.function()
+    weights = None
+    found = []
     f = tj.trace(fn)
     for call in ("first call", "second call"):
-        args = p.make_args(requires_grad=True)
-        got_loss = _loss(_outs(p, f(*args)), weights)
-        np.testing.assert_allclose(got_loss.item(), loss.item(), rtol=RTOL, atol=ATOL)
-        _close(_grads(got_loss, args), want, f"traced, {call}")
+        args = _args(p, device, requires_grad=True)
+        outs = _outs(p, f(*args))
+        weights = weights or _weights(outs)
+        loss = _loss(outs, weights)
+        found.append((f"traced, {call}", loss, _grads(loss, args)))
     assert f.specs()[0].compiled_grad is not None, "the grad_fn ran an eager replay"
 
     def scalar(*xs):
@@ -98,8 +111,21 @@ def check_gradients(p):
 
     g = tj.grad(scalar, argnums=tuple(range(len(p.inputs))))
     for call in ("first call", "second call"):
-        got = g(*p.make_args())
-        _close(got if isinstance(got, tuple) else (got,), want, f"tracejit.grad, {call}")
+        got = g(*_args(p, device))
+        found.append((f"tracejit.grad, {call}", None, got if isinstance(got, tuple) else (got,)))
+    return found
+
+
+def check_gradients(p):
+    """Eager autograd, a traced function's compiled backward and tracejit.grad agree on ``p``."""
+    eager = eager_gradients(p)
+    if eager is None:
+        return
+    loss, want = eager
+    for what, got_loss, grads in traced_gradients(p):
+        if got_loss is not None:
+            np.testing.assert_allclose(got_loss.item(), loss.item(), rtol=RTOL, atol=ATOL)
+        _close(grads, want, what)
 
 
 @fuzz_settings(5)
