@@ -146,6 +146,14 @@ MISTAKES = [  # (name, function of x = ones(2, 3), exception type, pattern)
     ("clamp bounds", lambda x: x.clamp(), ValueError, r"clamp: at least one of min and max"),
     ("max_pool2d window", lambda x: F.max_pool2d(x.reshape(1, 1, 2, 3), 4), tj.ShapeError,
      r"max_pool2d: input of spatial size \(2, 3\) is too small for kernel \(4, 4\)"),
+    ("reshape to a string", lambda x: x.reshape("a", 3), TypeError,
+     r"reshape: sizes must be integers, got 'a' \(str\) in \('a', 3\)"),
+    ("zeros of a string", lambda x: x + tj.zeros("2"), TypeError, r"zeros: sizes must be integers"),
+    ("unknown device", lambda x: x.to("tpu"), TypeError,
+     r"to: 'tpu' is neither a device \('cpu', 'cuda', 'cuda:0'\) nor a dtype"),
+    ("full of a string", lambda x: x + tj.full((2, 3), "a"), TypeError,
+     r"full: fill_value must be a number, got str"),
+    ("arange step", lambda x: x + tj.arange(0, 3, 0), ValueError, r"arange: step must be nonzero"),
 ]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from . import dispatch, ops
 from . import dtypes as D
 from .dispatch import apply, current_tracer
+from .errors import user_frame
 from .tensor import Tensor, _check_device, _host_data, _shape_arg
 
 _GEN = [np.random.default_rng(0)]
@@ -131,7 +132,8 @@ def _new(arr: np.ndarray, device=None, requires_grad=False) -> Tensor:
 
 def _factory(fill):
     def make(*size, dtype=None, device=None, requires_grad=False):
-        return _new(fill(_shape_arg(size), D.as_dtype(dtype)), device, requires_grad)
+        return _new(fill(_shape_arg(size, fill.__name__), D.as_dtype(dtype)), device,
+                    requires_grad)
     return make
 
 
@@ -141,10 +143,15 @@ empty = _factory(np.empty)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if isinstance(fill_value, Tensor) and fill_value.ndim == 0:
+        fill_value = fill_value.item()
+    if not isinstance(fill_value, (bool, int, float, np.number, np.bool_)):
+        raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__} "
+                        f"{fill_value!r}{user_frame()}")
     if dtype is None:
         dtype = D.scalar_dtype(fill_value)
-    size = size if isinstance(size, (tuple, list)) else (size,)
-    return _new(np.full(tuple(size), fill_value, dtype=D.as_dtype(dtype)), device, requires_grad)
+    size = _shape_arg(size if isinstance(size, (tuple, list)) else (size,), "full")
+    return _new(np.full(size, fill_value, dtype=D.as_dtype(dtype)), device, requires_grad)
 
 
 def _like(factory):
@@ -184,7 +191,7 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     if end is None:
         start, end = 0, start
     if step == 0:
-        raise ValueError("arange: step must be nonzero")
+        raise ValueError(f"arange: step must be nonzero{user_frame()}")
     if dtype is None:
         floats = any(isinstance(v, float) for v in (start, end, step))
         dtype = D.get_default_dtype() if floats else D.int64
@@ -234,7 +241,7 @@ class _Using:
 def _random(op, size, dtype, device, requires_grad, generator=None, **params):
     dev = _check_device(device) if device is not None else None
     with _Using(generator, op.name):
-        t = apply(op, shape=_shape_arg(size), dtype=D.as_dtype(dtype), **params)
+        t = apply(op, shape=_shape_arg(size, op.name), dtype=D.as_dtype(dtype), **params)
     if dev is not None and dev.type == "cuda":  # drawn on the host: the CPU's numbers, copied
         t = t.cuda()
     return t.requires_grad_(True) if requires_grad else t

@@ -84,6 +84,13 @@ def parse_to_args(args, dtype=None, dev=None, with_device=False):
             dev = a.device
         elif isinstance(a, device) or isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda"):
             dev = a
+        elif isinstance(a, str):
+            try:
+                dtype = D.as_dtype(a)
+            except TypeError:
+                raise TypeError(f"to: {a!r} is neither a device ('cpu', 'cuda', 'cuda:0') nor "
+                                f"a dtype ({', '.join(n.name for n in D.SUPPORTED)})"
+                                f"{user_frame()}") from None
         else:
             dtype = a
     if dev is not None:
@@ -156,11 +163,18 @@ def _host_data(t) -> np.ndarray:
     return cuda_eager.to_host(t._data)
 
 
-def _shape_arg(shape) -> tuple:
+def _shape_arg(shape, what: str = "size") -> tuple:
     """Accept ``f(2, 3)`` and ``f((2, 3))`` as torch does."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    return tuple(int(s) for s in shape)
+    try:
+        if any(isinstance(s, (str, bytes)) for s in shape):
+            raise TypeError
+        return tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        bad = [s for s in shape if not isinstance(s, (int, np.integer))][0]
+        raise TypeError(f"{what}: sizes must be integers, got {bad!r} ({type(bad).__name__}) "
+                        f"in {tuple(shape)!r}{user_frame()}") from None
 
 
 def _wrap(x, like=None):
@@ -1032,7 +1046,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ shape
     def reshape(self, *shape) -> "Tensor":
-        shape = _infer_size(_shape_arg(shape), self.numel(), self.shape)
+        shape = _infer_size(_shape_arg(shape, "reshape"), self.numel(), self.shape)
         if shape == self.shape:
             return self if self._grad_fn is None and not self.requires_grad else \
                 apply(ops.RESHAPE, self, shape=shape)
@@ -1076,7 +1090,7 @@ class Tensor:
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def permute(self, *dims):
-        perm = tuple(norm_dim("permute", d, self.shape) for d in _shape_arg(dims))
+        perm = tuple(norm_dim("permute", d, self.shape) for d in _shape_arg(dims, "permute"))
         if len(perm) != self.ndim or sorted(perm) != list(range(self.ndim)):
             raise ShapeError(f"permute: {perm} is not a permutation of the dims of a tensor of "
                              f"shape {tuple(self.shape)}{user_frame()}")
@@ -1112,7 +1126,7 @@ class Tensor:
         return self.transpose(-2, -1)
 
     def expand(self, *sizes):
-        sizes = _shape_arg(sizes)
+        sizes = _shape_arg(sizes, "expand")
         lead = len(sizes) - self.ndim
         if lead < 0:
             raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be at "
@@ -1129,7 +1143,7 @@ class Tensor:
     broadcast_to = expand
 
     def repeat(self, *sizes):
-        sizes = _shape_arg(sizes)
+        sizes = _shape_arg(sizes, "repeat")
         if len(sizes) < self.ndim:
             raise ShapeError(f"repeat: number of repeat dims ({len(sizes)}) can not be smaller "
                              f"than the number of dims of the tensor ({self.ndim}){user_frame()}")

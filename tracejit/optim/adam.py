@@ -11,6 +11,7 @@ import numpy as np
 
 from ..creation import tensor, zeros_like
 from ..dtypes import get_default_dtype
+from ..errors import user_frame
 from ..tensor import maximum
 from .optimizer import Optimizer, _check_unsupported, scaled
 
@@ -47,9 +48,9 @@ class Adam(Optimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         lr, eps, betas, wd = group["lr"], group["eps"], group["betas"], group["weight_decay"]
         if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+            raise ValueError(f"Invalid learning rate: {lr}{user_frame()}")
         if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+            raise ValueError(f"Invalid epsilon value: {eps}{user_frame()}")
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
@@ -58,9 +59,9 @@ class Adam(Optimizer):
                     f"{type(self).__name__}: betas[{i}] of type {type(beta).__name__}; tensor "
                     f"betas are not supported, pass Python floats")
             if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+                raise ValueError(f"Invalid beta parameter at index {i}: {beta}{user_frame()}")
         if not 0.0 <= wd:
-            raise ValueError(f"Invalid weight_decay value: {wd}")
+            raise ValueError(f"Invalid weight_decay value: {wd}{user_frame()}")
         _check_unsupported(group, type(self).__name__)
 
     def _init_state(self, p, amsgrad: bool) -> dict:

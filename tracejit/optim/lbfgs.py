@@ -18,6 +18,7 @@ import math
 
 from .. import autograd
 from ..dispatch import current_tracer
+from ..errors import user_frame
 from ..tensor import cat
 from .optimizer import Optimizer
 
@@ -137,7 +138,7 @@ class LBFGS(Optimizer):
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
                  history_size: int = 100, line_search_fn: str | None = None):
         if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+            raise ValueError(f"Invalid learning rate: {lr}{user_frame()}")
         if max_eval is None:
             max_eval = max_iter * 5 // 4
         defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval,

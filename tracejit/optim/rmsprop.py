@@ -12,12 +12,13 @@ import numpy as np
 
 from ..creation import full_like, tensor, zeros_like
 from ..dtypes import get_default_dtype
+from ..errors import user_frame
 from .optimizer import Optimizer, _check_unsupported, scaled
 
 
 def _check(name: str, value, what: str) -> None:
     if not 0.0 <= value:
-        raise ValueError(f"Invalid {what}: {value}")
+        raise ValueError(f"Invalid {what}: {value}{user_frame()}")
 
 
 class RMSprop(Optimizer):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import user_frame
 from .optimizer import Optimizer, _check_unsupported, scaled
 
 
@@ -62,11 +63,11 @@ class SGD(Optimizer):
 
 def _check_sgd(group: dict[str, Any]) -> None:
     if group["lr"] < 0.0:
-        raise ValueError(f"Invalid learning rate: {group['lr']}")
+        raise ValueError(f"Invalid learning rate: {group['lr']}{user_frame()}")
     if group["momentum"] < 0.0:
-        raise ValueError(f"Invalid momentum value: {group['momentum']}")
+        raise ValueError(f"Invalid momentum value: {group['momentum']}{user_frame()}")
     if group["weight_decay"] < 0.0:
-        raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+        raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}{user_frame()}")
     if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     _check_unsupported(group, "SGD")
