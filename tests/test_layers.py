@@ -20,7 +20,7 @@ PACKAGES = {"tracejit": ROOT / "tracejit", "tracejit.codegen": ROOT / "codegen",
 LAYERS = ["core", "runtime", "codegen", "passes", "front"]
 CORE = {"tracejit.dtypes", "tracejit.errors", "tracejit.ir", "tracejit.ops", "tracejit.dispatch",
         "tracejit.autograd", "tracejit.tensor", "tracejit.creation", "tracejit.printing",
-        "tracejit.functions", "tracejit.serialize", "tracejit.version",
+        "tracejit.functions", "tracejit.serialize", "tracejit.version", "tracejit.return_types",
         "tracejit.cuda",  # tracejit.cuda: device availability, imports nothing of ours
         "tracejit._aliases", "tracejit._torch_names",  # stdlib only (the names table looks
         # up nn by name when it answers, never importing it)
