@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -19,21 +20,30 @@ def _text(s: str) -> np.ndarray:
     return np.frombuffer(s.encode(), np.uint8)
 
 
-def run(inputs) -> dict:
-    import tracejit as tj
-
+def _programs(inputs):
+    """(index, a function making the program) for each program sent, with the
+    constants and random draws of the programs made on CUDA; tracejit's warnings (a fallback
+    to the interpreter) are errors."""
     from . import program as prog
-    from .executors import SEED
 
+    warnings.filterwarnings("error", message="tracejit")
+    prog._DEVICE = "cuda"
     namespace = {n: getattr(prog, n) for n in prog.__all__}
     namespace.update(nan=math.nan, inf=math.inf, np=np)
     texts = bytes(inputs["programs"]).decode().split(SEPARATOR)
+    return [(k, lambda t=t: eval(t, namespace)) for k, t in enumerate(texts)]  # noqa: S307
+
+
+def run(inputs) -> dict:
+    import tracejit as tj
+
+    from .executors import SEED
+
     res = {}
-    prog._DEVICE = "cuda"
-    for k, text in enumerate(texts):
+    for k, make in _programs(inputs):
         t0 = time.perf_counter()
         try:
-            p = eval(text, namespace)  # noqa: S307 - the parent's own reprs
+            p = make()  # the parent's own reprs
             f = tj.trace(p.function())
             for _ in range(2):
                 tj.manual_seed(SEED)
@@ -61,6 +71,7 @@ def run_grads(inputs) -> dict:
     from . import program as prog
     from .test_grad_differential import traced_gradients
 
+    warnings.filterwarnings("error", message="tracejit")  # a fallback to the interpreter fails
     namespace = {n: getattr(prog, n) for n in prog.__all__}
     namespace.update(nan=math.nan, inf=math.inf, np=np)
     prog._DEVICE = "cuda"

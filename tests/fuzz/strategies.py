@@ -31,9 +31,11 @@ from hypothesis import strategies as st
 
 from tracejit import dtypes as D
 from tracejit import ops
+from tracejit import random as tj_random
 from tracejit.errors import DTypeError, ShapeError
 from tracejit.tensor import Tensor
 
+from .executors import SEED
 from .program import In, P, S, V, replay, run_step
 
 F32, F64, I32, I64, B = (np.dtype(n) for n in ("float32", "float64", "int32", "int64", "bool"))
@@ -166,6 +168,10 @@ class Gen:
         for i, inp in enumerate(inputs):
             a = inp.array()
             self.infos.append(Info(a.shape, a.dtype, special=_special(a), root=i))
+        # random draws while generating are the ones the executors make (each seeds SEED, then
+        # runs the steps in order): generation reads values, so it must not depend on what ran
+        # before in this process (hypothesis replays an example and expects the same draws)
+        tj_random.manual_seed(SEED)
         self.env = self.prog.make_args()
         self.stats = {"steps": [], "rejected": 0}
 
@@ -213,7 +219,9 @@ class Gen:
         return ref
 
     def _rebuild(self):
-        """The eager values of the steps kept so far, computed afresh."""
+        """The eager values of the steps kept so far, computed afresh (the generator's draws
+        replayed too, so a rejected step's draws are forgotten)."""
+        tj_random.manual_seed(SEED)
         env = list(self.prog.make_args())
         for s in self.prog.steps:
             env.append(run_step(s, env))
