@@ -179,6 +179,31 @@ def test_numpy_global_generator_raises(draw):
         tj.trace(lambda x: x + draw(), backend="interpret")(tj.ones(2))
 
 
+def test_a_generator_of_your_own_raises_at_the_users_line():
+    rng, pyrng = np.random.default_rng(0), random.Random(0)
+    legacy = np.random.RandomState(0)
+    for draw, what in ((lambda x: x * float(rng.standard_normal()),
+                        "your generator 'rng' (numpy.random._generator.Generator)"),
+                       (lambda x: x * float(legacy.rand()),
+                        "your generator 'legacy' (numpy.random.mtrand.RandomState)"),
+                       (lambda x: x * pyrng.randint(0, 3),
+                        "your generator 'pyrng' (random.Random)")):
+        with pytest.raises(TraceError) as e:
+            tj.trace(draw, backend="interpret")(tj.ones(2))
+        assert what in str(e.value) and "test_tracing_safety.py" in str(e.value), str(e.value)
+
+    class Noisy(tj.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(1)
+
+        def forward(self, x):
+            return x + float(self.rng.random())
+
+    with pytest.raises(TraceError, match="your generator 'self.rng'"):
+        tj.trace(Noisy(), backend="interpret")(tj.ones(2))
+
+
 def test_random_is_caught_under_a_profiler_too():
     def net(x):
         return x * random.random()

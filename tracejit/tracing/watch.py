@@ -89,7 +89,9 @@ def _site(frame) -> str:
 
 def _watch(frame, event, arg):
     """A profile function (this thread, while the traced function runs): a call of a clock,
-    ``open`` or a global random generator raises at the caller's line."""
+    ``open`` or a global random generator raises at the caller's line. (Generators of the
+    user's own are compared by state, ``_own_generators``: one made and seeded inside the
+    function draws the same numbers on every call.)"""
     if event != "c_call":
         return
     hit = _WATCHED.get(arg)
@@ -117,11 +119,74 @@ def _watch(frame, event, arg):
     raise _untraceable_state(hit[0], hit[1], _site(frame))
 
 
+# numpy's generators are compiled Cython, whose calls a profile hook does not see
+_GENERATORS = (random.Random, np.random.Generator, np.random.RandomState, np.random.BitGenerator)
+
+
+def _state(g):
+    if isinstance(g, random.Random):
+        return g.getstate()
+    return g.get_state(legacy=False) if isinstance(g, np.random.RandomState) else (
+        g.bit_generator.state if isinstance(g, np.random.Generator) else g.state)
+
+
+def _same_state(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            _same_state(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+def _own_generators(fn, args) -> list:
+    """(name, generator) for the generators of the user's own (``random.Random``, numpy's) the
+    traced function can reach directly, existing before it runs: the
+    globals its code names (nested functions' too), its closure, a traced module's attributes,
+    its arguments."""
+    found = {}
+    funcs = [fn]
+    owner = getattr(fn, "__self__", None)  # a traced module's __call__, or a bound method
+    if owner is not None and hasattr(owner, "__dict__"):
+        for k, v in vars(owner).items():
+            if isinstance(v, _GENERATORS):
+                found[f"self.{k}"] = v
+        forward = getattr(type(owner), "forward", None)
+        if forward is not None:
+            funcs.append(forward)
+    for f in funcs:
+        f = getattr(f, "__func__", f)
+        code = getattr(f, "__code__", None)
+        if code is None:
+            continue
+        codes, names = [code], set()
+        while codes:
+            c = codes.pop()
+            names.update(c.co_names)
+            codes.extend(k for k in c.co_consts if hasattr(k, "co_names"))
+        g = getattr(f, "__globals__", {})
+        for n in names:
+            if isinstance(g.get(n), _GENERATORS):
+                found[n] = g[n]
+        for n, cell in zip(code.co_freevars, f.__closure__ or ()):
+            try:
+                v = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if isinstance(v, _GENERATORS):
+                found[n] = v
+    for k, a in enumerate(args):
+        if isinstance(a, _GENERATORS):
+            found[f"argument {k}"] = a
+    return list(found.items())
+
+
 def _call_watched(fn, args, kwargs):
     """Run the function being traced; refuse Python state the graph cannot capture."""
     if not _WATCHED:
         _init_watch()
     before = _rng_states()
+    own = [(name, g, _state(g)) for name, g in _own_generators(fn, args)]
     watching = sys.getprofile() is None  # NOTE: never replace a profiler the user runs
     if watching:
         sys.setprofile(_watch)
@@ -131,6 +196,9 @@ def _call_watched(fn, args, kwargs):
         if watching:
             sys.setprofile(None)
     changed = _rng_changed(before)
+    for name, g, state in own:
+        if changed is None and not _same_state(state, _state(g)):
+            changed = f"your generator {name!r} ({type(g).__module__}.{type(g).__name__})"
     if changed is not None:
         code = getattr(fn, "__code__", None)
         where = f"\n  in {getattr(fn, '__qualname__', fn)} at {code.co_filename}:" \
