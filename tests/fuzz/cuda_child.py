@@ -13,11 +13,9 @@ import warnings
 
 import numpy as np
 
+from tests.cuda.traced_cases import _text
+
 SEPARATOR = "\n#--- next program\n"
-
-
-def _text(s: str) -> np.ndarray:
-    return np.frombuffer(s.encode(), np.uint8)
 
 
 def _programs(inputs):

@@ -35,21 +35,6 @@ def _untraceable_state(what: str, kind: str, where: str) -> TraceError:
         f"later call{where}\n  fix: {_STATE_FIX[kind]}")
 
 
-def _rng_states():
-    """The global Python and numpy (legacy ``np.random.*``) generator states, to compare."""
-    st = np.random.mtrand._rand.get_state()
-    return random.getstate(), (st[1], st[2], st[3], st[4])
-
-
-def _rng_changed(before) -> str | None:
-    (py0, (key0, pos0, hg0, g0)), (py1, (key1, pos1, hg1, g1)) = before, _rng_states()
-    if py0 != py1:
-        return "Python's random module (random.random, randint, choice, shuffle...)"
-    if pos0 != pos1 or hg0 != hg1 or g0 != g1 or not np.array_equal(key0, key1):
-        return "numpy's global random generator (np.random.rand, randn, randint, seed...)"
-    return None
-
-
 _WATCHED: dict = {}  # C function -> (description, kind): calls caught while tracing
 _SKIP_FILES: tuple = ()
 
@@ -119,7 +104,8 @@ def _watch(frame, event, arg):
     raise _untraceable_state(hit[0], hit[1], _site(frame))
 
 
-# numpy's generators are compiled Cython, whose calls a profile hook does not see
+# Generators are compared by state before and after the traced call: numpy's are compiled
+# Cython, whose calls a profile hook does not see
 _GENERATORS = (random.Random, np.random.Generator, np.random.RandomState, np.random.BitGenerator)
 
 
@@ -137,6 +123,17 @@ def _same_state(a, b) -> bool:
     if isinstance(a, np.ndarray):
         return np.array_equal(a, b)
     return a == b
+
+
+def _generators(fn, args) -> list:
+    """(description, generator) for every generator whose draws tracing must not see: the
+    global Python and numpy (legacy ``np.random.*``) ones, and the user's own the function
+    reaches (``_own_generators``)."""
+    return [("Python's random module (random.random, randint, choice, shuffle...)", random._inst),
+            ("numpy's global random generator (np.random.rand, randn, randint, seed...)",
+             np.random.mtrand._rand)] + [
+        (f"your generator {name!r} ({type(g).__module__}.{type(g).__name__})", g)
+        for name, g in _own_generators(fn, args)]
 
 
 def _own_generators(fn, args) -> list:
@@ -185,8 +182,7 @@ def _call_watched(fn, args, kwargs):
     """Run the function being traced; refuse Python state the graph cannot capture."""
     if not _WATCHED:
         _init_watch()
-    before = _rng_states()
-    own = [(name, g, _state(g)) for name, g in _own_generators(fn, args)]
+    watched = [(what, g, _state(g)) for what, g in _generators(fn, args)]
     watching = sys.getprofile() is None  # NOTE: never replace a profiler the user runs
     if watching:
         sys.setprofile(_watch)
@@ -195,10 +191,8 @@ def _call_watched(fn, args, kwargs):
     finally:
         if watching:
             sys.setprofile(None)
-    changed = _rng_changed(before)
-    for name, g, state in own:
-        if changed is None and not _same_state(state, _state(g)):
-            changed = f"your generator {name!r} ({type(g).__module__}.{type(g).__name__})"
+    changed = next((what for what, g, state in watched if not _same_state(state, _state(g))),
+                   None)
     if changed is not None:
         code = getattr(fn, "__code__", None)
         where = f"\n  in {getattr(fn, '__qualname__', fn)} at {code.co_filename}:" \
